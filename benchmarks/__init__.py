@@ -1,0 +1,1 @@
+"""Benchmark harness for sparsedsl vs. peers: run `python -m benchmarks --help`."""

@@ -1,0 +1,169 @@
+"""Loop IR: the lowered program every backend renders.
+
+Statements are small dataclasses; expressions are strings in a Python-syntax subset (names,
+integer and float literals, subscripts, arithmetic, comparisons, ``and``/``or``/``not``, calls of
+the math functions in ``FUNCTIONS``, ``x if c else y``). A backend renders them by parsing the
+string with ``ast``, so a C-like backend needs no second expression language.
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+from dataclasses import dataclass, field
+
+# Elementwise functions a program may call; each backend spells them.
+FUNCTIONS = {"exp", "log", "abs", "sqrt", "relu", "sign", "where", "mask", "min", "max", "pow",
+             "sin", "cos", "tanh", "sigmoid"}
+
+
+@dataclass
+class For:
+    var: str
+    start: str
+    stop: str
+    body: list
+    parallel: bool = False
+
+
+@dataclass
+class While:
+    cond: str
+    body: list
+
+
+@dataclass
+class If:
+    cond: str
+    then: list
+    orelse: list = field(default_factory=list)
+
+
+@dataclass
+class Assign:
+    """``target = value``, or ``target = target <op> value`` for a reduction op (+, max, min, or, and)."""
+
+    target: str
+    value: str
+    op: str | None = None
+
+
+@dataclass
+class Alloc:
+    """``var = new array(shape) of dtype`` filled with ``fill`` (None: uninitialised)."""
+
+    var: str
+    shape: str
+    dtype: str
+    fill: str | None = "0"
+
+
+@dataclass
+class SortRange:
+    """Sort ``array[start:stop]`` in place (used to order a workspace's touched coordinates)."""
+
+    array: str
+    start: str
+    stop: str
+
+
+@dataclass
+class Comment:
+    text: str
+
+
+@dataclass
+class Return:
+    values: list
+
+
+@dataclass
+class Function:
+    name: str
+    params: list
+    body: list
+
+
+@dataclass
+class Module:
+    """Several functions and the name of the entry point; ``notes`` feed ``explain()``."""
+
+    functions: list
+    entry: str
+    notes: list = field(default_factory=list)
+
+
+STATEMENTS = (For, While, If, Assign, Alloc, SortRange, Comment, Return)
+
+
+def verify(module: Module) -> list[str]:
+    """Return the reasons the module is malformed (empty when it is well formed)."""
+    problems: list[str] = []
+
+    def check_expr(text: str, where: str):
+        try:
+            pyast.parse(text, mode="eval")
+        except SyntaxError as exc:
+            problems.append(f"{where}: expression {text!r} does not parse ({exc.msg})")
+
+    def walk(stmts, where):
+        for s in stmts:
+            if not isinstance(s, STATEMENTS):
+                problems.append(f"{where}: {type(s).__name__} is not a loop-IR statement")
+                continue
+            if isinstance(s, For):
+                check_expr(s.start, where)
+                check_expr(s.stop, where)
+                walk(s.body, f"{where}/for {s.var}")
+            elif isinstance(s, While):
+                check_expr(s.cond, where)
+                walk(s.body, f"{where}/while")
+            elif isinstance(s, If):
+                check_expr(s.cond, where)
+                walk(s.then, f"{where}/if")
+                walk(s.orelse, f"{where}/else")
+            elif isinstance(s, Assign):
+                check_expr(s.target, where)
+                check_expr(s.value, where)
+
+    names = {f.name for f in module.functions}
+    if module.entry not in names:
+        problems.append(f"entry function {module.entry!r} is not defined")
+    for f in module.functions:
+        walk(f.body, f.name)
+    return problems
+
+
+def dump(module: Module) -> str:
+    """A readable listing of the IR (``SPARSEDSL_DUMP=lower``)."""
+    lines: list[str] = []
+
+    def walk(stmts, ind):
+        pad = "  " * ind
+        for s in stmts:
+            if isinstance(s, For):
+                lines.append(f"{pad}for{' parallel' if s.parallel else ''} {s.var} in [{s.start}, {s.stop}):")
+                walk(s.body, ind + 1)
+            elif isinstance(s, While):
+                lines.append(f"{pad}while {s.cond}:")
+                walk(s.body, ind + 1)
+            elif isinstance(s, If):
+                lines.append(f"{pad}if {s.cond}:")
+                walk(s.then, ind + 1)
+                if s.orelse:
+                    lines.append(f"{pad}else:")
+                    walk(s.orelse, ind + 1)
+            elif isinstance(s, Assign):
+                lines.append(f"{pad}{s.target} {s.op + '=' if s.op else '='} {s.value}")
+            elif isinstance(s, Alloc):
+                lines.append(f"{pad}{s.var} = alloc({s.shape}, {s.dtype}, fill={s.fill})")
+            elif isinstance(s, SortRange):
+                lines.append(f"{pad}sort {s.array}[{s.start}:{s.stop}]")
+            elif isinstance(s, Comment):
+                lines.append(f"{pad}# {s.text}")
+            elif isinstance(s, Return):
+                lines.append(f"{pad}return {', '.join(s.values)}")
+
+    for f in module.functions:
+        lines.append(f"def {f.name}({', '.join(f.params)}):")
+        walk(f.body, 1)
+    return "\n".join(lines)
