@@ -1,0 +1,261 @@
+"""SparseTensor: a format, a shape, one dict of arrays per level, and the values.
+
+Every tensor is validated once, when it is built (DESIGN.md's safety contract), so generated
+kernels need no bounds checks. Conversions between formats go through sorted coordinates
+(unpack, sort by the target's level order, pack), never through a dense copy unless the target
+is dense.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import FormatError
+from .lang.formats import Format, as_format
+
+DTYPES = (np.float32, np.float64, np.int32, np.int64, np.bool_)
+
+
+class SparseTensor:
+    """A tensor stored in a format; build one with :func:`sparsedsl.asformat`."""
+
+    __array_priority__ = 10
+
+    def __init__(self, fmt: Format, shape, levels, values: np.ndarray, *, check: bool = True):
+        self.format = as_format(fmt, len(shape))
+        self.shape = tuple(int(s) for s in shape)
+        self.levels = tuple(dict(lv) for lv in levels)
+        self.values = values
+        if check:
+            self._validate()
+
+    # ---- validation ---------------------------------------------------------------------
+    def _validate(self):
+        fmt = self.format
+        if any(s < 0 for s in self.shape):
+            raise FormatError(f"shape must be non-negative, got {self.shape}")
+        if len(self.levels) != len(fmt.levels):
+            raise FormatError(f"format {fmt} has {len(fmt.levels)} levels, got arrays for {len(self.levels)}")
+        for d, b in fmt.blocks.items():
+            if self.shape[d] % b:
+                raise FormatError(f"format {fmt}: block size {b} does not divide dimension {d} of shape "
+                                  f"{self.shape}; pad the tensor to a multiple of {b}")
+        if not isinstance(self.values, np.ndarray) or self.values.ndim != 1:
+            raise FormatError("values must be a 1-D numpy array")
+        if self.values.dtype.type not in DTYPES:
+            raise FormatError(f"dtype {self.values.dtype} is not supported; use one of "
+                              f"{', '.join(np.dtype(t).name for t in DTYPES)}")
+        nparents = 1
+        for k, (spec, arrays) in enumerate(zip(fmt.levels, self.levels)):
+            where = f"level {k} ({spec.spelling(_names(fmt.ndim))})"
+            extent = spec.extent(self.shape)
+            spec.type.validate(arrays, nparents, extent, where)
+            if spec.type.takes_segment and len(arrays["crd"]) > 1:
+                self._check_singleton_order(k)
+            nparents = spec.type.npositions(arrays, nparents, extent)
+        if len(self.values) != nparents:
+            raise FormatError(f"values must hold one entry per position of the last level ({nparents}), "
+                              f"got {len(self.values)}")
+
+    def _check_singleton_order(self, k):
+        # entries below one segment of the levels above must be sorted by this level's coordinate
+        above = np.stack([self.levels[i]["crd"].astype(np.int64) for i in range(k)], axis=0)
+        same = np.all(above[:, 1:] == above[:, :-1], axis=0)
+        crd = self.levels[k]["crd"].astype(np.int64)
+        strict = self.format.levels[k].type.unique
+        step = np.diff(crd)
+        bad = np.flatnonzero(same & ((step <= 0) if strict else (step < 0)))
+        if len(bad):
+            q = int(bad[0]) + 1
+            raise FormatError(f"level {k}: entries must be sorted without duplicates; entry {q} "
+                              f"(crd {crd[q]}) follows crd {crd[q - 1]} under the same parent")
+
+    # ---- properties ---------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    @property
+    def nnz(self) -> int:
+        """Stored entries (explicit zeros in dense blocks or N:M slots included)."""
+        return len(self.values)
+
+    @property
+    def density(self) -> float:
+        size = int(np.prod(self.shape))
+        return self.coordinates()[1].size / size if size else 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + sum(spec.type.nbytes(a) for spec, a in zip(self.format.levels, self.levels))
+
+    def __repr__(self):
+        return f"SparseTensor(shape={self.shape}, format={self.format}, dtype={self.dtype}, nnz={self.nnz})"
+
+    # ---- conversions --------------------------------------------------------------------
+    def coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(coords of shape (ndim, n), values) of the stored entries, in storage order."""
+        if self.format.is_dense:
+            arr = self.values.reshape(self.shape)
+            idx = np.nonzero(arr)
+            return np.array(idx, dtype=np.int64).reshape(self.ndim, -1), arr[idx]
+        parents = np.zeros(1, dtype=np.int64)
+        nparents = 1
+        coords = np.zeros((self.ndim, 1), dtype=np.int64)
+        for spec, arrays in zip(self.format.levels, self.levels):
+            extent = spec.extent(self.shape)
+            owner, c, child = spec.type.unpack(parents, arrays, nparents, extent)
+            coords = coords[:, owner]
+            if spec.op == "/":
+                c = c * spec.block
+            coords[spec.dim] += c
+            nparents = spec.type.npositions(arrays, nparents, extent)
+            parents = child
+        return coords, self.values[parents]
+
+    def to_numpy(self) -> np.ndarray:
+        if self.format.is_dense:
+            return self.values.reshape(self.shape)
+        out = np.zeros(self.shape, dtype=self.dtype)
+        coords, vals = self.coordinates()
+        if vals.size:
+            np.add.at(out, tuple(coords), vals)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.to_numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def to_scipy(self) -> sp.csr_array:
+        if self.ndim != 2:
+            raise FormatError(f"to_scipy() needs a 2-D tensor, this one is {self.ndim}-D")
+        if self.format == as_format("csr"):
+            pos, crd = self.levels[1]["pos"], self.levels[1]["crd"]
+            return sp.csr_array((self.values, crd, pos), shape=self.shape)
+        coords, vals = self.coordinates()
+        return sp.coo_array((vals, (coords[0], coords[1])), shape=self.shape).tocsr()
+
+    def astype(self, dtype) -> SparseTensor:
+        return SparseTensor(self.format, self.shape, self.levels, self.values.astype(dtype), check=False)
+
+    def asformat(self, fmt) -> SparseTensor:
+        return asformat(self, fmt)
+
+    @property
+    def T(self) -> SparseTensor:
+        """The transpose (2-D), in the format with the level order of the dimensions swapped."""
+        order = list(range(self.ndim))[::-1]
+        coords, vals = self.coordinates()
+        fmt = self.format.permuted(order) if not self.format.is_dense else self.format
+        return from_coordinates(coords[order], vals, tuple(self.shape[d] for d in order), fmt)
+
+
+def _names(ndim):
+    return ["i", "j", "k", "l", "m", "n", "o", "p"][:ndim]
+
+
+def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, sum_duplicates=True) -> SparseTensor:
+    """Pack entries given by coordinates (ndim, n) into ``fmt``; duplicates are summed."""
+    shape = tuple(int(s) for s in shape)
+    fmt = as_format(fmt, len(shape))
+    values = _as_value_array(np.asarray(values))
+    coords = np.asarray(coords, dtype=np.int64).reshape(len(shape), -1)
+    for d, n in enumerate(shape):
+        bad = np.flatnonzero((coords[d] < 0) | (coords[d] >= n))
+        if len(bad):
+            raise FormatError(f"coordinate {coords[d, bad[0]]} of dimension {d} is outside [0, {n})")
+    if fmt.is_dense:
+        out = np.zeros(shape, dtype=values.dtype)
+        np.add.at(out, tuple(coords), values)
+        return SparseTensor(fmt, shape, [{} for _ in fmt.levels], out.reshape(-1), check=False)
+    for d, b in fmt.blocks.items():
+        if shape[d] % b:
+            raise FormatError(f"format {fmt}: block size {b} does not divide dimension {d} of shape "
+                              f"{shape}; pad the tensor to a multiple of {b}")
+    # level coordinates, sorted lexicographically by level order
+    lvl = np.empty((len(fmt.levels), coords.shape[1]), dtype=np.int64)
+    for k, spec in enumerate(fmt.levels):
+        c = coords[spec.dim]
+        lvl[k] = c // spec.block if spec.op == "/" else (c % spec.block if spec.op == "%" else c)
+    order = np.lexsort(lvl[::-1]) if lvl.shape[1] else np.zeros(0, dtype=np.int64)
+    lvl, values = lvl[:, order], values[order]
+    if sum_duplicates and lvl.shape[1] > 1:
+        dup = np.all(lvl[:, 1:] == lvl[:, :-1], axis=0)
+        if dup.any():
+            start = np.concatenate([[True], ~dup])
+            values = np.add.reduceat(values, np.flatnonzero(start)).astype(values.dtype)
+            lvl = lvl[:, start]
+    parent = np.zeros(lvl.shape[1], dtype=np.int64)
+    nparents = 1
+    levels = []
+    for k, spec in enumerate(fmt.levels):
+        extent = spec.extent(shape)
+        arrays, parent, nparents = spec.type.pack(parent, lvl[k], nparents, extent)
+        levels.append(arrays)
+    vals = np.zeros(nparents, dtype=values.dtype)
+    np.add.at(vals, parent, values) if len(parent) else None
+    return SparseTensor(fmt, shape, levels, vals)
+
+
+def _as_value_array(values: np.ndarray) -> np.ndarray:
+    if values.dtype.type in DTYPES:
+        return values
+    for t in (np.float64, np.int64, np.bool_):
+        if np.can_cast(values.dtype, t):
+            return values.astype(t)
+    raise FormatError(f"dtype {values.dtype} is not supported; use float32, float64, int32, int64 or bool")
+
+
+def asformat(obj, fmt="dense") -> SparseTensor:
+    """Store ``obj`` (numpy array, scipy.sparse matrix/array, SparseTensor) in format ``fmt``.
+
+    A scipy CSR matrix with sorted, unique indices becomes a ``csr`` tensor without copying.
+    """
+    if isinstance(obj, SparseTensor):
+        fmt = as_format(fmt, obj.ndim)
+        if fmt == obj.format:
+            return obj
+        if obj.format.is_dense:
+            return asformat(obj.values.reshape(obj.shape), fmt)
+        coords, vals = obj.coordinates()
+        return from_coordinates(coords, vals, obj.shape, fmt)
+    if sp.issparse(obj):
+        fmt = as_format(fmt, 2)
+        if fmt.is_dense:
+            return asformat(obj.toarray(), fmt)
+        if obj.format == "csr" and fmt == as_format("csr"):
+            m = obj
+            if not m.has_canonical_format:
+                m = m.copy()
+                m.sum_duplicates()
+            data = _as_value_array(m.data)
+            return SparseTensor(fmt, m.shape, [{}, {"pos": m.indptr, "crd": m.indices}], data)
+        coo = obj.tocoo()
+        return from_coordinates(np.vstack([coo.row, coo.col]), coo.data, coo.shape, fmt)
+    if _is_torch(obj):
+        obj = obj.detach().cpu().to_dense().numpy() if obj.is_sparse or obj.layout != _torch_strided() \
+            else obj.detach().cpu().numpy()
+    arr = np.asarray(obj)
+    if arr.dtype == object:
+        raise FormatError(f"cannot store an object of type {type(obj).__name__} as a tensor")
+    fmt = as_format(fmt, arr.ndim)
+    arr = _as_value_array(arr)
+    if fmt.is_dense:
+        return SparseTensor(fmt, arr.shape, [{} for _ in fmt.levels], np.ascontiguousarray(arr).reshape(-1))
+    idx = np.nonzero(arr)
+    return from_coordinates(np.array(idx, dtype=np.int64).reshape(arr.ndim, -1), arr[idx], arr.shape, fmt)
+
+
+def _is_torch(obj) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "layout")
+
+
+def _torch_strided():
+    import torch
+
+    return torch.strided
