@@ -1,0 +1,121 @@
+"""The index-notation AST that both front ends (text and Python) produce. Every node has a span."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import Span
+
+NOWHERE = Span("<generated>", 1, 1)
+
+
+@dataclass(frozen=True)
+class Node:
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Index(Node):
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Access(Node):
+    tensor: str = ""
+    indices: tuple[Index, ...] = ()
+
+
+@dataclass(frozen=True)
+class Literal(Node):
+    value: float | int | bool = 0
+
+
+@dataclass(frozen=True)
+class Scalar(Node):
+    """A scalar parameter used by name."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class BinOp(Node):
+    op: str = "+"  # + - * / < <= > >= == !=
+    left: Node = None
+    right: Node = None
+
+
+@dataclass(frozen=True)
+class Neg(Node):
+    operand: Node = None
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    fn: str = ""
+    args: tuple[Node, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reduce(Node):
+    """``op[i, j](body)``: reduce ``body`` over the listed indices with ``op`` (sum, max, min or a semiring)."""
+
+    op: str = "sum"
+    indices: tuple[Index, ...] = ()
+    body: Node = None
+
+
+@dataclass(frozen=True)
+class Assign(Node):
+    target: Access = None
+    value: Node = None
+    is_let: bool = False
+
+
+@dataclass(frozen=True)
+class Param(Node):
+    name: str = ""
+    kind: str = "tensor"  # "tensor" or "scalar"
+    format: object = None  # a format spec (name, Format) or None: taken from the operand
+
+
+@dataclass(frozen=True)
+class Program(Node):
+    name: str = "kernel"
+    params: tuple[Param, ...] = ()
+    outputs: tuple[Param, ...] = ()
+    statements: tuple[Assign, ...] = ()
+
+
+def walk(node):
+    """Yield ``node`` and every node below it."""
+    yield node
+    for child in children(node):
+        yield from walk(child)
+
+
+def children(node):
+    if isinstance(node, Access):
+        return node.indices
+    if isinstance(node, BinOp):
+        return (node.left, node.right)
+    if isinstance(node, Neg):
+        return (node.operand,)
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, Reduce):
+        return (*node.indices, node.body)
+    if isinstance(node, Assign):
+        return (node.target, node.value)
+    if isinstance(node, Program):
+        return (*node.params, *node.outputs, *node.statements)
+    return ()
+
+
+def shape_of(node) -> tuple:
+    """A span-free structural key (for comparing the ASTs of two front ends)."""
+    if isinstance(node, tuple):
+        return tuple(shape_of(n) for n in node)
+    if isinstance(node, Node):
+        fields = {k: shape_of(v) for k, v in node.__dict__.items() if k != "span"}
+        return (type(node).__name__, tuple(sorted(fields.items())))
+    return node
