@@ -1,0 +1,309 @@
+"""Bind and check: resolve names, formats, index extents and dtypes; every error points at source.
+
+``check(program, operands)`` returns a ``Checked`` program: the statements with their reduction
+indices made explicit (einsum convention: an index only on the right is summed), and the type
+(shape, dtype, format) of every tensor, temporaries and outputs included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DSLError, FormatError
+from . import ast as A
+from .formats import Format, as_format
+
+# semiring name -> (add, mul); add is the reduction, mul combines factors
+SEMIRINGS = {
+    "plus_times": ("+", "*"), "min_plus": ("min", "+"), "max_plus": ("max", "+"),
+    "max_times": ("max", "*"), "min_times": ("min", "*"), "or_and": ("or", "and"),
+}
+REDUCERS = {"sum": "+", "max": "max", "min": "min", "any": "or", "all": "and"}
+FUNCTION_ARITY = {"exp": 1, "log": 1, "abs": 1, "sqrt": 1, "relu": 1, "sign": 1, "sin": 1, "cos": 1,
+                  "tanh": 1, "sigmoid": 1, "where": 3, "mask": 2, "pow": 2, "min": 2, "max": 2}
+
+
+def semiring(name: str, add: str, mul: str) -> None:
+    """Register a named semiring usable as ``name[k](A[i,k] * B[k,j])`` (``*`` becomes ``mul``)."""
+    if add not in ("+", "max", "min", "or", "and") or mul not in ("+", "*", "max", "min", "and", "or"):
+        raise ValueError(f"semiring add must be one of + max min or and, mul one of + * max min and or; "
+                         f"got add={add!r}, mul={mul!r}")
+    SEMIRINGS[name] = (add, mul)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple
+    dtype: np.dtype
+    format: Format
+
+
+@dataclass
+class Statement:
+    target: A.Access
+    value: A.Node  # the body, without the top-level reduction
+    reduce_op: str  # "+", "max", "min", "or", "and"
+    reduce_indices: tuple[str, ...]
+    mul_op: str  # what "*" means in this statement ("*" unless a semiring says otherwise)
+    span: object = None
+
+
+@dataclass
+class Checked:
+    program: A.Program
+    statements: list[Statement]
+    types: dict[str, TensorType]  # inputs, temporaries, outputs
+    scalars: dict[str, np.dtype]
+    extents: dict[str, int] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    temporaries: tuple[str, ...] = ()
+
+
+def operand_type(value, fmt=None):
+    """(kind, TensorType or dtype) of a runtime operand."""
+    from ..tensor import SparseTensor
+
+    if isinstance(value, SparseTensor):
+        return "tensor", TensorType(value.shape, value.dtype, value.format)
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        return "scalar", arr.dtype
+    return "tensor", TensorType(arr.shape, arr.dtype, as_format(fmt or "dense", arr.ndim))
+
+
+def check(program: A.Program, operands: dict | None = None) -> Checked:
+    """Check ``program``; with ``operands`` ({name: TensorType or dtype}) also shapes and dtypes."""
+    return _Checker(program, operands).run()
+
+
+class _Checker:
+    def __init__(self, program, operands):
+        self.p = program
+        self.operands = operands
+        self.types: dict[str, TensorType] = {}
+        self.ranks: dict[str, int] = {}
+        self.scalars: dict[str, np.dtype] = {}
+        self.extents: dict[str, int] = {}
+        self.extent_site: dict[str, A.Index] = {}
+
+    def run(self) -> Checked:
+        p = self.p
+        names = set()
+        for prm in (*p.params, *p.outputs):
+            if prm.name in names:
+                raise DSLError(f"{prm.name!r} is declared twice", prm.span)
+            names.add(prm.name)
+        for prm in p.params:
+            self.bind_param(prm)
+        outputs = {o.name: o for o in p.outputs}
+        defined = set(self.ranks) | set(self.scalars)
+        statements, temps = [], []
+        for st in p.statements:
+            name = st.target.tensor
+            if name in defined:
+                what = "an input" if any(q.name == name for q in p.params) else "already assigned"
+                raise DSLError(f"{name!r} is {what}; assign each output or temporary once", st.target.span)
+            if not st.is_let and name not in outputs:
+                raise DSLError(f"{name!r} is not an output of this kernel; declare it as an output or "
+                               f"write 'let {name}[...] = ...' for a temporary", st.target.span)
+            statements.append(self.statement(st))
+            defined.add(name)
+            if st.is_let:
+                temps.append(name)
+        for o in p.outputs:
+            if o.name not in defined:
+                raise DSLError(f"output {o.name!r} is never assigned", o.span)
+        return Checked(p, statements, self.types, self.scalars, self.extents,
+                       tuple(q.name for q in p.params), tuple(outputs), tuple(temps))
+
+    # ---- parameters ---------------------------------------------------------------------
+    def bind_param(self, prm: A.Param):
+        if prm.kind == "scalar":
+            dt = np.dtype(np.float64)
+            if self.operands is not None:
+                given = self.operands.get(prm.name)
+                if given is None:
+                    raise DSLError(f"no value was given for scalar {prm.name!r}", prm.span)
+                if isinstance(given, TensorType):
+                    raise DSLError(f"{prm.name!r} is declared scalar but a {len(given.shape)}-D tensor "
+                                   f"was given", prm.span)
+                dt = np.dtype(given)
+            self.scalars[prm.name] = dt
+            return
+        if self.operands is None:
+            self.ranks[prm.name] = None
+            return
+        given = self.operands.get(prm.name)
+        if given is None:
+            raise DSLError(f"no operand was given for {prm.name!r}", prm.span)
+        if not isinstance(given, TensorType):
+            raise DSLError(f"{prm.name!r} is a tensor parameter but a scalar was given", prm.span)
+        self.types[prm.name] = given
+        self.ranks[prm.name] = len(given.shape)
+
+    # ---- statements ---------------------------------------------------------------------
+    def statement(self, st: A.Assign) -> Statement:
+        target = st.target
+        seen = set()
+        for ix in target.indices:
+            if ix.name in seen:
+                raise DSLError(f"index {ix.name!r} appears twice on the left", ix.span)
+            seen.add(ix.name)
+        body, op, listed, mul = st.value, "+", (), "*"
+        if isinstance(body, A.Reduce):
+            op, mul = self.reducer(body)
+            listed = tuple(ix.name for ix in body.indices)
+            for ix in body.indices:
+                if ix.name in seen:
+                    raise DSLError(f"index {ix.name!r} is reduced but also appears on the left", ix.span)
+            body = body.body
+        free = self.expr(body, bound=set())
+        for ix in (st.value.indices if isinstance(st.value, A.Reduce) else ()):
+            if ix.name not in free:
+                raise DSLError(f"reduction index {ix.name!r} does not appear in the reduced expression", ix.span)
+        for ix in target.indices:
+            if ix.name not in free:
+                raise DSLError(f"index {ix.name!r} on the left does not appear on the right, so its extent "
+                               f"is unknown", ix.span)
+        reduce = tuple(listed) + tuple(v for v in free if v not in seen and v not in listed)
+        # the target's type
+        name = target.tensor
+        self.ranks[name] = len(target.indices)
+        if self.operands is not None:
+            shape = tuple(self.extents[ix.name] for ix in target.indices)
+            dtype = self.dtype(body, op)
+            fmt = self.target_format(st, body, shape)
+            self.types[name] = TensorType(shape, dtype, fmt)
+        return Statement(target, body, op, reduce, mul, st.span)
+
+    def reducer(self, r: A.Reduce):
+        if r.op in REDUCERS:
+            return REDUCERS[r.op], "*"
+        if r.op in SEMIRINGS:
+            return SEMIRINGS[r.op]
+        raise DSLError(f"unknown reduction {r.op!r}; use sum, max, min, any, all or a semiring "
+                       f"({', '.join(SEMIRINGS)})", r.span)
+
+    def target_format(self, st: A.Assign, body, shape):
+        declared = next((o.format for o in self.p.outputs if o.name == st.target.tensor), None)
+        if declared is not None:
+            try:
+                return as_format(declared, len(shape))
+            except FormatError as exc:
+                raise DSLError(str(exc), st.target.span) from None
+        if st.is_let:  # a temporary takes the format of a sparse operand with the same indices
+            want = tuple(ix.name for ix in st.target.indices)
+            for node in A.walk(body):
+                if isinstance(node, A.Access) and tuple(ix.name for ix in node.indices) == want:
+                    t = self.types.get(node.tensor)
+                    if t is not None and not t.format.is_dense:
+                        return t.format
+        return as_format("dense", len(shape))
+
+    # ---- expressions: return the free index names in order of appearance ----------------
+    def expr(self, e, bound) -> list[str]:
+        if isinstance(e, A.Access):
+            return self.access(e)
+        if isinstance(e, A.Literal):
+            return []
+        if isinstance(e, A.Scalar):
+            if e.name in self.scalars:
+                return []
+            if e.name in self.ranks:
+                raise DSLError(f"{e.name!r} is a tensor; index it, e.g. {e.name}[i]", e.span)
+            raise DSLError(f"unknown name {e.name!r}", e.span)
+        if isinstance(e, A.BinOp):
+            return _union(self.expr(e.left, bound), self.expr(e.right, bound))
+        if isinstance(e, A.Neg):
+            return self.expr(e.operand, bound)
+        if isinstance(e, A.Call):
+            want = FUNCTION_ARITY.get(e.fn)
+            if want is None:
+                raise DSLError(f"unknown function {e.fn!r}; functions are {', '.join(FUNCTION_ARITY)}", e.span)
+            if len(e.args) != want:
+                raise DSLError(f"{e.fn}() takes {want} argument{'s' * (want > 1)}, got {len(e.args)}", e.span)
+            out: list[str] = []
+            for a in e.args:
+                out = _union(out, self.expr(a, bound))
+            return out
+        if isinstance(e, A.Reduce):
+            self.reducer(e)
+            inner = self.expr(e.body, bound)
+            for ix in e.indices:
+                if ix.name not in inner:
+                    raise DSLError(f"reduction index {ix.name!r} does not appear in the reduced expression",
+                                   ix.span)
+            names = {ix.name for ix in e.indices}
+            return [v for v in inner if v not in names]
+        raise DSLError(f"unexpected {type(e).__name__} in an expression", getattr(e, "span", None))
+
+    def access(self, e: A.Access) -> list[str]:
+        if e.tensor in self.scalars:
+            raise DSLError(f"{e.tensor!r} is a scalar and cannot be indexed", e.span)
+        if e.tensor not in self.ranks:
+            raise DSLError(f"unknown tensor {e.tensor!r}; it is neither a parameter nor assigned above", e.span)
+        rank = self.ranks[e.tensor]
+        if rank is not None and rank != len(e.indices):
+            raise DSLError(f"{e.tensor} is {rank}-D but is indexed with {len(e.indices)} "
+                           f"ind{'ex' if len(e.indices) == 1 else 'ices'}", e.span)
+        names = [ix.name for ix in e.indices]
+        for k, ix in enumerate(e.indices):
+            if ix.name in names[:k]:
+                raise DSLError(f"index {ix.name!r} appears twice in one access (diagonals are not supported; "
+                               f"use a mask tensor)", ix.span)
+        if self.operands is not None and e.tensor in self.types:
+            shape = self.types[e.tensor].shape
+            for ix, n in zip(e.indices, shape):
+                have = self.extents.get(ix.name)
+                if have is None:
+                    self.extents[ix.name] = n
+                    self.extent_site[ix.name] = ix
+                elif have != n:
+                    first = self.extent_site[ix.name]
+                    raise DSLError(f"index {ix.name!r} ranges over {n} here but over {have} at line "
+                                   f"{first.span.line}, column {first.span.col}: the shapes do not agree", ix.span)
+        return names
+
+    def dtype(self, e, op) -> np.dtype:
+        dt = np.dtype(np.result_type(self.expr_dtype(e)))
+        if op == "+" and dt == np.bool_:
+            return np.dtype(np.int64)
+        return dt
+
+    def expr_dtype(self, e) -> np.dtype:
+        if isinstance(e, A.Access):
+            return self.types[e.tensor].dtype
+        if isinstance(e, A.Literal):
+            return e.value  # a weak Python scalar in numpy's promotion (NEP 50)
+        if isinstance(e, A.Scalar):
+            return self.scalars[e.name]
+        if isinstance(e, A.BinOp):
+            a, b = self.expr_dtype(e.left), self.expr_dtype(e.right)
+            if e.op in ("<", "<=", ">", ">=", "==", "!="):
+                return np.dtype(np.bool_)
+            if e.op == "/":
+                return np.result_type(a, b, np.float32) if np.result_type(a, b).kind == "f" \
+                    else np.dtype(np.float64)
+            r = np.dtype(np.result_type(a, b))
+            return np.dtype(np.int64) if r == np.bool_ and e.op in "+-" else r
+        if isinstance(e, A.Neg):
+            return self.expr_dtype(e.operand)
+        if isinstance(e, A.Call):
+            args = [self.expr_dtype(a) for a in e.args]
+            if e.fn == "where":
+                return np.result_type(args[1], args[2])
+            if e.fn == "mask":
+                return args[1]
+            if e.fn == "sign" or e.fn == "abs" or e.fn in ("min", "max", "relu"):
+                return np.result_type(*args)
+            return np.result_type(*args, np.float32) if np.result_type(*args).kind == "f" else np.dtype(np.float64)
+        if isinstance(e, A.Reduce):
+            return self.expr_dtype(e.body)
+        raise AssertionError(type(e))
+
+
+def _union(a, b):
+    return a + [v for v in b if v not in a]
