@@ -1,8 +1,16 @@
-"""sparsedsl: storage formats as levels, index notation, compiled kernels."""
+"""sparsedsl: storage formats as levels, index notation, compiled kernels.
 
+    >>> import numpy as np, scipy.sparse as sp, sparsedsl
+    >>> A = sparsedsl.asformat(sp.random(100, 100, density=0.05, format="csr", random_state=0), "csr")
+    >>> y = sparsedsl.compute("y[i] = A[i,j] * x[j]", A=A, x=np.ones(100))
+"""
+
+from .compiler import Kernel, compile, compute, explain, sparse_kernel
 from .errors import DSLError, FormatError
+from .lang.check import semiring
 from .lang.formats import Format, as_format
 from .tensor import SparseTensor, asformat, from_coordinates
 
 __version__ = "0.1.0"
-__all__ = ["DSLError", "FormatError", "Format", "as_format", "SparseTensor", "asformat", "from_coordinates"]
+__all__ = ["DSLError", "FormatError", "Format", "Kernel", "SparseTensor", "as_format", "asformat", "compile",
+           "compute", "explain", "from_coordinates", "semiring", "sparse_kernel"]

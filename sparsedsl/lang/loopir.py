@@ -67,6 +67,14 @@ class SortRange:
 
 
 @dataclass
+class Emit:
+    """Append one entry (coordinates, value) to the output's growable entry buffers."""
+
+    coords: list
+    value: str
+
+
+@dataclass
 class Comment:
     text: str
 
@@ -92,7 +100,7 @@ class Module:
     notes: list = field(default_factory=list)
 
 
-STATEMENTS = (For, While, If, Assign, Alloc, SortRange, Comment, Return)
+STATEMENTS = (For, While, If, Assign, Alloc, SortRange, Emit, Comment, Return)
 
 
 def verify(module: Module) -> list[str]:
@@ -158,6 +166,8 @@ def dump(module: Module) -> str:
                 lines.append(f"{pad}{s.var} = alloc({s.shape}, {s.dtype}, fill={s.fill})")
             elif isinstance(s, SortRange):
                 lines.append(f"{pad}sort {s.array}[{s.start}:{s.stop}]")
+            elif isinstance(s, Emit):
+                lines.append(f"{pad}emit ({', '.join(s.coords)}) = {s.value}")
             elif isinstance(s, Comment):
                 lines.append(f"{pad}# {s.text}")
             elif isinstance(s, Return):

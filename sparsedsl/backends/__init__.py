@@ -1,0 +1,1 @@
+"""Backends: each turns a loop-IR module into a callable (numba_cpu; cuda_cupy later)."""

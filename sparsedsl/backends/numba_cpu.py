@@ -1,0 +1,129 @@
+"""The numba CPU backend: render loop IR as Python source, compile it with numba.
+
+The source is written to the disk cache as a module and imported, so numba's own on-disk cache
+(``cache=True``) keeps the machine code next to it and a fresh process skips compilation.
+Kernels do no bounds checks: every tensor was validated when it was built (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numba
+
+from ..lang import loopir as L
+from . import cache
+
+PREAMBLE = '''\
+import numpy as np
+from numba import njit, prange
+
+exp, log, sqrt, sign = np.exp, np.log, np.sqrt, np.sign
+sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
+
+
+@njit(inline="always")
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+'''
+
+VERSION = f"numba-{numba.__version__}-py{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def render(fn: L.Function, parallel: bool) -> str:
+    """Python source of one loop-IR function, decorated for numba."""
+    lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck=False, nogil=True)",
+             f"def {fn.name}({', '.join(fn.params)}):"]
+    emits = any(isinstance(s, L.Emit) for s in _walk(fn.body))
+
+    def put(stmts, ind):
+        pad = "    " * ind
+        for s in stmts:
+            if isinstance(s, L.For):
+                rng = "prange" if s.parallel else "range"
+                lines.append(f"{pad}for {s.var} in {rng}({s.start}, {s.stop}):")
+                put(s.body or [L.Comment("empty")], ind + 1)
+            elif isinstance(s, L.While):
+                lines.append(f"{pad}while {s.cond}:")
+                put(s.body, ind + 1)
+            elif isinstance(s, L.If):
+                lines.append(f"{pad}if {s.cond}:")
+                put(s.then or [L.Comment("nothing")], ind + 1)
+                if s.orelse:
+                    lines.append(f"{pad}else:")
+                    put(s.orelse, ind + 1)
+            elif isinstance(s, L.Assign):
+                if s.op is None:
+                    lines.append(f"{pad}{s.target} = {s.value}")
+                elif s.op == "+":
+                    lines.append(f"{pad}{s.target} += {s.value}")
+                elif s.op in ("max", "min"):
+                    lines.append(f"{pad}{s.target} = {s.op}({s.target}, {s.value})")
+                else:
+                    lines.append(f"{pad}{s.target} = {s.target} {s.op} {s.value}")
+            elif isinstance(s, L.Alloc):
+                ctor = "np.empty" if s.fill is None else "np.full"
+                fill = "" if s.fill is None else f", {s.fill}"
+                lines.append(f"{pad}{s.var} = {ctor}({s.shape}{fill}, np.{_np_name(s.dtype)})")
+            elif isinstance(s, L.SortRange):
+                lines.append(f"{pad}{s.array}[{s.start}:{s.stop}].sort()")
+            elif isinstance(s, L.Emit):
+                lines.append(f"{pad}if out_n == out_cap:")
+                lines.append(f"{pad}    out_cap = out_cap * 2 + 16")
+                for d in range(len(s.coords)):
+                    lines.append(f"{pad}    grown = np.empty(out_cap, np.int64)")
+                    lines.append(f"{pad}    grown[:out_n] = out_c{d}[:out_n]")
+                    lines.append(f"{pad}    out_c{d} = grown")
+                lines.append(f"{pad}    grown_v = np.empty(out_cap, out_v.dtype)")
+                lines.append(f"{pad}    grown_v[:out_n] = out_v[:out_n]")
+                lines.append(f"{pad}    out_v = grown_v")
+                for d, c in enumerate(s.coords):
+                    lines.append(f"{pad}out_c{d}[out_n] = {c}")
+                lines.append(f"{pad}out_v[out_n] = {s.value}")
+                lines.append(f"{pad}out_n += 1")
+            elif isinstance(s, L.Comment):
+                lines.append(f"{pad}pass  # {s.text}" if s.text in ("empty", "nothing") else f"{pad}# {s.text}")
+            elif isinstance(s, L.Return):
+                lines.append(f"{pad}return {', '.join(s.values)}")
+
+    put(fn.body, 1)
+    if emits:
+        ncoords = next(len(s.coords) for s in _walk(fn.body) if isinstance(s, L.Emit))
+        outs = ", ".join(f"out_c{d}[:out_n]" for d in range(ncoords))
+        lines.append(f"    return ({outs}{', ' if outs else ''}out_v[:out_n])")
+    else:
+        lines.append("    return out")
+    return "\n".join(lines) + "\n"
+
+
+def _np_name(dtype: str) -> str:
+    return {"bool": "bool_"}.get(dtype, dtype)
+
+
+def _walk(stmts):
+    for s in stmts:
+        yield s
+        for attr in ("body", "then", "orelse"):
+            yield from _walk(getattr(s, attr, None) or [])
+
+
+_loaded: dict[str, object] = {}
+
+
+def build(fn: L.Function) -> tuple[object, str]:
+    """Compile one function; returns (callable, source). Cached in memory and on disk."""
+    parallel = any(isinstance(s, L.For) and s.parallel for s in _walk(fn.body))
+    source = PREAMBLE + "\n\n" + render(fn, parallel)
+    k = cache.key(source, VERSION)
+    if k in _loaded:
+        return _loaded[k], source
+    path = cache.cache_dir() / f"k_{k}.py"
+    if not path.exists() or path.read_text() != source:
+        cache.write_atomic(path, source)
+    spec = importlib.util.spec_from_file_location(f"sparsedsl_kernel_{k}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    func = getattr(module, fn.name)
+    _loaded[k] = func
+    return func, source

@@ -1,0 +1,278 @@
+"""The pipeline, start to end, and the public entry points that use it.
+
+    source -> parse -> check -> rewrite -> lower -> render + compile -> call
+
+``Kernel`` holds a parsed program; calling it binds operands (packing them into the declared
+formats), checks shapes and dtypes, and runs one compiled function per statement, specialised
+and cached by the operands' formats and dtypes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .backends import numba_cpu
+from .errors import DSLError, FormatError
+from .lang import ast as A
+from .lang import loopir
+from .lang.check import TensorType, check
+from .lang.formats import as_format
+from .lang.interp import interpret
+from .lang.lower import lower, tensor_name
+from .lang.rewrite import rewrite
+from .lang.syntax import parse_python, parse_statements
+from .tensor import SparseTensor, asformat, from_coordinates
+
+
+class Kernel:
+    """A compiled sparse kernel: call it with operands by name (or by position, in parameter order)."""
+
+    def __init__(self, program: A.Program):
+        self.program = program
+        check(program)  # structural errors surface now, not at the first call
+        self._plans: dict = {}
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    def __repr__(self):
+        ps = ", ".join(f"{p.name}: {p.format or p.kind}" for p in self.program.params)
+        outs = ", ".join(f"{p.name}: {p.format or 'dense'}" for p in self.program.outputs)
+        return f"<sparsedsl kernel {self.name}({ps}) -> {outs}>"
+
+    # ---- binding ------------------------------------------------------------------------
+    def bind(self, args, kwargs) -> dict:
+        params = self.program.params
+        if len(args) > len(params):
+            raise DSLError(f"{self.name}() takes {len(params)} operands, got {len(args)}", self.program.span)
+        values = dict(zip((p.name for p in params), args))
+        for k, v in kwargs.items():
+            if k in values:
+                raise DSLError(f"{self.name}() got operand {k!r} twice", self.program.span)
+            if not any(p.name == k for p in params):
+                raise DSLError(f"{self.name}() has no operand {k!r}; its operands are "
+                               f"{', '.join(p.name for p in params)}", self.program.span)
+            values[k] = v
+        bound = {}
+        for p in params:
+            if p.name not in values:
+                raise DSLError(f"no operand was given for {p.name!r}", p.span)
+            bound[p.name] = _pack(values[p.name], p)
+        return bound
+
+    def plan(self, bound: dict):
+        types = {name: (v if not isinstance(v, SparseTensor) else TensorType(v.shape, v.dtype, v.format))
+                 for name, v in ((n, _type_of(v)) for n, v in bound.items())}
+        key = tuple(sorted((n, repr(t)) for n, t in types.items()))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan(self.program, types)
+        return plan
+
+    def __call__(self, *args, **kwargs):
+        bound = self.bind(args, kwargs)
+        plan = self.plan(bound)
+        results = plan.run(bound)
+        outs = [results[o.name] for o in self.program.outputs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def reference(self, *args, **kwargs):
+        """Evaluate with the dense interpreter (the test oracle) instead of compiled code."""
+        bound = self.bind(args, kwargs)
+        plan = self.plan(bound)
+        res = interpret(plan.checked, bound)
+        outs = [res[o.name] for o in self.program.outputs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _type_of(v):
+    if isinstance(v, SparseTensor):
+        return v
+    arr = np.asarray(v)
+    return arr.dtype if arr.ndim == 0 else TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim))
+
+
+def _pack(value, param: A.Param):
+    """Put an operand into its declared format (numpy arrays stay numpy for dense operands)."""
+    if param.kind == "scalar":
+        arr = np.asarray(value)
+        if arr.ndim != 0 or arr.dtype.kind not in "biuf":
+            raise DSLError(f"{param.name!r} is a scalar parameter; got {type(value).__name__}", param.span)
+        return arr[()]
+    try:
+        if isinstance(value, SparseTensor):
+            ndim = value.ndim
+        elif hasattr(value, "shape") and hasattr(value, "ndim"):
+            ndim = value.ndim
+        else:
+            value = np.asarray(value)
+            ndim = value.ndim
+        fmt = as_format(param.format, ndim) if param.format is not None else None
+        if fmt is None:
+            if isinstance(value, SparseTensor):
+                return value
+            import scipy.sparse as sp
+
+            fmt = as_format("csr" if sp.issparse(value) else "dense", ndim)
+        if fmt.is_dense:
+            arr = value.to_numpy() if isinstance(value, SparseTensor) else (
+                value.toarray() if hasattr(value, "toarray") else np.asarray(value))
+            arr = np.ascontiguousarray(arr)
+            if arr.dtype.kind not in "biuf" or arr.dtype.itemsize > 8:
+                raise FormatError(f"dtype {arr.dtype} is not supported")
+            return asformat(arr, fmt).values.reshape(arr.shape) if arr.dtype.kind == "u" else arr
+        return asformat(value, fmt)
+    except FormatError as exc:
+        raise FormatError(f"operand {param.name!r}: {exc}") from None
+
+
+class _Plan:
+    """A program specialised to operand types: checked, rewritten, lowered, compiled."""
+
+    def __init__(self, program: A.Program, types: dict):
+        self.checked = check(program, types)                     # bind & check against operands
+        self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
+        self.steps = []
+        for k, st in enumerate(self.rewritten.statements):
+            low = lower(self.rewritten, st, k)                   # loop IR
+            problems = loopir.verify(loopir.Module([low.function], low.function.name))
+            if problems:
+                raise AssertionError("invalid loop IR: " + "; ".join(problems))
+            fn, source = numba_cpu.build(low.function)           # render + compile (cached)
+            self.steps.append((st, low, fn, source))
+            _dump(low, source)
+
+    def run(self, bound: dict) -> dict:
+        env = dict(bound)
+        c = self.rewritten
+        for st, low, fn, _ in self.steps:
+            target = st.target.tensor
+            ttype = c.types[target]
+            args = []
+            accesses = [n for n in A.walk(st.value) if isinstance(n, A.Access)]
+            operand_of = {}
+            for k, acc in enumerate(accesses):
+                if k in low.transposed:
+                    t = env[acc.tensor]
+                    operand_of[f"{tensor_name(acc.tensor)}_T{k}"] = asformat(t, t.format.permuted(low.transposed[k]))
+            for p in low.function.params:
+                args.append(self.argument(p, env, operand_of, ttype, st))
+            result = fn(*args)
+            if ttype.format.is_dense:
+                env[target] = result
+            else:
+                *coords, vals = result
+                env[target] = from_coordinates(np.array(coords, dtype=np.int64).reshape(len(ttype.shape), -1),
+                                               vals, ttype.shape, ttype.format)
+        return {name: env[name] for name in c.outputs}
+
+    def argument(self, p: str, env, operand_of, ttype, st):
+        c = self.rewritten
+        if p == "out":
+            return np.zeros(ttype.shape, dtype=ttype.dtype)
+        if p == "out_cap":
+            return 1024
+        if p.startswith("n_"):
+            return c.extents[p[2:]]
+        if p.startswith("s_"):
+            return env[p[2:]]
+        # tensor arrays: t_<name>[_T<k>] then level suffixes
+        for tname in sorted(operand_of, key=len, reverse=True):
+            if p.startswith(tname):
+                return _array_of(operand_of[tname], p[len(tname):])
+        name, rest = _split_tensor(p, env)
+        return _array_of(env[name], rest)
+
+
+def _split_tensor(p: str, env):
+    best = None
+    for name in env:
+        t = tensor_name(name)
+        if p.startswith(t) and (best is None or len(t) > len(tensor_name(best))):
+            rest = p[len(t):]
+            if rest == "" or rest[0] in "_0123456789":
+                best = name
+    return best, p[len(tensor_name(best)):]
+
+
+def _array_of(t, rest: str):
+    if not isinstance(t, SparseTensor):
+        if rest.startswith("_d"):
+            return t.shape[int(rest[2:])]
+        return t
+    if rest == "":
+        return t.values
+    if rest.startswith("_d"):
+        return t.shape[int(rest[2:])]
+    level, _, key = rest.partition("_")
+    return t.levels[int(level)][key]
+
+
+def _dump(low, source):
+    what = os.environ.get("SPARSEDSL_DUMP", "")
+    if "lower" in what:
+        print(loopir.dump(loopir.Module([low.function], low.function.name)))
+    if "render" in what:
+        print(source)
+
+
+# ---- public entry points ------------------------------------------------------------------
+
+
+def compile(expr: str, *, out_format=None, name: str = "kernel", **formats) -> Kernel:  # noqa: A001
+    """Compile index notation: ``compile("y[i] = A[i,j] * x[j]", A="csr", x="dense")``.
+
+    Operands named in ``formats`` get that format; others take the format of what is passed.
+    The output is the last statement's target; ``let`` statements are temporaries.
+    """
+    stmts = parse_statements(expr)
+    program = _program(stmts, formats, out_format, name)
+    return Kernel(program)
+
+
+def _program(stmts, formats, out_format, name):
+    defined, params, scalars = set(), [], []
+    for st in stmts:
+        for node in A.walk(st.value):
+            if isinstance(node, A.Access) and node.tensor not in defined and \
+                    node.tensor not in [p.name for p in params]:
+                params.append(A.Param(node.span, node.tensor, "tensor", formats.get(node.tensor)))
+            if isinstance(node, A.Scalar) and node.name not in scalars:
+                scalars.append(node.name)
+        defined.add(st.target.tensor)
+    params += [A.Param(stmts[0].span, s, "scalar", None) for s in scalars]
+    out = stmts[-1].target.tensor
+    outputs = (A.Param(stmts[-1].target.span, out, "tensor", out_format or formats.get(out) or "dense"),)
+    stmts = [A.Assign(s.span, s.target, s.value, s.target.tensor != out) for s in stmts]
+    return A.Program(stmts[0].span, name, tuple(params), outputs, tuple(stmts))
+
+
+def compute(expr: str, *, out_format=None, **operands):
+    """Evaluate index notation once, like ``numpy.einsum``: ``compute("y[i] = A[i,j]*x[j]", A=A, x=x)``."""
+    kernel = compile(expr, out_format=out_format)
+    return kernel(**operands)
+
+
+def sparse_kernel(fn=None):
+    """Decorator: a Python function whose annotations give formats and whose body is index notation.
+
+    >>> @sparse_kernel
+    ... def spmv(A: "csr", x: "dense") -> "dense":
+    ...     y[i] = A[i, j] * x[j]
+    ...     return y
+    """
+    return Kernel(parse_python(fn))
+
+
+def explain(kernel: Kernel, *args, **kwargs) -> str:
+    """The loop order, co-iteration, workspaces and generated source of ``kernel`` for these operands."""
+    bound = kernel.bind(args, kwargs)
+    plan = kernel.plan(bound)
+    parts = []
+    for st, low, _, source in plan.steps:
+        parts += low.notes
+        parts.append(source.split("\n\n\n", 1)[-1])
+    return "\n".join(parts)

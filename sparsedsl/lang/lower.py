@@ -1,0 +1,562 @@
+"""Lowering: one checked statement -> a loop-IR function.
+
+Each index variable becomes a loop over the levels it indexes (blocked levels split it into an
+outer and an inner variable). Where several operands share a variable they are co-iterated:
+
+- no sparse level there: ``for v in range(extent)``, dense levels located;
+- one sparse level the expression cannot do without: that level's own ``for`` loop;
+- otherwise a merge (TACO's merge lattices in the form of one loop): ``while`` the presence
+  formula of the expression over the cursors' validity holds, take the least coordinate, or a
+  dense-driven loop when the expression can be present with no sparse operand present (unions
+  with a dense operand).
+
+Presence follows the interpreter's rules (``interp.py``): intersection for ``*``, ``/``,
+comparisons and functions, union for ``+``/``-``. Results are accumulated in a scalar, scattered
+into a dense output, emitted as entries (sparse output), or gathered in a dense workspace when a
+reduction variable comes before an output variable (Gustavson's row-wise SpGEMM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import DSLError
+from . import ast as A
+from .check import Checked, Statement
+from .levels import Parent
+from .loopir import Alloc, Assign, Comment, Emit, For, Function, If, SortRange, While
+
+
+@dataclass(frozen=True)
+class Var:
+    """A loop variable: an index, or the outer/inner part of a blocked index."""
+
+    index: str
+    part: str = ""  # "", "o" or "i"
+    block: int = 1
+
+    @property
+    def name(self) -> str:
+        return {"": "v_", "o": "vo_", "i": "vi_"}[self.part] + self.index
+
+    def extent(self) -> str:
+        n = f"n_{self.index}"
+        return {"": n, "o": f"({n} // {self.block})", "i": str(self.block)}[self.part]
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One access of a sparse-format tensor, and where its iteration stands."""
+
+    id: int
+    tensor: str
+    fmt: object
+    vars: tuple  # one Var per level
+    level: int = 0
+    parent: Parent = Parent(pos="0")
+    present: str = "True"
+
+    def names(self, k: int) -> dict:
+        return {a: f"{self.tensor}{k}_{a}" for a in ("pos", "crd", "mask")}
+
+    def level_extent(self, k: int) -> str:
+        spec = self.fmt.levels[k]
+        d = f"{self.tensor}_d{spec.dim}"
+        return {None: d, "/": f"({d} // {spec.block})", "%": str(spec.block)}[spec.op]
+
+
+@dataclass
+class Lowered:
+    function: Function
+    order: list  # loop variables, outermost first
+    notes: list = field(default_factory=list)
+    transposed: dict = field(default_factory=dict)  # access id -> new dimension order
+
+
+def tensor_name(name: str) -> str:
+    return f"t_{name}"
+
+
+def lower(checked: Checked, st: Statement, index: int) -> Lowered:
+    return _Lowering(checked, st, index).run()
+
+
+_IDENTITY = {"+": "0", "or": "False", "and": "True"}
+
+
+class _Lowering:
+    def __init__(self, checked: Checked, st: Statement, index: int):
+        self.c, self.st, self.index = checked, st, index
+        self.notes: list[str] = []
+        self.accesses = [n for n in A.walk(st.value) if isinstance(n, A.Access)]
+        self.out_type = checked.types[st.target.tensor]
+        self.out_vars = [ix.name for ix in st.target.indices]
+        self.tmp = 0
+
+    # ---- plan -------------------------------------------------------------------------------
+    def run(self) -> Lowered:
+        self.blocks = self.split_blocked()
+        self.sparse = {}
+        for k, acc in enumerate(self.accesses):
+            fmt = self.c.types[acc.tensor].format
+            if not fmt.is_dense:
+                self.sparse[k] = fmt
+        self.order, transposed = self.loop_order()
+        self.operands = {}
+        for k, fmt in self.sparse.items():
+            if k in transposed:
+                fmt = fmt.permuted(transposed[k])
+            acc = self.accesses[k]
+            vs = tuple(self.level_var(acc.indices[lv.dim].name, lv) for lv in fmt.levels)
+            self.operands[k] = Operand(k, tensor_name(acc.tensor) + (f"_T{k}" if k in transposed else ""),
+                                       fmt, vs)
+        self.transposed = transposed
+        self.formula = self.presence(self.st.value)
+        body = self.function_body()
+        params = self.params()
+        fn = Function(f"stmt{self.index}", params, body)
+        self.notes.insert(0, f"statement {self.index}: {self.st.target.tensor}[{', '.join(self.out_vars)}]; "
+                             f"loop order {', '.join(v.index + v.part for v in self.order)}")
+        return Lowered(fn, self.order, self.notes, transposed)
+
+    def split_blocked(self) -> dict:
+        blocks: dict[str, int] = {}
+        for acc in self.accesses:
+            fmt = self.c.types[acc.tensor].format
+            for d, b in fmt.blocks.items():
+                name = acc.indices[d].name
+                if blocks.get(name, b) != b:
+                    raise DSLError(f"index {name!r} is blocked by {blocks[name]} and by {b}; convert one operand "
+                                   f"with .asformat() so the blocks agree", acc.span)
+                blocks[name] = b
+        for acc in self.accesses:
+            fmt = self.c.types[acc.tensor].format
+            if fmt.is_dense:
+                continue
+            for lv in fmt.levels:
+                name = acc.indices[lv.dim].name
+                if name in blocks and lv.op is None:
+                    raise DSLError(f"{acc.tensor} is stored unblocked along {name!r} but another operand is "
+                                   f"blocked by {blocks[name]} there; convert one with .asformat()", acc.span)
+        return blocks
+
+    def level_var(self, index: str, lv) -> Var:
+        if lv.op == "/":
+            return Var(index, "o", lv.block)
+        if lv.op == "%":
+            return Var(index, "i", lv.block)
+        return Var(index)
+
+    def all_vars(self) -> list:
+        seen, out = set(), []
+        for name in self.out_vars + list(self.st.reduce_indices):
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in self.blocks:
+                out += [Var(name, "o", self.blocks[name]), Var(name, "i", self.blocks[name])]
+            else:
+                out.append(Var(name))
+        return out
+
+    def loop_order(self):
+        """A topological order of the variables that every sparse operand's level order allows;
+        an operand that conflicts is transposed (its levels reordered), and that is reported."""
+        variables = self.all_vars()
+        edges: set = set()
+        for b_var in variables:
+            if b_var.part == "i":
+                edges.add((Var(b_var.index, "o", b_var.block), b_var))
+        transposed = {}
+        for k, fmt in self.sparse.items():
+            acc = self.accesses[k]
+            chain = [self.level_var(acc.indices[lv.dim].name, lv) for lv in fmt.levels]
+            new = edges | set(zip(chain, chain[1:]))
+            if _toposort(variables, new, self.priority) is not None:
+                edges = new
+            else:
+                transposed[k] = None
+        order = _toposort(variables, edges, self.priority)
+        for k in transposed:
+            acc = self.accesses[k]
+            dims = sorted(range(len(acc.indices)), key=lambda d: min(
+                order.index(v) for v in order if v.index == acc.indices[d].name))
+            transposed[k] = dims
+            self.notes.append(f"transposition: {acc.tensor} is read against its level order; the compiler "
+                              f"stores a copy with dimensions in order {dims} before the loop")
+        return order, transposed
+
+    def priority(self, v: Var):
+        return (v.index not in self.out_vars, (self.out_vars + list(self.st.reduce_indices)).index(v.index))
+
+    # ---- presence formula -----------------------------------------------------------------
+    def presence(self, e):
+        """('and'|'or', [...]), ('atom', access id) or True."""
+        if isinstance(e, A.Access):
+            k = next(i for i, a in enumerate(self.accesses) if a is e)
+            return ("atom", k) if k in self.sparse else True
+        if isinstance(e, (A.Literal, A.Scalar)):
+            return True
+        if isinstance(e, A.Neg):
+            return self.presence(e.operand)
+        if isinstance(e, A.BinOp):
+            kind = "or" if e.op in "+-" else "and"
+            return (kind, [self.presence(e.left), self.presence(e.right)])
+        if isinstance(e, A.Call):
+            return ("and", [self.presence(a) for a in e.args])
+        raise AssertionError(type(e))
+
+    @staticmethod
+    def evaluate(f, atoms: dict) -> str:
+        """The formula as an expression, atoms replaced by ``atoms[id]`` (missing ones: True)."""
+        if f is True:
+            return "True"
+        if f[0] == "atom":
+            return atoms.get(f[1], "True")
+        parts = [_Lowering.evaluate(g, atoms) for g in f[1]]
+        if f[0] == "and":
+            if "False" in parts:
+                return "False"
+            parts = [p for p in parts if p != "True"]
+            return "True" if not parts else parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
+        if "True" in parts:
+            return "True"
+        parts = [p for p in parts if p != "False"]
+        return "False" if not parts else parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+
+    # ---- code ----------------------------------------------------------------------------
+    def fresh(self, stem: str) -> str:
+        self.tmp += 1
+        return f"{stem}{self.tmp}"
+
+    def function_body(self) -> list:
+        red_pos = [d for d, v in enumerate(self.order) if v.index not in self.out_vars]
+        self.first_red = red_pos[0] if red_pos else len(self.order)
+        later_out = [v for v in self.order[self.first_red:] if v.index in self.out_vars]
+        sparse_out = not self.out_type.format.is_dense
+        dt = self.out_type.dtype
+        self.acc_init = self.identity(self.st.reduce_op, dt)
+        if not red_pos:
+            self.mode = "emit" if sparse_out else "store"
+        elif not later_out:
+            self.mode = "scalar"
+        else:
+            self.mode = "workspace" if sparse_out else "scatter"
+        self.ws_vars = later_out
+        pre: list = []
+        if sparse_out:
+            nd = len(self.out_vars)
+            pre += [Alloc(f"out_c{d}", "out_cap", "int64", None) for d in range(nd)]
+            pre += [Alloc("out_v", "out_cap", str(dt), None), Assign("out_n", "0")]
+        if self.mode == "workspace":
+            size = " * ".join(v.extent() for v in self.ws_vars)
+            pre += [Alloc("ws_v", size, str(dt), self.acc_init), Alloc("ws_f", size, "uint8", "0"),
+                    Alloc("ws_l", size, "int64", None), Assign("ws_n", "0")]
+            self.notes.append(f"workspace: dense over {', '.join(v.index + v.part for v in self.ws_vars)} "
+                              f"(row-wise, Gustavson)")
+        if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
+            pre += [Alloc("touched", " * ".join(f"n_{n}" for n in self.out_vars), "uint8", "0")]
+        body = pre + self.gen(0, dict(self.operands))
+        if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
+            body += self.clear_untouched()
+        if sparse_out:
+            body.append(Comment("entries are returned to the driver, which packs them into the output format"))
+        return body
+
+    def identity(self, op, dt) -> str:
+        if op in _IDENTITY:
+            return {"+": "0.0" if dt.kind == "f" else "0"}.get(op, _IDENTITY[op])
+        if dt.kind == "f":
+            return "-np.inf" if op == "max" else "np.inf"
+        if dt.kind == "b":
+            return "False" if op == "max" else "True"
+        info = np.iinfo(dt)
+        return str(info.min if op == "max" else info.max)
+
+    def params(self) -> list:
+        ps = []
+        for name, t in self.c.types.items():
+            if not any(a.tensor == name for a in self.accesses):
+                continue
+            for k, acc in enumerate(self.accesses):
+                if acc.tensor != name:
+                    continue
+                if k in self.operands:
+                    op = self.operands[k]
+                    if op.tensor in ps:
+                        continue
+                    for lv_k, lv in enumerate(op.fmt.levels):
+                        names = op.names(lv_k)
+                        ps += [names[a] for a in lv.type.array_names]
+                    ps.append(op.tensor)  # values
+                    ps += [f"{op.tensor}_d{d}" for d in range(len(t.shape))]
+                elif tensor_name(name) not in ps:
+                    ps.append(tensor_name(name))
+        ps += [f"s_{n}" for n in self.c.scalars if any(isinstance(x, A.Scalar) and x.name == n
+                                                          for x in A.walk(self.st.value))]
+        ps += [f"n_{v}" for v in dict.fromkeys(self.out_vars + list(self.st.reduce_indices))]
+        if self.out_type.format.is_dense:
+            ps.append("out")
+        else:
+            ps.append("out_cap")
+        return list(dict.fromkeys(ps))
+
+    def coord(self, index: str) -> str:
+        if index in self.blocks:
+            b = self.blocks[index]
+            return f"(vo_{index} * {b} + vi_{index})"
+        return f"v_{index}"
+
+    def gen(self, depth: int, ops: dict) -> list:
+        if depth == self.first_red and self.mode == "scalar":
+            return self.scalar_reduction(depth, ops)
+        if depth == self.first_red and self.mode == "workspace":
+            return self.workspace_reduction(depth, ops)
+        if depth == len(self.order):
+            return self.leaf(ops)
+        v = self.order[depth]
+        here = {k: op for k, op in ops.items() if op.level < len(op.fmt.levels) and op.vars[op.level] == v}
+        locate = {k: op for k, op in here.items() if op.fmt.levels[op.level].type.locatable}
+        iterate = {k: op for k, op in here.items() if k not in locate}
+        extent = v.extent()
+        out: list = []
+
+        def located(ops_after):
+            stmts, new = [], dict(ops_after)
+            for k, op in locate.items():
+                p = f"{op.tensor}{op.level}_q"
+                lt = op.fmt.levels[op.level].type
+                stmts.append(Assign(p, lt.locate(op.names(op.level), op.parent, op.level_extent(op.level), v.name)))
+                new[k] = replace(op, level=op.level + 1, parent=lt.child(p))
+            return stmts, new
+
+        atoms = {k: op.present for k, op in ops.items()}
+        if not iterate:
+            stmts, new = located(ops)
+            par = depth == 0 and self.parallel_ok()
+            return [For(v.name, "0", extent, stmts + self.gen(depth + 1, new), parallel=par)]
+        if len(iterate) == 1:
+            (k, op), = iterate.items()
+            if self.evaluate(self.formula, {**atoms, k: "False"}) == "False":
+                lt = op.fmt.levels[op.level].type
+                q = f"{op.tensor}{op.level}_q"
+                new = dict(ops)
+                new[k] = replace(op, level=op.level + 1, parent=lt.child(q))
+                stmts, new = located(new)
+                inner = stmts + self.gen(depth + 1, new)
+                par = depth == 0 and self.parallel_ok() and lt.unique and op.parent.pos == "0"
+                loop = lt.loop(op.names(op.level), op.parent, op.level_extent(op.level), v.name, q, inner)
+                if par and loop and isinstance(loop[0], For):
+                    loop[0].parallel = True
+                return self.guard(op, loop)
+        # merge: cursors for every iterating operand
+        curs = {}
+        for k, op in iterate.items():
+            lt = op.fmt.levels[op.level].type
+            tag = f"{op.tensor}{op.level}"
+            cur = lt.cursor(op.names(op.level), op.parent, op.level_extent(op.level), tag)
+            curs[k] = cur
+            out += self.guarded_init(op, cur.init)
+        valid = {k: (cur.valid if ops[k].present == "True" else f"({ops[k].present} and {cur.valid})")
+                 for k, cur in curs.items()}
+        dense_driven = self.evaluate(self.formula, {**atoms, **{k: "False" for k in curs}}) != "False"
+        present_flags = {k: f"p_{self.operands[k].tensor}{ops[k].level}" for k in curs}
+        new = dict(ops)
+        for k, cur in curs.items():
+            new[k] = replace(ops[k], level=ops[k].level + 1, parent=cur.child, present=present_flags[k])
+        stmts, new = located(new)
+        step = [Assign(present_flags[k], f"{valid[k]} and {cur.coord} == {v.name}") for k, cur in curs.items()]
+        advance = [If(present_flags[k], cur.advance) for k, cur in curs.items()]
+        cond = self.evaluate(self.formula, {**atoms, **present_flags})
+        inner = stmts + self.gen(depth + 1, new)
+        body = step + ([If(cond, inner)] if cond != "True" else inner) + advance
+        if dense_driven:
+            self.notes.append(f"co-iteration over {v.index + v.part}: dense-driven (union with a full operand)")
+            return out + [For(v.name, "0", extent, body)]
+        self.notes.append(f"co-iteration over {v.index + v.part}: merge of {len(curs)} operands "
+                          f"({'intersection' if ' or ' not in cond else 'union'})")
+        least = [Assign(v.name, extent)]
+        for k, cur in curs.items():
+            least.append(If(f"{valid[k]} and {cur.coord} < {v.name}", [Assign(v.name, cur.coord)]))
+        return out + [While(self.evaluate(self.formula, {**atoms, **valid}), least + body)]
+
+    def guard(self, op: Operand, loop: list) -> list:
+        return loop if op.present == "True" else [If(op.present, loop)]
+
+    def guarded_init(self, op: Operand, init: list) -> list:
+        if op.present == "True":
+            return init
+        assigned = []
+        for s in _walk_stmts(init):
+            if isinstance(s, Assign) and s.op is None and s.target not in assigned:
+                assigned.append(s.target)
+        return [If(op.present, init, [Assign(t, "0") for t in assigned])]
+
+    def parallel_ok(self) -> bool:
+        return (self.order and self.order[0].index in self.out_vars and self.out_type.format.is_dense
+                and self.mode in ("store", "scalar"))
+
+    # ---- leaves and reductions ------------------------------------------------------------
+    def value(self, e, ops) -> tuple[str, str]:
+        """(value expression, presence expression) of ``e`` at the current point."""
+        if isinstance(e, A.Access):
+            k = next(i for i, a in enumerate(self.accesses) if a is e)
+            if k in ops:
+                op = ops[k]
+                return f"{op.tensor}[{op.parent.pos}]", op.present
+            idx = ", ".join(self.coord(ix.name) for ix in e.indices)
+            return f"{tensor_name(e.tensor)}[{idx}]", "True"
+        if isinstance(e, A.Literal):
+            return repr(e.value), "True"
+        if isinstance(e, A.Scalar):
+            return f"s_{e.name}", "True"
+        if isinstance(e, A.Neg):
+            v, p = self.value(e.operand, ops)
+            return f"(-{v})", p
+        if isinstance(e, A.BinOp):
+            (a, pa), (b, pb) = self.value(e.left, ops), self.value(e.right, ops)
+            if e.op in "+-":
+                a = a if pa == "True" else f"({a} if {pa} else 0)"
+                b = b if pb == "True" else f"({b} if {pb} else 0)"
+                return f"({a} {e.op} {b})", self.evaluate(("or", [_lit(pa), _lit(pb)]), {})
+            pres = self.evaluate(("and", [_lit(pa), _lit(pb)]), {})
+            if e.op == "*":
+                return _combine(self.st.mul_op, a, b), pres
+            return f"({a} {e.op} {b})", pres
+        if isinstance(e, A.Call):
+            vals = [self.value(x, ops) for x in e.args]
+            pres = self.evaluate(("and", [_lit(p) for _, p in vals]), {})
+            args = [v for v, _ in vals]
+            return _call(e.fn, args), pres
+        raise AssertionError(type(e))
+
+    def leaf(self, ops) -> list:
+        val, pres = self.value(self.st.value, ops)
+        coords = [self.coord(n) for n in self.out_vars]
+        idx = ", ".join(coords) if coords else "0"
+        if self.mode == "store":
+            action = [Assign(f"out[{idx}]", val)]
+        elif self.mode == "emit":
+            action = [Emit(coords, val)]
+        elif self.mode == "scalar":
+            action = [Assign("acc", val, self.st.reduce_op)]
+            if not (self.st.reduce_op == "+" and self.out_type.format.is_dense):
+                action.append(Assign("touched", "True"))
+        elif self.mode == "scatter":
+            action = [Assign(f"out[{idx}]", val, self.st.reduce_op)]
+            if self.st.reduce_op in ("max", "min"):
+                action.append(Assign(f"touched[{self.linear(self.out_vars)}]", "1"))
+        else:
+            lin = self.linear_vars(self.ws_vars)
+            action = [If("ws_f[w] == 0", [Assign("ws_f[w]", "1"), Assign("ws_l[ws_n]", "w"),
+                                          Assign("ws_n", "1", "+"), Assign("ws_v[w]", val)],
+                         [Assign("ws_v[w]", val, self.st.reduce_op)])]
+            action.insert(0, Assign("w", lin))
+        return action if pres == "True" else [If(pres, action)]
+
+    def scalar_reduction(self, depth, ops) -> list:
+        coords = [self.coord(n) for n in self.out_vars]
+        idx = ", ".join(coords) if coords else "0"
+        always = self.st.reduce_op == "+" and self.out_type.format.is_dense
+        init = [Assign("acc", self.acc_init)] + ([] if always else [Assign("touched", "False")])
+        body = self.gen_after_switch(depth, ops)
+        if always:
+            done = [Assign(f"out[{idx}]", "acc")]
+        elif self.out_type.format.is_dense:
+            done = [If("touched", [Assign(f"out[{idx}]", "acc")])]
+        else:
+            done = [If("touched", [Emit(coords, "acc")])]
+        return init + body + done
+
+    def workspace_reduction(self, depth, ops) -> list:
+        body = self.gen_after_switch(depth, ops)
+        coords = []
+        decode = [Assign("w", "ws_l[t]")]
+        for v in reversed(self.ws_vars):
+            decode += [Assign(v.name, f"w % {v.extent()}"), Assign("w", f"w // {v.extent()}")]
+        coords = [self.coord(n) for n in self.out_vars]
+        flush = [SortRange("ws_l", "0", "ws_n"),
+                 For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]"), Assign("ws_f[ws_l[t]]", "0"),
+                                                 Assign("ws_v[ws_l[t]]", self.acc_init)]),
+                 Assign("ws_n", "0")]
+        return [Assign("ws_n", "0")] + body + flush
+
+    def gen_after_switch(self, depth, ops):
+        first, self.first_red = self.first_red, -1
+        try:
+            return self.gen(depth, ops)
+        finally:
+            self.first_red = first
+
+    def linear(self, names) -> str:
+        expr = "0"
+        for n in names:
+            expr = f"({expr}) * n_{n} + {self.coord(n)}"
+        return expr
+
+    def linear_vars(self, vs) -> str:
+        expr = "0"
+        for v in vs:
+            expr = f"({expr}) * {v.extent()} + {v.name}"
+        return expr
+
+    def clear_untouched(self) -> list:
+        loops: list = []
+        names = self.out_vars
+        idx = ", ".join(f"c{k}" for k in range(len(names)))
+        lin = "0"
+        for k, n in enumerate(names):
+            lin = f"({lin}) * n_{n} + c{k}"
+        inner = [If(f"touched[{lin}] == 0", [Assign(f"out[{idx}]", "0")])]
+        for k in reversed(range(len(names))):
+            inner = [For(f"c{k}", "0", f"n_{names[k]}", inner)]
+        return loops + inner
+
+
+def _lit(p: str):
+    return True if p == "True" else ("atom", p)
+
+
+def _combine(op, a, b) -> str:
+    if op in ("*", "+"):
+        return f"({a} {op} {b})"
+    if op in ("and", "or"):
+        return f"({a} {op} {b})"
+    return f"{op}({a}, {b})"
+
+
+def _call(fn, args) -> str:
+    if fn == "mask":
+        return args[1]
+    if fn == "where":
+        return f"({args[1]} if {args[0]} else {args[2]})"
+    if fn == "relu":
+        return f"max({args[0]}, 0)"
+    return f"{fn}({', '.join(args)})"
+
+
+def _walk_stmts(stmts):
+    for s in stmts:
+        yield s
+        for attr in ("body", "then", "orelse"):
+            yield from _walk_stmts(getattr(s, attr, []) or [])
+
+
+def _toposort(variables, edges, priority):
+    indeg = {v: 0 for v in variables}
+    for a, b in edges:
+        if a in indeg and b in indeg:
+            indeg[b] += 1
+    order, ready = [], [v for v in variables if indeg[v] == 0]
+    while ready:
+        ready.sort(key=priority)
+        v = ready.pop(0)
+        order.append(v)
+        for a, b in edges:
+            if a == v and b in indeg:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+    return order if len(order) == len(variables) else None
