@@ -123,6 +123,7 @@ def build(fn: L.Function) -> tuple[object, str]:
         cache.write_atomic(path, source)
     spec = importlib.util.spec_from_file_location(f"sparsedsl_kernel_{k}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache re-imports the module by name when loading
     spec.loader.exec_module(module)
     func = getattr(module, fn.name)
     _loaded[k] = func

@@ -57,6 +57,7 @@ class Operand:
     level: int = 0
     parent: Parent = Parent(pos="0")
     present: str = "True"
+    tag: str = "a0"
 
     def names(self, k: int) -> dict:
         return {a: f"{self.tensor}{k}_{a}" for a in ("pos", "crd", "mask")}
@@ -99,9 +100,13 @@ class _Lowering:
     def run(self) -> Lowered:
         self.blocks = self.split_blocked()
         self.sparse = {}
+        self.canon = {}
+        first: dict = {}
         for k, acc in enumerate(self.accesses):
+            key = (acc.tensor, tuple(ix.name for ix in acc.indices))
+            self.canon[k] = first.setdefault(key, k)
             fmt = self.c.types[acc.tensor].format
-            if not fmt.is_dense:
+            if not fmt.is_dense and self.canon[k] == k:
                 self.sparse[k] = fmt
         self.order, transposed = self.loop_order()
         self.operands = {}
@@ -111,7 +116,7 @@ class _Lowering:
             acc = self.accesses[k]
             vs = tuple(self.level_var(acc.indices[lv.dim].name, lv) for lv in fmt.levels)
             self.operands[k] = Operand(k, tensor_name(acc.tensor) + (f"_T{k}" if k in transposed else ""),
-                                       fmt, vs)
+                                       fmt, vs, tag=f"a{k}")
         self.transposed = transposed
         self.formula = self.presence(self.st.value)
         body = self.function_body()
@@ -195,7 +200,7 @@ class _Lowering:
     def presence(self, e):
         """('and'|'or', [...]), ('atom', access id) or True."""
         if isinstance(e, A.Access):
-            k = next(i for i, a in enumerate(self.accesses) if a is e)
+            k = self.canon[next(i for i, a in enumerate(self.accesses) if a is e)]
             return ("atom", k) if k in self.sparse else True
         if isinstance(e, (A.Literal, A.Scalar)):
             return True
@@ -258,6 +263,8 @@ class _Lowering:
                               f"(row-wise, Gustavson)")
         if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
             pre += [Alloc("touched", " * ".join(f"n_{n}" for n in self.out_vars), "uint8", "0")]
+            pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars)))}]",
+                                            self.acc_init)])
         body = pre + self.gen(0, dict(self.operands))
         if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
             body += self.clear_untouched()
@@ -326,7 +333,7 @@ class _Lowering:
         def located(ops_after):
             stmts, new = [], dict(ops_after)
             for k, op in locate.items():
-                p = f"{op.tensor}{op.level}_q"
+                p = f"{op.tag}_{op.level}_q"
                 lt = op.fmt.levels[op.level].type
                 stmts.append(Assign(p, lt.locate(op.names(op.level), op.parent, op.level_extent(op.level), v.name)))
                 new[k] = replace(op, level=op.level + 1, parent=lt.child(p))
@@ -341,7 +348,7 @@ class _Lowering:
             (k, op), = iterate.items()
             if self.evaluate(self.formula, {**atoms, k: "False"}) == "False":
                 lt = op.fmt.levels[op.level].type
-                q = f"{op.tensor}{op.level}_q"
+                q = f"{op.tag}_{op.level}_q"
                 new = dict(ops)
                 new[k] = replace(op, level=op.level + 1, parent=lt.child(q))
                 stmts, new = located(new)
@@ -355,14 +362,14 @@ class _Lowering:
         curs = {}
         for k, op in iterate.items():
             lt = op.fmt.levels[op.level].type
-            tag = f"{op.tensor}{op.level}"
+            tag = f"{op.tag}_{op.level}"
             cur = lt.cursor(op.names(op.level), op.parent, op.level_extent(op.level), tag)
             curs[k] = cur
             out += self.guarded_init(op, cur.init)
         valid = {k: (cur.valid if ops[k].present == "True" else f"({ops[k].present} and {cur.valid})")
                  for k, cur in curs.items()}
         dense_driven = self.evaluate(self.formula, {**atoms, **{k: "False" for k in curs}}) != "False"
-        present_flags = {k: f"p_{self.operands[k].tensor}{ops[k].level}" for k in curs}
+        present_flags = {k: f"p_{ops[k].tag}_{ops[k].level}" for k in curs}
         new = dict(ops)
         for k, cur in curs.items():
             new[k] = replace(ops[k], level=ops[k].level + 1, parent=cur.child, present=present_flags[k])
@@ -402,7 +409,7 @@ class _Lowering:
     def value(self, e, ops) -> tuple[str, str]:
         """(value expression, presence expression) of ``e`` at the current point."""
         if isinstance(e, A.Access):
-            k = next(i for i, a in enumerate(self.accesses) if a is e)
+            k = self.canon[next(i for i, a in enumerate(self.accesses) if a is e)]
             if k in ops:
                 op = ops[k]
                 return f"{op.tensor}[{op.parent.pos}]", op.present
@@ -503,16 +510,18 @@ class _Lowering:
         return expr
 
     def clear_untouched(self) -> list:
-        loops: list = []
         names = self.out_vars
         idx = ", ".join(f"c{k}" for k in range(len(names)))
         lin = "0"
         for k, n in enumerate(names):
             lin = f"({lin}) * n_{n} + c{k}"
-        inner = [If(f"touched[{lin}] == 0", [Assign(f"out[{idx}]", "0")])]
-        for k in reversed(range(len(names))):
-            inner = [For(f"c{k}", "0", f"n_{names[k]}", inner)]
-        return loops + inner
+        return self.over_output([If(f"touched[{lin}] == 0", [Assign(f"out[{idx}]", "0")])])
+
+    def over_output(self, inner: list) -> list:
+        """Loops over every element of the dense output (c0, c1, ...) around ``inner``."""
+        for k in reversed(range(len(self.out_vars))):
+            inner = [For(f"c{k}", "0", f"n_{self.out_vars[k]}", inner)]
+        return inner
 
 
 def _lit(p: str):
