@@ -20,7 +20,7 @@ from .lang import loopir
 from .lang.check import TensorType, check
 from .lang.formats import as_format
 from .lang.interp import interpret
-from .lang.lower import lower, tensor_name
+from .lang.lower import lower
 from .lang.rewrite import rewrite
 from .lang.syntax import parse_python, parse_statements
 from .tensor import SparseTensor, asformat, from_coordinates
@@ -151,15 +151,9 @@ class _Plan:
         for st, low, fn, _ in self.steps:
             target = st.target.tensor
             ttype = c.types[target]
-            args = []
-            accesses = [n for n in A.walk(st.value) if isinstance(n, A.Access)]
-            operand_of = {}
-            for k, acc in enumerate(accesses):
-                if k in low.transposed:
-                    t = env[acc.tensor]
-                    operand_of[f"{tensor_name(acc.tensor)}_T{k}"] = asformat(t, t.format.permuted(low.transposed[k]))
-            for p in low.function.params:
-                args.append(self.argument(p, env, operand_of, ttype, st))
+            converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
+                         for st_acc in [_access(st, k)]}
+            args = [self.argument(low.arguments[p], env, converted, ttype) for p in low.function.params]
             result = fn(*args)
             if ttype.format.is_dense:
                 env[target] = result
@@ -169,46 +163,26 @@ class _Plan:
                                                vals, ttype.shape, ttype.format)
         return {name: env[name] for name in c.outputs}
 
-    def argument(self, p: str, env, operand_of, ttype, st):
-        c = self.rewritten
-        if p == "out":
+    def argument(self, what: tuple, env, converted, ttype):
+        kind = what[0]
+        if kind == "out":
             return np.zeros(ttype.shape, dtype=ttype.dtype)
-        if p == "out_cap":
+        if kind == "out_cap":
             return 1024
-        if p.startswith("n_"):
-            return c.extents[p[2:]]
-        if p.startswith("s_"):
-            return env[p[2:]]
-        # tensor arrays: t_<name>[_T<k>] then level suffixes
-        for tname in sorted(operand_of, key=len, reverse=True):
-            if p.startswith(tname):
-                return _array_of(operand_of[tname], p[len(tname):])
-        name, rest = _split_tensor(p, env)
-        return _array_of(env[name], rest)
+        if kind == "extent":
+            return self.rewritten.extents[what[1]]
+        if kind == "scalar":
+            return env[what[1]]
+        t = converted[what[2]] if what[2] is not None else env[what[1]]
+        if kind == "dim":
+            return t.shape[what[3]]
+        if kind == "level":
+            return t.levels[what[3]][what[4]]
+        return t.values if isinstance(t, SparseTensor) else t
 
 
-def _split_tensor(p: str, env):
-    best = None
-    for name in env:
-        t = tensor_name(name)
-        if p.startswith(t) and (best is None or len(t) > len(tensor_name(best))):
-            rest = p[len(t):]
-            if rest == "" or rest[0] in "_0123456789":
-                best = name
-    return best, p[len(tensor_name(best)):]
-
-
-def _array_of(t, rest: str):
-    if not isinstance(t, SparseTensor):
-        if rest.startswith("_d"):
-            return t.shape[int(rest[2:])]
-        return t
-    if rest == "":
-        return t.values
-    if rest.startswith("_d"):
-        return t.shape[int(rest[2:])]
-    level, _, key = rest.partition("_")
-    return t.levels[int(level)][key]
+def _access(st, k):
+    return [n for n in A.walk(st.value) if isinstance(n, A.Access)][k]
 
 
 def _dump(low, source):
@@ -234,6 +208,7 @@ def compile(expr: str, *, out_format=None, name: str = "kernel", **formats) -> K
 
 
 def _program(stmts, formats, out_format, name):
+    """A Program for a one-liner: operands in order of first use, scalars after them."""
     defined, params, scalars = set(), [], []
     for st in stmts:
         for node in A.walk(st.value):
@@ -243,6 +218,8 @@ def _program(stmts, formats, out_format, name):
             if isinstance(node, A.Scalar) and node.name not in scalars:
                 scalars.append(node.name)
         defined.add(st.target.tensor)
+    tensors = {p.name for p in params}
+    scalars = [s for s in scalars if s not in tensors]  # a name used both ways: check() says where
     params += [A.Param(stmts[0].span, s, "scalar", None) for s in scalars]
     out = stmts[-1].target.tensor
     outputs = (A.Param(stmts[-1].target.span, out, "tensor", out_format or formats.get(out) or "dense"),)
@@ -274,5 +251,5 @@ def explain(kernel: Kernel, *args, **kwargs) -> str:
     parts = []
     for st, low, _, source in plan.steps:
         parts += low.notes
-        parts.append(source.split("\n\n\n", 1)[-1])
+        parts.append(source)
     return "\n".join(parts)

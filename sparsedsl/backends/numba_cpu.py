@@ -112,12 +112,13 @@ _loaded: dict[str, object] = {}
 
 
 def build(fn: L.Function) -> tuple[object, str]:
-    """Compile one function; returns (callable, source). Cached in memory and on disk."""
+    """Compile one function; returns (callable, its source). Cached in memory and on disk."""
     parallel = any(isinstance(s, L.For) and s.parallel for s in _walk(fn.body))
-    source = PREAMBLE + "\n\n" + render(fn, parallel)
+    body = render(fn, parallel)
+    source = PREAMBLE + "\n\n" + body
     k = cache.key(source, VERSION)
     if k in _loaded:
-        return _loaded[k], source
+        return _loaded[k], body
     path = cache.cache_dir() / f"k_{k}.py"
     if not path.exists() or path.read_text() != source:
         cache.write_atomic(path, source)
@@ -127,4 +128,4 @@ def build(fn: L.Function) -> tuple[object, str]:
     spec.loader.exec_module(module)
     func = getattr(module, fn.name)
     _loaded[k] = func
-    return func, source
+    return func, body

@@ -134,7 +134,7 @@ class _Checker:
             self.scalars[prm.name] = dt
             return
         if self.operands is None:
-            self.ranks[prm.name] = None
+            self.ranks[prm.name] = _fixed_rank(prm.format)
             return
         given = self.operands.get(prm.name)
         if given is None:
@@ -307,3 +307,22 @@ class _Checker:
 
 def _union(a, b):
     return a + [v for v in b if v not in a]
+
+
+def _fixed_rank(fmt) -> int | None:
+    """The rank a declared format implies (csr: 2), or None for rank-generic names (dense, coo)."""
+    if fmt is None:
+        return None
+    if isinstance(fmt, Format):
+        return fmt.ndim
+    name = str(fmt).strip().split("(")[0].strip()
+    if name in ("csr", "csc", "dcsr", "bsr", "blocked_bitmap", "nm"):
+        return 2
+    if name == "sparse":
+        return 1
+    if "->" in str(fmt):
+        try:
+            return as_format(fmt).ndim
+        except FormatError:
+            return None
+    return None

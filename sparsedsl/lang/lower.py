@@ -73,7 +73,8 @@ class Lowered:
     function: Function
     order: list  # loop variables, outermost first
     notes: list = field(default_factory=list)
-    transposed: dict = field(default_factory=dict)  # access id -> new dimension order
+    converted: dict = field(default_factory=dict)  # access id -> the format it is converted to first
+    arguments: dict = field(default_factory=dict)  # parameter -> what to pass (see params())
 
 
 def tensor_name(name: str) -> str:
@@ -98,6 +99,7 @@ class _Lowering:
 
     # ---- plan -------------------------------------------------------------------------------
     def run(self) -> Lowered:
+        self.converted: dict = {}
         self.blocks = self.split_blocked()
         self.sparse = {}
         self.canon = {}
@@ -105,47 +107,56 @@ class _Lowering:
         for k, acc in enumerate(self.accesses):
             key = (acc.tensor, tuple(ix.name for ix in acc.indices))
             self.canon[k] = first.setdefault(key, k)
-            fmt = self.c.types[acc.tensor].format
+            fmt = self.converted.get(k) or self.c.types[acc.tensor].format
             if not fmt.is_dense and self.canon[k] == k:
                 self.sparse[k] = fmt
-        self.order, transposed = self.loop_order()
+        self.order = self.loop_order()
         self.operands = {}
         for k, fmt in self.sparse.items():
-            if k in transposed:
-                fmt = fmt.permuted(transposed[k])
             acc = self.accesses[k]
             vs = tuple(self.level_var(acc.indices[lv.dim].name, lv) for lv in fmt.levels)
-            self.operands[k] = Operand(k, tensor_name(acc.tensor) + (f"_T{k}" if k in transposed else ""),
+            self.operands[k] = Operand(k, tensor_name(acc.tensor) + (f"_C{k}" if k in self.converted else ""),
                                        fmt, vs, tag=f"a{k}")
-        self.transposed = transposed
         self.formula = self.presence(self.st.value)
         body = self.function_body()
         params = self.params()
         fn = Function(f"stmt{self.index}", params, body)
         self.notes.insert(0, f"statement {self.index}: {self.st.target.tensor}[{', '.join(self.out_vars)}]; "
                              f"loop order {', '.join(v.index + v.part for v in self.order)}")
-        return Lowered(fn, self.order, self.notes, transposed)
+        return Lowered(fn, self.order, self.notes, self.converted, self.arguments)
 
     def split_blocked(self) -> dict:
+        """Block sizes of blocked indices. Operands that disagree (another block size, or a sparse
+        operand stored unblocked along the same index) are converted to a plain format first."""
+        sparse = [(k, acc, self.c.types[acc.tensor].format) for k, acc in enumerate(self.accesses)
+                  if not self.c.types[acc.tensor].format.is_dense]
         blocks: dict[str, int] = {}
-        for acc in self.accesses:
-            fmt = self.c.types[acc.tensor].format
-            for d, b in fmt.blocks.items():
-                name = acc.indices[d].name
-                if blocks.get(name, b) != b:
-                    raise DSLError(f"index {name!r} is blocked by {blocks[name]} and by {b}; convert one operand "
-                                   f"with .asformat() so the blocks agree", acc.span)
-                blocks[name] = b
-        for acc in self.accesses:
-            fmt = self.c.types[acc.tensor].format
-            if fmt.is_dense:
-                continue
+        clash: set = set()
+        for k, acc, fmt in sparse:
             for lv in fmt.levels:
                 name = acc.indices[lv.dim].name
-                if name in blocks and lv.op is None:
-                    raise DSLError(f"{acc.tensor} is stored unblocked along {name!r} but another operand is "
-                                   f"blocked by {blocks[name]} there; convert one with .asformat()", acc.span)
-        return blocks
+                b = lv.block if lv.op else 1
+                if blocks.setdefault(name, b) != b:
+                    clash.add(name)
+        for k, acc, fmt in sparse:
+            if any(acc.indices[d].name in clash for d in fmt.blocks):
+                self.convert(k, fmt.dim_order, "its blocks do not match another operand's")
+        kept = {}
+        for k, acc, fmt in sparse:
+            if k not in self.converted:
+                kept.update({acc.indices[d].name: b for d, b in fmt.blocks.items()})
+        return kept
+
+    def convert(self, k: int, dims: list, why: str):
+        """Read access ``k`` from a copy in a plain format (dense, then compressed levels) in ``dims`` order."""
+        from .formats import Format, LevelSpec
+        from .levels import Compressed, Dense
+
+        types = [Dense()] + [Compressed()] * (len(dims) - 1)
+        fmt = Format(len(dims), tuple(LevelSpec(d, t) for d, t in zip(dims, types)))
+        self.converted[k] = fmt
+        acc = self.accesses[k]
+        self.notes.append(f"conversion: {acc.tensor} is copied to {fmt.spelling()} before the loop ({why})")
 
     def level_var(self, index: str, lv) -> Var:
         if lv.op == "/":
@@ -168,13 +179,10 @@ class _Lowering:
 
     def loop_order(self):
         """A topological order of the variables that every sparse operand's level order allows;
-        an operand that conflicts is transposed (its levels reordered), and that is reported."""
+        an operand that conflicts is read from a transposed copy (reported by explain())."""
         variables = self.all_vars()
-        edges: set = set()
-        for b_var in variables:
-            if b_var.part == "i":
-                edges.add((Var(b_var.index, "o", b_var.block), b_var))
-        transposed = {}
+        edges = {(Var(v.index, "o", v.block), v) for v in variables if v.part == "i"}
+        conflicting = []
         for k, fmt in self.sparse.items():
             acc = self.accesses[k]
             chain = [self.level_var(acc.indices[lv.dim].name, lv) for lv in fmt.levels]
@@ -182,16 +190,16 @@ class _Lowering:
             if _toposort(variables, new, self.priority) is not None:
                 edges = new
             else:
-                transposed[k] = None
+                conflicting.append(k)
         order = _toposort(variables, edges, self.priority)
-        for k in transposed:
+        for k in conflicting:
             acc = self.accesses[k]
             dims = sorted(range(len(acc.indices)), key=lambda d: min(
                 order.index(v) for v in order if v.index == acc.indices[d].name))
-            transposed[k] = dims
-            self.notes.append(f"transposition: {acc.tensor} is read against its level order; the compiler "
-                              f"stores a copy with dimensions in order {dims} before the loop")
-        return order, transposed
+            self.convert(k, dims, "it is read against its level order: a transposition")
+            fmt = self.converted[k]
+            self.sparse[k] = fmt
+        return order
 
     def priority(self, v: Var):
         return (v.index not in self.out_vars, (self.out_vars + list(self.st.reduce_indices)).index(v.index))
@@ -220,6 +228,8 @@ class _Lowering:
             return "True"
         if f[0] == "atom":
             return atoms.get(f[1], "True")
+        if f[0] == "expr":
+            return f[1]
         parts = [_Lowering.evaluate(g, atoms) for g in f[1]]
         if f[0] == "and":
             if "False" in parts:
@@ -283,32 +293,36 @@ class _Lowering:
         return str(info.min if op == "max" else info.max)
 
     def params(self) -> list:
-        ps = []
-        for name, t in self.c.types.items():
-            if not any(a.tensor == name for a in self.accesses):
+        """The function's parameters; ``self.arguments`` says what the driver passes for each:
+        ("values", tensor, conv) / ("level", tensor, conv, level, array) / ("dim", tensor, conv, d) /
+        ("extent", index) / ("scalar", name) / ("out",) / ("out_cap",); ``conv`` names a converted copy."""
+        args: dict[str, tuple] = {}
+        for k, acc in enumerate(self.accesses):
+            if self.canon[k] != k:
                 continue
-            for k, acc in enumerate(self.accesses):
-                if acc.tensor != name:
-                    continue
-                if k in self.operands:
-                    op = self.operands[k]
-                    if op.tensor in ps:
-                        continue
-                    for lv_k, lv in enumerate(op.fmt.levels):
-                        names = op.names(lv_k)
-                        ps += [names[a] for a in lv.type.array_names]
-                    ps.append(op.tensor)  # values
-                    ps += [f"{op.tensor}_d{d}" for d in range(len(t.shape))]
-                elif tensor_name(name) not in ps:
-                    ps.append(tensor_name(name))
-        ps += [f"s_{n}" for n in self.c.scalars if any(isinstance(x, A.Scalar) and x.name == n
-                                                          for x in A.walk(self.st.value))]
-        ps += [f"n_{v}" for v in dict.fromkeys(self.out_vars + list(self.st.reduce_indices))]
+            conv = k if k in self.converted else None
+            if k in self.operands:
+                op = self.operands[k]
+                for lv_k, lv in enumerate(op.fmt.levels):
+                    names = op.names(lv_k)
+                    for a in lv.type.array_names:
+                        args[names[a]] = ("level", acc.tensor, conv, lv_k, a)
+                args[op.tensor] = ("values", acc.tensor, conv)
+                for d in range(len(acc.indices)):
+                    args[f"{op.tensor}_d{d}"] = ("dim", acc.tensor, conv, d)
+            else:
+                args[tensor_name(acc.tensor)] = ("values", acc.tensor, None)
+        for x in A.walk(self.st.value):
+            if isinstance(x, A.Scalar):
+                args[f"s_{x.name}"] = ("scalar", x.name)
+        for v in dict.fromkeys(self.out_vars + list(self.st.reduce_indices)):
+            args[f"n_{v}"] = ("extent", v)
         if self.out_type.format.is_dense:
-            ps.append("out")
+            args["out"] = ("out",)
         else:
-            ps.append("out_cap")
-        return list(dict.fromkeys(ps))
+            args["out_cap"] = ("out_cap",)
+        self.arguments = args
+        return list(args)
 
     def coord(self, index: str) -> str:
         if index in self.blocks:
@@ -525,7 +539,7 @@ class _Lowering:
 
 
 def _lit(p: str):
-    return True if p == "True" else ("atom", p)
+    return True if p == "True" else ("expr", p)
 
 
 def _combine(op, a, b) -> str:

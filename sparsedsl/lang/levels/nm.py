@@ -54,7 +54,7 @@ class NM(LevelType):
             bad = np.flatnonzero((after_empty | disorder).ravel())
             if len(bad):
                 g = int(bad[0]) // (self.n - 1)
-                raise FormatError(f"{where}: group {g} has its in-group indices {list(grid[g])} out of order "
+                raise FormatError(f"{where}: group {g} has its in-group indices {[int(v) for v in grid[g]]} out of order "
                                   f"(used slots must come first, strictly increasing)")
 
     def pack(self, parent, coord, nparents, extent):
@@ -75,7 +75,7 @@ class NM(LevelType):
             row, grp = divmod(int(ug[k]), groups)
             raise FormatError(f"nm({self.n},{self.m}): group {grp} (coordinates {grp * self.m}.."
                               f"{grp * self.m + self.m - 1}) below parent {row} holds more than {self.n} "
-                              f"entries; project first with sparsedsl.prune.nm(x, {self.n}, {self.m})")
+                              f"entries; keep at most {self.n} of every {self.m} (e.g. the largest magnitudes) first")
         slot = ug * self.n + rank
         crd = np.full(nparents * groups * self.n, EMPTY, dtype=np.uint8)
         crd[slot] = (coord[new] % self.m).astype(np.uint8)

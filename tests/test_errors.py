@@ -1,0 +1,840 @@
+"""Errors a user sees: FormatError for a bad tensor, DSLError (with a source location) for a bad program.
+
+Python-front-end kernels below are index notation, not Python: their names are not Python variables.
+"""
+# ruff: noqa: F821
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sparsedsl
+from sparsedsl import DSLError, FormatError, SparseTensor, sparse_kernel
+from sparsedsl.lang.syntax import parse_source
+
+
+def i32(*a):
+    return np.array(a, dtype=np.int32)
+
+
+def f64(*a):
+    return np.array(a, dtype=np.float64)
+
+
+def u8(*a):
+    return np.array(a, dtype=np.uint8)
+
+
+def csr(shape, pos, crd, values):
+    return SparseTensor("csr", shape, [{}, {"pos": pos, "crd": crd}], values)
+
+
+# =================================================================================================
+# Malformed tensors (raw constructor)
+# =================================================================================================
+
+
+def test_valid_raw_csr_is_accepted():
+    t = csr((2, 3), i32(0, 1, 2), i32(2, 0), f64(1, 2))
+    np.testing.assert_array_equal(t.to_numpy(), [[0, 0, 1], [2, 0, 0]])
+
+
+@pytest.mark.parametrize("pos,crd,values,needles", [
+    # pos not starting at 0
+    (i32(1, 1, 2), i32(0), f64(1), ["level 1", "pos[0]", "1"]),
+    # pos decreasing: first bad position is pos[2]
+    (i32(0, 2, 1), i32(0, 1), f64(1, 2), ["level 1", "pos[2]", "decrease"]),
+    # pos length wrong (2 rows need 3 entries)
+    (i32(0, 1), i32(0), f64(1), ["level 1", "'pos'", "length 3", "got 2"]),
+    (i32(), i32(), f64(), ["level 1", "'pos'", "length 3", "got 0"]),
+    # crd out of range, above and below
+    (i32(0, 1, 2), i32(0, 3), f64(1, 2), ["level 1", "crd[1] = 3", "[0, 3)"]),
+    (i32(0, 1, 2), i32(0, -1), f64(1, 2), ["level 1", "crd[1] = -1"]),
+    # crd unsorted within a row
+    (i32(0, 2, 3), i32(2, 0, 1), f64(1, 2, 3), ["level 1", "crd[1] = 0", "crd[0] = 2"]),
+    # crd duplicated within a row
+    (i32(0, 1, 3), i32(0, 1, 1), f64(1, 2, 3), ["level 1", "crd[2] = 1", "crd[1] = 1"]),
+    # crd length disagrees with pos[-1]
+    (i32(0, 1, 2), i32(0), f64(1, 2), ["level 1", "'crd'", "length 2", "got 1"]),
+], ids=["pos0", "pos-decreasing", "pos-length", "pos-empty", "crd-high", "crd-negative", "crd-unsorted",
+        "crd-duplicate", "crd-length"])
+def test_malformed_csr_levels(pos, crd, values, needles):
+    with pytest.raises(FormatError) as ei:
+        csr((2, 3), pos, crd, values)
+    msg = str(ei.value)
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_sorted_across_rows_is_fine():
+    # a decrease between rows is not an ordering error
+    t = csr((3, 3), i32(0, 2, 3, 4), i32(1, 2, 0, 0), f64(1, 2, 3, 4))
+    assert t.to_numpy()[1, 0] == 3
+
+
+def test_values_length_wrong():
+    with pytest.raises(FormatError) as ei:
+        csr((2, 3), i32(0, 1, 2), i32(0, 1), f64(1, 2, 3))
+    msg = str(ei.value)
+    assert "values" in msg and "(2)" in msg and "got 3" in msg
+
+
+def test_values_length_wrong_dense():
+    with pytest.raises(FormatError, match="values"):
+        SparseTensor("dense", (2, 3), [{}, {}], np.zeros(5))
+
+
+def test_values_must_be_1d_numpy():
+    with pytest.raises(FormatError, match="1-D"):
+        csr((2, 3), i32(0, 1, 2), i32(0, 1), np.ones((2, 1)))
+
+
+def test_dcsr_level0_is_named():
+    with pytest.raises(FormatError) as ei:
+        SparseTensor("dcsr", (2, 3), [{"pos": i32(0, 5), "crd": i32(0, 1)},
+                                      {"pos": i32(0, 1, 2), "crd": i32(0, 1)}], f64(1, 2))
+    assert "level 0" in str(ei.value)
+
+
+def test_coo_unsorted_second_level():
+    with pytest.raises(FormatError) as ei:
+        SparseTensor("coo", (2, 3), [{"pos": i32(0, 2), "crd": i32(1, 1)}, {"crd": i32(2, 0)}], f64(1, 2))
+    msg = str(ei.value)
+    assert "level 1" in msg and "entry 1" in msg
+
+
+def test_missing_array_is_named():
+    with pytest.raises(FormatError) as ei:
+        SparseTensor("csr", (2, 3), [{}, {"pos": i32(0, 1, 2)}], f64(1, 2))
+    assert "level 1" in str(ei.value) and "'crd'" in str(ei.value)
+
+
+def test_wrong_number_of_levels():
+    with pytest.raises(FormatError, match="levels"):
+        SparseTensor("csr", (2, 3), [{}], f64(1, 2))
+
+
+# ---- bitmap --------------------------------------------------------------------------------------
+
+
+def bitmap(mask, pos, values, shape=(2, 3)):
+    return SparseTensor("bitmap", shape, [{}, {"mask": mask, "pos": pos}], values)
+
+
+def test_valid_bitmap():
+    t = bitmap(u8(1, 0, 1, 0, 0, 1), i32(0, 2, 3), f64(1, 2, 3))
+    np.testing.assert_array_equal(t.to_numpy(), [[1, 0, 2], [0, 0, 3]])
+
+
+def test_bitmap_mask_byte_of_two():
+    with pytest.raises(FormatError) as ei:
+        bitmap(u8(1, 0, 2, 0, 0, 1), i32(0, 2, 3), f64(1, 2, 3))
+    msg = str(ei.value)
+    assert "level 1" in msg and "mask[2] = 2" in msg
+
+
+def test_bitmap_pos_disagrees_with_mask():
+    with pytest.raises(FormatError) as ei:
+        bitmap(u8(1, 0, 1, 0, 0, 1), i32(0, 1, 2), f64(1, 2))
+    msg = str(ei.value)
+    assert "level 1" in msg and "disagree" in msg and "parent 0" in msg
+
+
+def test_bitmap_mask_length():
+    with pytest.raises(FormatError) as ei:
+        bitmap(u8(1, 0, 1, 0, 0), i32(0, 2, 2), f64(1, 2))
+    assert "level 1" in str(ei.value) and "mask" in str(ei.value)
+
+
+def test_bitmap_mask_wrong_dtype():
+    with pytest.raises(FormatError, match="mask"):
+        bitmap(i32(1, 0, 1, 0, 0, 1), i32(0, 2, 3), f64(1, 2, 3))
+
+
+# ---- N:M -----------------------------------------------------------------------------------------
+
+
+def nm(crd, values, shape=(1, 8)):
+    return SparseTensor("nm(2,4)", shape, [{}, {"crd": crd}], values)
+
+
+def test_valid_nm():
+    t = nm(u8(0, 2, 1, 255), f64(1, 2, 3, 0))
+    np.testing.assert_array_equal(t.to_numpy(), [[1, 0, 2, 0, 0, 3, 0, 0]])
+
+
+def test_nm_index_not_below_m():
+    with pytest.raises(FormatError) as ei:
+        nm(u8(0, 2, 1, 4), f64(1, 2, 3, 4))
+    msg = str(ei.value)
+    assert "level 1" in msg and "crd[3] = 4" in msg and "255" in msg
+
+
+def test_nm_group_out_of_order():
+    with pytest.raises(FormatError) as ei:
+        nm(u8(0, 2, 3, 1), f64(1, 2, 3, 4))
+    msg = str(ei.value)
+    assert "level 1" in msg and "group 1" in msg and "out of order" in msg
+
+
+def test_nm_group_duplicate_index():
+    with pytest.raises(FormatError, match="group 0"):
+        nm(u8(2, 2, 255, 255), f64(1, 2, 0, 0))
+
+
+def test_nm_empty_slot_before_used_slot():
+    with pytest.raises(FormatError, match="group 1"):
+        nm(u8(0, 2, 255, 1), f64(1, 2, 0, 4))
+
+
+def test_nm_group_out_of_order_message_is_readable():
+    with pytest.raises(FormatError) as ei:
+        nm(u8(0, 2, 3, 1), f64(1, 2, 3, 4))
+    assert "[3, 1]" in str(ei.value) and "np." not in str(ei.value)
+
+
+def test_nm_extent_not_multiple_of_m():
+    with pytest.raises(FormatError) as ei:
+        nm(u8(0, 2, 255, 255), f64(1, 2, 0, 0), shape=(1, 6))
+    msg = str(ei.value)
+    assert "level 1" in msg and "multiple of 4" in msg
+
+
+def test_nm_crd_must_be_uint8():
+    with pytest.raises(FormatError) as ei:
+        nm(i32(0, 2, 1, 3), f64(1, 2, 3, 4))
+    assert "level 1" in str(ei.value) and "uint8" in str(ei.value)
+
+
+def test_nm_conversion_of_an_over_full_group_says_what_to_do():
+    dense = np.array([[1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
+    with pytest.raises(FormatError) as ei:
+        sparsedsl.asformat(dense, "nm(2,4)")
+    msg = str(ei.value)
+    assert "at most 2 of every 4" in msg and "group 0" in msg
+
+
+def test_nm_conversion_of_a_valid_row():
+    dense = np.array([[1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 5.0]])
+    np.testing.assert_array_equal(sparsedsl.asformat(dense, "nm(2,4)").to_numpy(), dense)
+
+
+# ---- blocks, dtypes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["bsr(2,2)", "bsr(3,2)", "blocked_bitmap(2,2)"])
+def test_block_not_dividing_shape(fmt):
+    with pytest.raises(FormatError) as ei:
+        sparsedsl.asformat(np.ones((5, 4)), fmt)
+    msg = str(ei.value)
+    assert "does not divide" in msg and "(5, 4)" in msg
+
+
+def test_block_not_dividing_shape_from_scipy():
+    with pytest.raises(FormatError, match="does not divide"):
+        sparsedsl.asformat(sp.random(5, 4, density=0.5, format="csr", random_state=0), "bsr(2,2)")
+
+
+def test_complex_values_raw():
+    with pytest.raises(FormatError, match="complex"):
+        csr((2, 3), i32(0, 1, 2), i32(0, 1), np.array([1, 2], dtype=complex))
+
+
+def test_complex_values_asformat():
+    with pytest.raises(FormatError, match="complex"):
+        sparsedsl.asformat(np.ones((2, 2), dtype=complex), "csr")
+
+
+@pytest.mark.parametrize("key", ["pos", "crd"])
+def test_float_index_arrays(key):
+    arrays = {"pos": i32(0, 1, 2), "crd": i32(0, 1)}
+    arrays[key] = arrays[key].astype(np.float64)
+    with pytest.raises(FormatError) as ei:
+        SparseTensor("csr", (2, 3), [{}, arrays], f64(1, 2))
+    msg = str(ei.value)
+    assert "level 1" in msg and f"'{key}'" in msg and "float64" in msg
+
+
+def test_list_instead_of_array():
+    with pytest.raises(FormatError, match="1-D numpy array"):
+        SparseTensor("csr", (2, 3), [{}, {"pos": [0, 1, 2], "crd": i32(0, 1)}], f64(1, 2))
+
+
+# =================================================================================================
+# Bad programs
+# =================================================================================================
+
+INTERNAL_NAMES = ("Traceback", "lower.py", "check.py", "syntax.py", "compiler.py", "lark", "site-packages")
+
+
+def assert_points_at(err: DSLError, line: int, col: int, token: str | None = None):
+    """The span is (line, col); the message shows that source line and a caret under column ``col``."""
+    assert err.span is not None, str(err)
+    assert (err.span.line, err.span.col) == (line, col), (err.span, str(err))
+    msg = str(err)
+    for bad in INTERNAL_NAMES:
+        assert bad not in msg, (bad, msg)
+    lines = msg.split("\n")
+    at = [k for k, ln in enumerate(lines) if re.search(rf"\bat .*:{line}:{col}$", ln)]
+    assert len(at) == 1, msg
+    source, caret = lines[at[0] + 1], lines[at[0] + 2]
+    assert source.strip() and caret.strip() and set(caret.strip()) == {"^"}, msg
+    first = caret.index("^")
+    assert first == 4 + col - 1, msg
+    if token is not None:
+        assert source[first:].startswith(token), (source[first:], token, msg)
+
+
+def at_marker(text: str):
+    """Strip the '@' marker from ``text``; return (text, line, col) of the marked character."""
+    k = text.index("@")
+    before = text[:k]
+    line = before.count("\n") + 1
+    col = k - (before.rfind("\n") + 1) + 1
+    return text[:k] + text[k + 1:], line, col
+
+
+def marked_line(fn, pattern: str):
+    """(line, col) of the character after '@' in ``pattern`` on the line of ``fn``'s source marked ``# ERR``."""
+    lines, first = inspect.getsourcelines(fn)
+    hits = [k for k, ln in enumerate(lines) if "# ERR" in ln]
+    assert len(hits) == 1
+    code = lines[hits[0]].split("# ERR")[0]
+    k = pattern.index("@")
+    plain = pattern[:k] + pattern[k + 1:]
+    assert code.count(plain) == 1, (plain, code)
+    return first + hits[0], code.index(plain) + k + 1
+
+
+# ---- text front end ------------------------------------------------------------------------------
+
+
+def kernel_text(body, params="A: csr, x: dense", out="y: dense"):
+    return f"# a kernel\nkernel k({params}) -> {out} {{\n  {body}\n}}\n"
+
+
+def build_text(text):
+    return sparsedsl.Kernel(parse_source(text)["kernels"]["k"])
+
+
+TEXT_CASES = {
+    "syntax-double-op": ("y[i] = A[i,j] * @* x[j]", {}, "syntax error"),
+    "syntax-missing-bracket": ("y[i] = A[i,j @* x[j]", {}, "syntax error"),
+    "syntax-bad-char": ("y[i] = A[i,j] @$ x[j]", {}, "syntax error"),
+    "syntax-missing-equals": ("y[i] @A[i,j] * x[j]", {}, "syntax error"),
+    "unknown-tensor": ("y[i] = @B[i,j] * x[j]", {}, "unknown tensor 'B'"),
+    "index-repeated-left": ("y[i,@i] = A[i,j] * x[j]", {"out": "y: dense"}, "twice on the left"),
+    "left-not-right": ("y[@k] = A[i,j] * x[j]", {}, "'k' on the left"),
+    "unknown-function": ("y[i] = @foo(A[i,j]) * x[j]", {}, "unknown function 'foo'"),
+    "arity": ("y[i] = A[i,j] * @where(x[j], x[j])", {}, "takes 3 arguments, got 2"),
+    "arity-exp": ("y[i] = @exp(A[i,j], x[j])", {}, "takes 1 argument, got 2"),
+    "unknown-reduction": ("y[i] = @prod[j](A[i,j] * x[j])", {}, "unknown reduction 'prod'"),
+    "assign-input": ("@x[j] = A[i,j]\n  y[i] = A[i,j] * x[j]", {}, "'x' is an input"),
+    "scalar-indexed": ("y[i] = A[i,j] * @a[j]", {"params": "A: csr, a: scalar"}, "scalar and cannot be indexed"),
+    "scalar-as-tensor": ("y[i] = A[i,j] * @x", {}, "'x' is a tensor"),
+    "reduced-index-on-left": ("y[i] = max[@i](A[i,j])", {}, "reduced but also appears on the left"),
+    "not-an-output": ("@z[i] = A[i,j] * x[j]", {}, "'z' is not an output"),
+    "access-repeated-index": ("y[i] = A[i,@i]", {}, "twice in one access"),
+    "second-line": ("let t[i] = A[i,j] * x[j]\n  y[i] = t[i] + @bar(t[i])", {}, "unknown function 'bar'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEXT_CASES))
+def test_text_front_end_errors_point_at_the_token(case):
+    body, kw, needle = TEXT_CASES[case]
+    text, line, col = at_marker(kernel_text(body, **kw))
+    token = text.split("\n")[line - 1][col - 1:col]
+    with pytest.raises(DSLError) as ei:
+        build_text(text)
+    assert needle in ei.value.message, str(ei.value)
+    assert_points_at(ei.value, line, col, token)
+    assert f"<sdsl>:{line}:{col}" in str(ei.value)
+
+
+def test_text_output_never_assigned_points_at_the_output():
+    text, line, col = at_marker("kernel k(A: csr, x: dense) -> @y: dense {\n  let t[i] = A[i,j] * x[j]\n}\n")
+    with pytest.raises(DSLError) as ei:
+        build_text(text)
+    assert "'y' is never assigned" in str(ei.value)
+    assert_points_at(ei.value, line, col, "y")
+
+
+def test_text_unknown_format_points_at_the_parameter():
+    text, line, col = at_marker("kernel k(@A: cssr, x: dense) -> y: dense {\n  y[i] = A[i,j] * x[j]\n}\n")
+    with pytest.raises(DSLError) as ei:
+        parse_source(text)
+    assert "unknown format 'cssr'" in str(ei.value)
+    assert_points_at(ei.value, line, col, "A")
+
+
+def test_text_bad_format_declaration():
+    text = "format blk = (i, j) -> (i: dense, q: compressed)\nkernel k(A: blk) -> y: dense {\n  y[i] = A[i,j]\n}\n"
+    with pytest.raises(DSLError) as ei:
+        parse_source(text)
+    assert ei.value.span.line == 1
+    for bad in INTERNAL_NAMES:
+        assert bad not in str(ei.value)
+
+
+def test_text_shape_mismatch_at_call_points_at_x():
+    text, line, col = at_marker(kernel_text("y[i] = A[i,j] * x[@j]"))
+    k = build_text(text)
+    A = sparsedsl.asformat(sp.random(5, 7, density=0.5, format="csr", random_state=0), "csr")
+    with pytest.raises(DSLError) as ei:
+        k(A=A, x=np.ones(6))
+    msg = str(ei.value)
+    assert "6" in msg and "7" in msg and "do not agree" in msg
+    assert_points_at(ei.value, line, col, "j")
+
+
+def test_text_rank_mismatch_at_call_points_at_the_access():
+    text, line, col = at_marker(kernel_text("y[i] = A[i,j] * @x[j]"))
+    k = build_text(text)
+    A = sparsedsl.asformat(sp.random(5, 7, density=0.5, format="csr", random_state=0), "csr")
+    with pytest.raises(DSLError) as ei:
+        k(A=A, x=np.ones((7, 2)))
+    assert "2-D" in str(ei.value)
+    assert_points_at(ei.value, line, col, "x[j]")
+
+
+def test_text_rank_mismatch_with_csr_is_caught_at_build_time():
+    text, line, col = at_marker(kernel_text("y[i] = @A[i] * x[i]"))
+    with pytest.raises(DSLError) as ei:
+        build_text(text)
+    assert "2-D" in str(ei.value)
+    assert_points_at(ei.value, line, col, "A[i]")
+
+
+def test_text_rank_mismatch_with_csr_at_call_time():
+    text, line, col = at_marker(kernel_text("y[i] = @A[i] * x[i]"))
+    A = sparsedsl.asformat(sp.random(5, 5, density=0.5, format="csr", random_state=0), "csr")
+    with pytest.raises(DSLError) as ei:
+        build_text(text)(A=A, x=np.ones(5))
+    assert_points_at(ei.value, line, col, "A[i]")
+
+
+# ---- one-liner (compile / compute) -------------------------------------------------------------
+
+ONE_LINER_CASES = {
+    "syntax-double-op": ("y[i] = A[i,j] * @* x[j]", "syntax error"),
+    "syntax-bad-char": ("y[i] = A[i,j] @$ x[j]", "syntax error"),
+    "syntax-second-line": ("t[i] = A[i,j] * x[j]\n@* t[i]", "syntax error"),
+    "index-repeated-left": ("y[i,@i] = A[i,j] * x[j]", "twice on the left"),
+    "left-not-right": ("y[@k] = A[i,j] * x[j]", "'k' on the left"),
+    "unknown-function": ("y[i] = @foo(A[i,j]) * x[j]", "unknown function 'foo'"),
+    "arity": ("y[i] = A[i,j] * @where(x[j], x[j])", "takes 3 arguments, got 2"),
+    "unknown-reduction": ("y[i] = @prod[j](A[i,j] * x[j])", "unknown reduction 'prod'"),
+    "second-statement": ("t[i] = A[i,j] * x[j]; y[i] = @foo(t[i])", "unknown function 'foo'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_LINER_CASES))
+def test_one_liner_errors_point_at_the_token(case):
+    expr, needle = ONE_LINER_CASES[case]
+    text, line, col = at_marker(expr)
+    token = text.split("\n")[line - 1][col - 1:col]
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compile(text, A="csr")
+    assert needle in ei.value.message, str(ei.value)
+    assert_points_at(ei.value, line, col, token)
+
+
+def test_one_liner_empty_program():
+    with pytest.raises(DSLError, match="no statement"):
+        sparsedsl.compile("   ")
+
+
+def test_one_liner_shape_mismatch_points_at_x():
+    text, line, col = at_marker("y[i] = A[i,j] * x[@j]")
+    A = sparsedsl.asformat(sp.random(5, 7, density=0.5, format="csr", random_state=0), "csr")
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compute(text, A=A, x=np.ones(6))
+    assert "do not agree" in str(ei.value)
+    assert_points_at(ei.value, line, col, "j")
+
+
+def test_one_liner_rank_mismatch_at_call():
+    text, line, col = at_marker("y[i] = @A[i] * x[i]")
+    A = sparsedsl.asformat(sp.random(5, 5, density=0.5, format="csr", random_state=0), "csr")
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compute(text, A=A, x=np.ones(5))
+    assert_points_at(ei.value, line, col, "A[i]")
+
+
+def test_one_liner_rank_mismatch_with_csr_at_compile_time():
+    text, line, col = at_marker("y[i] = @A[i] * x[i]")
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compile(text, A="csr")
+    assert_points_at(ei.value, line, col, "A[i]")
+
+
+def test_one_liner_scalar_indexed():
+    # alpha is indexed, so the one-liner takes it as a tensor; the bare use is the error
+    text, line, col = at_marker("y[i] = A[i,j] * @alpha * alpha[j]")
+    with pytest.raises(DSLError, match="is a tensor") as ei:
+        sparsedsl.compile(text, A="csr")
+    assert_points_at(ei.value, line, col, "alpha")
+
+
+def test_one_liner_unknown_operand_name_at_call():
+    k = sparsedsl.compile("y[i] = A[i,j] * x[j]", A="csr")
+    with pytest.raises(DSLError, match="no operand 'z'"):
+        k(A=np.eye(3), x=np.ones(3), z=1)
+    with pytest.raises(DSLError, match="no operand was given for 'x'"):
+        k(A=np.eye(3))
+
+
+# ---- Python front end ------------------------------------------------------------------------------
+
+
+def _raises_at(fn_holder, pattern, needle, run=None):
+    """Run ``run`` (default: build the kernel) and check the DSLError points at the '# ERR' line."""
+    line, col = marked_line(fn_holder, pattern)
+    with pytest.raises(DSLError) as ei:
+        run()
+    assert needle in ei.value.message, str(ei.value)
+    k = pattern.index("@")
+    assert_points_at(ei.value, line, col, (pattern[:k] + pattern[k + 1:])[k:])
+    assert ei.value.span.file.endswith("test_errors.py")
+    return ei.value
+
+
+def test_py_not_index_notation():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = A[i, j] ** x[j]  # ERR
+            return y
+    err = _raises_at(test_py_not_index_notation, "y[i] = @A[i, j] ** x[j]", "not index notation", build)
+    # the caret covers the unsupported operator
+    src, caret = str(err).split("\n")[-2:]
+    assert caret[src.index("**")] == "^"
+
+
+def test_py_augmented_assignment():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] += A[i, j] * x[j]  # ERR
+            return y
+    _raises_at(test_py_augmented_assignment, "@y[i] +=", "only index-notation assignments", build)
+
+
+def test_py_index_not_a_name():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = A[i, 0] * x[i]  # ERR
+            return y
+    _raises_at(test_py_index_not_a_name, "A[i, @0]", "plain name", build)
+
+
+def test_py_unknown_tensor():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = B[i, j] * x[j]  # ERR
+            return y
+    _raises_at(test_py_unknown_tensor, "@B[i, j]", "unknown tensor 'B'", build)
+
+
+def test_py_index_repeated_on_left():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i, i] = A[i, j] * x[j]  # ERR
+            return y
+    _raises_at(test_py_index_repeated_on_left, "y[i, @i]", "twice on the left", build)
+
+
+def test_py_left_index_not_on_right():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[k] = A[i, j] * x[j]  # ERR
+            return y
+    _raises_at(test_py_left_index_not_on_right, "y[@k]", "'k' on the left", build)
+
+
+def test_py_unknown_function():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = foo(A[i, j]) * x[j]  # ERR
+            return y
+    _raises_at(test_py_unknown_function, "@foo(", "unknown function 'foo'", build)
+
+
+def test_py_wrong_arity():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = A[i, j] * where(x[j], x[j])  # ERR
+            return y
+    _raises_at(test_py_wrong_arity, "@where(", "takes 3 arguments, got 2", build)
+
+
+def test_py_unknown_reduction():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = prod[j](A[i, j] * x[j])  # ERR
+            return y
+    _raises_at(test_py_unknown_reduction, "@prod[j]", "unknown reduction 'prod'", build)
+
+
+def test_py_assign_to_input():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            x[j] = A[i, j]  # ERR
+            y[i] = A[i, j] * x[j]
+            return y
+    _raises_at(test_py_assign_to_input, "@x[j] =", "'x' is an input", build)
+
+
+def test_py_output_never_assigned():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            t[i] = A[i, j] * x[j]
+            return y  # ERR
+    _raises_at(test_py_output_never_assigned, "@return y", "'y' is never assigned", build)
+
+
+def test_py_scalar_indexed():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", alpha: "scalar") -> "dense":
+            y[i] = A[i, j] * alpha[j]  # ERR
+            return y
+    _raises_at(test_py_scalar_indexed, "@alpha[j]", "scalar and cannot be indexed", build)
+
+
+def test_py_shape_mismatch_at_call_points_at_x():
+    @sparse_kernel
+    def k(A: "csr", x: "dense") -> "dense":
+        y[i] = A[i, j] * x[j]  # ERR
+        return y
+
+    A = sparsedsl.asformat(sp.random(5, 7, density=0.5, format="csr", random_state=0), "csr")
+    err = _raises_at(test_py_shape_mismatch_at_call_points_at_x, "x[@j]", "do not agree",
+                     lambda: k(A=A, x=np.ones(6)))
+    assert "6" in err.message and "7" in err.message
+
+
+def test_py_rank_mismatch_at_call():
+    @sparse_kernel
+    def k(A: "dense", x: "dense") -> "dense":
+        y[i] = A[i] * x[i]  # ERR
+        return y
+
+    _raises_at(test_py_rank_mismatch_at_call, "@A[i]", "2-D", lambda: k(A=np.ones((5, 5)), x=np.ones(5)))
+
+
+def test_py_rank_mismatch_with_csr_at_definition():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = A[i] * x[i]  # ERR
+            return y
+    _raises_at(test_py_rank_mismatch_with_csr_at_definition, "@A[i]", "2-D", build)
+
+
+def test_py_errors_keep_internal_frames_out_of_the_message():
+    def build():
+        @sparse_kernel
+        def k(A: "csr", x: "dense") -> "dense":
+            y[i] = A[i, j] * nope(x[j])  # ERR
+            return y
+    with pytest.raises(DSLError) as ei:
+        build()
+    for bad in INTERNAL_NAMES:
+        assert bad not in str(ei.value)
+    assert ei.value.__cause__ is None or isinstance(ei.value.__cause__, DSLError)
+
+
+# =================================================================================================
+# Fuzzing
+# =================================================================================================
+
+VALID_PROGRAMS = [
+    "y[i] = A[i,j] * x[j]",
+    "C[i,j] = S[i,j] * U[i,k] * V[k,j]",
+    "m[i] = max[j](A[i,j])",
+    "C[i,j] = min_plus[k](A[i,k] * B[k,j])",
+    "y[i] = exp(A[i,j]) * where(x[j] > 0, x[j], -x[j])",
+    "let t[i] = A[i,j] * x[j]; y[i] = relu(t[i]) + alpha * 2.5",
+    "B[i,j] = (A[i,j] <= 1) * -A[i,j] / 3",
+]
+ALPHABET = "yABCxijk[](),;=+-*/<>!.0123456789 \n_maxsumexpletwhr"
+
+
+def _mutate(text, ops):
+    chars = list(text)
+    for kind, where, ch in ops:
+        if not chars:
+            chars.append(ch)
+            continue
+        k = where % (len(chars) + (kind == "insert"))
+        if kind == "delete" and k < len(chars):
+            del chars[k]
+        elif kind == "insert":
+            chars.insert(k, ch)
+        elif k < len(chars):
+            chars[k] = ch
+    return "".join(chars)
+
+
+near_miss = st.builds(
+    _mutate,
+    st.sampled_from(VALID_PROGRAMS),
+    st.lists(st.tuples(st.sampled_from(["delete", "insert", "replace"]), st.integers(0, 200),
+                       st.sampled_from(list(ALPHABET))), min_size=1, max_size=4),
+)
+garbage = st.text(alphabet=ALPHABET, max_size=40) | st.text(max_size=30)
+
+
+def _compile_only_dsl_errors(text):
+    try:
+        sparsedsl.compile(text)
+    except DSLError as err:
+        assert "Traceback" not in str(err)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbage)
+def test_fuzz_garbage_into_compile_raises_only_dsl_error(text):
+    _compile_only_dsl_errors(text)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(near_miss)
+def test_fuzz_near_miss_programs_into_compile_raise_only_dsl_error(text):
+    _compile_only_dsl_errors(text)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(near_miss)
+def test_fuzz_near_miss_kernels_into_parse_source_raise_only_dsl_error(body):
+    text = f"kernel k(A: csr, B: csr, S: csr, U: dense, V: dense, x: dense, alpha: scalar) -> y: dense {{\n{body}\n}}\n"
+    try:
+        build_text(text)
+    except DSLError as err:
+        assert "Traceback" not in str(err)
+
+
+RAW_FORMATS = {
+    "csr": (2, [("pos", "crd")]),
+    "csc": (2, [("pos", "crd")]),
+    "dcsr": (2, [("pos", "crd"), ("pos", "crd")]),
+    "coo": (2, [("pos", "crd"), ("crd",)]),
+    "bitmap": (2, [("mask", "pos")]),
+    "nm(2,4)": (2, [("crd",)]),
+    "bsr(2,2)": (2, [("pos", "crd")]),
+    "csf": (3, [("pos", "crd")] * 3),
+}
+
+
+@st.composite
+def raw_tensors(draw):
+    name = draw(st.sampled_from(sorted(RAW_FORMATS)))
+    ndim, sparse_levels = RAW_FORMATS[name]
+    fmt = sparsedsl.as_format(name, ndim)
+    shape = tuple(draw(st.integers(0, 5)) for _ in range(ndim))
+    levels = []
+    keys = iter(sparse_levels)
+    for spec in fmt.levels:
+        if type(spec.type).__name__ == "Dense":
+            levels.append({})
+            continue
+        arrays = {}
+        for key in next(keys):
+            n = draw(st.integers(0, 9))
+            if key == "mask":
+                arrays[key] = np.array(draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=np.uint8)
+            elif name.startswith("nm"):
+                arrays[key] = np.array(draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 255]), min_size=n,
+                                                     max_size=n)), dtype=np.uint8)
+            else:
+                dtype = draw(st.sampled_from([np.int32, np.int64, np.uint8]))
+                lo = 0 if dtype == np.uint8 else -2
+                arrays[key] = np.array(draw(st.lists(st.integers(lo, 9), min_size=n, max_size=n)), dtype=dtype)
+        levels.append(arrays)
+    nvals = draw(st.integers(0, 12))
+    values = np.arange(1, nvals + 1, dtype=draw(st.sampled_from([np.float64, np.float32, np.int64])))
+    return name, shape, levels, values
+
+
+@st.composite
+def mutated_tensors(draw):
+    """A valid tensor's level arrays with one small change (often still valid, often not)."""
+    name = draw(st.sampled_from(sorted(RAW_FORMATS)))
+    ndim = RAW_FORMATS[name][0]
+    if name.startswith("nm"):
+        shape = (draw(st.integers(0, 3)), draw(st.sampled_from([0, 4, 8])))
+    elif name.startswith("bsr"):
+        shape = tuple(draw(st.sampled_from([0, 2, 4])) for _ in range(ndim))
+    else:
+        shape = tuple(draw(st.integers(0, 4)) for _ in range(ndim))
+    size = int(np.prod(shape))
+    dense = np.array(draw(st.lists(st.sampled_from([0.0, 0.0, 1.0, 2.0]), min_size=size, max_size=size)))
+    dense = dense.reshape(shape)
+    if name.startswith("nm") and size:
+        dense.reshape(-1, 4)[:, 2:] = 0  # at most 2 entries per group of 4
+    t = sparsedsl.asformat(dense, name)
+    levels = [{k: v.copy() for k, v in lv.items()} for lv in t.levels]
+    values = t.values.copy()
+    targets = [(k, key) for k, lv in enumerate(levels) for key in lv]
+    if targets and draw(st.booleans()):
+        k, key = draw(st.sampled_from(targets))
+        a = levels[k][key]
+        op = draw(st.sampled_from(["set", "append", "drop", "swap"]))
+        if op == "set" and len(a):
+            a[draw(st.integers(0, len(a) - 1))] = draw(st.sampled_from([0, 1, 2, 3, 4, 5, 255]))
+        elif op == "append":
+            a = np.append(a, np.array([draw(st.sampled_from([0, 1, 3, 255]))], dtype=a.dtype))
+        elif op == "drop" and len(a):
+            a = np.delete(a, draw(st.integers(0, len(a) - 1)))
+        elif op == "swap" and len(a) > 1:
+            x, y = draw(st.integers(0, len(a) - 1)), draw(st.integers(0, len(a) - 1))
+            a[[x, y]] = a[[y, x]]
+        levels[k][key] = a
+    elif draw(st.booleans()):
+        values = values[: draw(st.integers(0, len(values)))] if draw(st.booleans()) else np.append(values, 7.0)
+    return name, shape, levels, values
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw_tensors() | mutated_tensors())
+def test_fuzz_raw_constructor_raises_only_format_error(raw):
+    name, shape, levels, values = raw
+    try:
+        t = SparseTensor(name, shape, levels, values)
+    except FormatError:
+        return
+    dense = t.to_numpy()
+    assert dense.shape == shape
+    coords, vals = t.coordinates()
+    assert coords.shape == (len(shape), len(vals))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_tensors())
+def test_fuzz_accepted_raw_tensors_round_trip_through_csr_coordinates(raw):
+    name, shape, levels, values = raw
+    try:
+        t = SparseTensor(name, shape, levels, values)
+    except FormatError:
+        return
+    # a tensor that validates converts to any other format without error and keeps its entries
+    for target in ("coo", "dense"):
+        other = sparsedsl.as_format(target, len(shape))
+        np.testing.assert_array_equal(sparsedsl.asformat(t, other).to_numpy(), t.to_numpy())

@@ -1,0 +1,179 @@
+"""Property tests: compiled kernels against the dense interpreter (and scipy for 2-D), on random
+shapes, densities, dtypes and formats for every operand."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sparsedsl as sd
+from sparsedsl.tensor import SparseTensor
+
+FORMATS_2D = ["dense", "csr", "csc", "dcsr", "coo", "bitmap", "nm(2,4)", "bsr(2,2)", "blocked_bitmap(2,2)"]
+FORMATS_3D = ["dense", "csf", "coo", "bitmap"]
+FORMATS_1D = ["dense", "sparse", "coo", "bitmap"]
+DTYPES = [np.float64, np.float32, np.int64, np.int32]
+
+# (program, {operand: index names}, whether a sparse output is allowed)
+PROGRAMS = [
+    ("y[i] = A[i,j] * x[j]", {"A": "ij", "x": "j"}),
+    ("Y[i,n] = A[i,j] * X[j,n]", {"A": "ij", "X": "jn"}),
+    ("C[i,j] = S[i,j] * U[i,k] * V[j,k]", {"S": "ij", "U": "ik", "V": "jk"}),
+    ("y[i] = A[i,j] * B[i,j] * x[j]", {"A": "ij", "B": "ij", "x": "j"}),
+    ("C[i,j] = A[i,j] * B[i,j]", {"A": "ij", "B": "ij"}),
+    ("C[i,j] = A[i,j] + B[i,j]", {"A": "ij", "B": "ij"}),
+    ("C[i,j] = A[i,j] - 2 * B[i,j]", {"A": "ij", "B": "ij"}),
+    ("C[i,j] = A[i,j] * (B[i,j] + D[i,j])", {"A": "ij", "B": "ij", "D": "ij"}),
+    ("C[i,j] = A[i,k] * B[k,j]", {"A": "ik", "B": "kj"}),
+    ("y[j] = A[i,j] * x[i]", {"A": "ij", "x": "i"}),
+    ("C[i,j] = A[j,i] + B[i,j]", {"A": "ji", "B": "ij"}),
+    ("y[i] = max[j](A[i,j])", {"A": "ij"}),
+    ("y[i] = min[j](A[i,j] * x[j])", {"A": "ij", "x": "j"}),
+    ("C[i,j] = min_plus[k](A[i,k] * B[k,j])", {"A": "ik", "B": "kj"}),
+    ("C[i,j] = max_times[k](A[i,k] * B[k,j])", {"A": "ik", "B": "kj"}),
+    ("C[i,j] = A[i,j] + x[j]", {"A": "ij", "x": "j"}),
+    ("C[i,j] = where(A[i,j] > 0.5, relu(A[i,j] - B[i,j]), abs(A[i,j]))", {"A": "ij", "B": "ij"}),
+    ("y[i] = T[i,j,k] * u[j] * w[k]", {"T": "ijk", "u": "j", "w": "k"}),
+    ("M[i,r] = T[i,j,k] * B[j,r] * D[k,r]", {"T": "ijk", "B": "jr", "D": "kr"}),
+    ("C[i,j] = T[i,j,k] * T2[i,j,k]", {"T": "ijk", "T2": "ijk"}),
+    ("z[i] = a[i] * b[i] + c[i]", {"a": "i", "b": "i", "c": "i"}),
+]
+
+
+def random_operand(rng, shape, density, fmt, dtype):
+    a = rng.random(shape) * (rng.random(shape) < density)
+    if fmt.startswith("nm"):  # project to 2:4 along the last axis
+        g = a.reshape(-1, 4)
+        drop = np.argsort(-np.abs(g), axis=1)[:, 2:]
+        np.put_along_axis(g, drop, 0, axis=1)
+        a = g.reshape(shape)
+    if np.dtype(dtype).kind in "iu":
+        a = np.round(a * 10)
+    return a.astype(dtype)
+
+
+def assert_equal(got, ref):
+    """Compiled result equals the interpreter's; a sparse result is also valid and canonical."""
+    if isinstance(ref, SparseTensor):
+        assert isinstance(got, SparseTensor) and got.format == ref.format
+        SparseTensor(got.format, got.shape, got.levels, got.values)  # re-validates: sorted, no duplicates
+        coords, _ = got.coordinates()
+        assert len({tuple(c) for c in coords.T}) == coords.shape[1], "duplicate entries in the output"
+        got, ref = got.to_numpy(), ref.to_numpy()
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape and got.dtype == ref.dtype, (got.dtype, ref.dtype)
+    tol = 1e-4 if got.dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+
+
+@st.composite
+def instances(draw, program):
+    expr, operands = program
+    names = sorted({c for idx in operands.values() for c in idx})
+    extents = {n: draw(st.sampled_from([4, 8])) if n in "jk" else draw(st.integers(2, 7)) for n in names}
+    seed = draw(st.integers(0, 2**31))
+    dtype = draw(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(seed)
+    formats, values = {}, {}
+    for name, idx in operands.items():
+        shape = tuple(extents[c] for c in idx)
+        choices = {1: FORMATS_1D, 2: FORMATS_2D, 3: FORMATS_3D}[len(idx)]
+        fmt = draw(st.sampled_from(choices))
+        if fmt.startswith("nm") and shape[-1] % 4:
+            fmt = "csr"
+        if "(2,2)" in fmt and any(s % 2 for s in shape):
+            fmt = "csr"
+        formats[name] = fmt
+        values[name] = random_operand(rng, shape, draw(st.sampled_from([0.0, 0.3, 0.7, 1.0])), fmt, dtype)
+    out_format = draw(st.sampled_from(["dense", "sparse"]))
+    return expr, formats, values, out_format
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=[p[0] for p in PROGRAMS])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_compiled_matches_interpreter(program, data):
+    expr, formats, values, out_kind = data.draw(instances(program))
+    out_ndim = len(expr.split("=")[0].split("[")[1].split(","))
+    out_format = "dense" if out_kind == "dense" else {1: "sparse", 2: "csr", 3: "csf"}[out_ndim]
+    kernel = sd.compile(expr, out_format=out_format, **formats)
+    operands = {n: sd.asformat(v, formats[n]) for n, v in values.items()}
+    assert_equal(kernel(**operands), kernel.reference(**operands))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "dcsr", "bitmap", "bsr(2,2)"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_d_kernels_match_scipy(fmt, dtype):
+    rng = np.random.default_rng(7)
+    a = sp.random(12, 10, density=0.3, format="csr", random_state=1, dtype=dtype)
+    b = sp.random(10, 8, density=0.3, format="csr", random_state=2, dtype=dtype)
+    x = rng.random(10).astype(dtype)
+    A, B = sd.asformat(a, fmt), sd.asformat(b, fmt)
+    tol = dict(rtol=1e-5) if dtype == np.float32 else dict(rtol=1e-12)
+    np.testing.assert_allclose(sd.compute("y[i] = A[i,j] * x[j]", A=A, x=x), a @ x, **tol)
+    np.testing.assert_allclose(sd.compute("Y[i,n] = A[i,j] * X[j,n]", A=A, X=b.toarray()), a @ b.toarray(), **tol)
+    C = sd.compute("C[i,j] = A[i,k] * B[k,j]", A=A, B=B, out_format="csr")
+    np.testing.assert_allclose(C.to_scipy().toarray(), (a @ b).toarray(), **tol)
+    a2 = sp.random(12, 10, density=0.3, format="csr", random_state=3, dtype=dtype)
+    A2 = sd.asformat(a2, fmt)
+    np.testing.assert_allclose(sd.compute("C[i,j] = A[i,j] + B[i,j]", A=A, B=A2, out_format="csr").to_numpy(),
+                               (a + a2).toarray(), **tol)
+    np.testing.assert_allclose(sd.compute("C[i,j] = A[i,j] * B[i,j]", A=A, B=A2, out_format="csr").to_numpy(),
+                               a.multiply(a2).toarray(), **tol)
+
+
+def test_sparse_row_softmax_is_one_kernel():
+    rng = np.random.default_rng(3)
+    a = sp.random(30, 20, density=0.2, format="csr", random_state=4)
+    kernel = sd.compile("let m[i] = max[j](S[i,j])\n"
+                        "let e[i,j] = mask(S[i,j], exp(S[i,j] - m[i]))\n"
+                        "let z[i] = e[i,j]\n"
+                        "P[i,j] = e[i,j] / z[i]", S="csr", out_format="csr")
+    P = kernel(S=sd.asformat(a, "csr")).to_scipy()
+    assert (P != 0).nnz == a.nnz  # same pattern
+    for r in range(30):
+        row = a.data[a.indptr[r]:a.indptr[r + 1]]
+        if len(row):
+            want = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+            np.testing.assert_allclose(P.data[P.indptr[r]:P.indptr[r + 1]], want)
+    assert rng is not None
+
+
+def test_shortest_path_relaxation_and_reachability_are_one_line():
+    g = sp.random(15, 15, density=0.2, format="csr", random_state=5)
+    d = np.full(15, np.inf)
+    d[0] = 0.0
+    G = sd.asformat(g, "csr")
+    # a sparse result stores only reached vertices; absent ones stay at +inf
+    step = sd.compile("dn[j] = min_plus[i](d[i] * G[i,j])", G="csr", out_format="sparse")
+    for _ in range(15):
+        relaxed = step(d=d, G=G)
+        coords, vals = relaxed.coordinates()
+        d[coords[0]] = np.minimum(d[coords[0]], vals)
+    from scipy.sparse.csgraph import shortest_path
+
+    want = shortest_path(g, directed=True, indices=0)
+    reach = np.isfinite(want)
+    np.testing.assert_allclose(d[reach], want[reach])
+    nxt = sd.compute("r[j] = or_and[i](f[i] * B[i,j])", f=np.eye(15, dtype=bool)[0], B=sd.asformat(g != 0, "csr"))
+    np.testing.assert_array_equal(nxt, (g[[0]] != 0).toarray()[0])
+
+
+def test_python_and_text_kernels_run():
+    @sd.sparse_kernel
+    def spmv(A: "csr", x: "dense", alpha: "scalar") -> "dense":
+        y[i] = alpha * A[i, j] * x[j]  # noqa: F821
+        return y  # noqa: F821
+
+    a = sp.random(9, 6, density=0.4, format="csr", random_state=0)
+    x = np.arange(6.0)
+    np.testing.assert_allclose(spmv(a, x, 2.0), 2 * (a @ x))
+    assert "prange" in sd.explain(spmv, a, x, 2.0)
+
+
+def test_csr_from_scipy_is_not_copied():
+    a = sp.random(40, 30, density=0.2, format="csr", random_state=0)
+    a.sort_indices()
+    t = sd.asformat(a, "csr")
+    assert t.levels[1]["pos"] is a.indptr and t.levels[1]["crd"] is a.indices and t.values is a.data
