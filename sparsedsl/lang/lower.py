@@ -140,20 +140,22 @@ class _Lowering:
                     clash.add(name)
         for k, acc, fmt in sparse:
             if any(acc.indices[d].name in clash for d in fmt.blocks):
-                self.convert(k, fmt.dim_order, "its blocks do not match another operand's")
+                self.convert(k, [(d, None, 1) for d in fmt.dim_order], "its blocks do not match another operand's")
         kept = {}
         for k, acc, fmt in sparse:
             if k not in self.converted:
                 kept.update({acc.indices[d].name: b for d, b in fmt.blocks.items()})
         return kept
 
-    def convert(self, k: int, dims: list, why: str):
-        """Read access ``k`` from a copy in a plain format (dense, then compressed levels) in ``dims`` order."""
+    def convert(self, k: int, levels: list, why: str):
+        """Read access ``k`` from a copy whose levels are ``levels`` ((dim, op, block) each): the
+        first dense, in-block levels dense, the others compressed."""
         from .formats import Format, LevelSpec
         from .levels import Compressed, Dense
 
-        types = [Dense()] + [Compressed()] * (len(dims) - 1)
-        fmt = Format(len(dims), tuple(LevelSpec(d, t) for d, t in zip(dims, types)))
+        specs = [LevelSpec(d, Dense() if (n == 0 or op == "%") else Compressed(), op, b)
+                 for n, (d, op, b) in enumerate(levels)]
+        fmt = Format(len(self.accesses[k].indices), tuple(specs))
         self.converted[k] = fmt
         acc = self.accesses[k]
         self.notes.append(f"conversion: {acc.tensor} is copied to {fmt.spelling()} before the loop ({why})")
@@ -194,9 +196,10 @@ class _Lowering:
         order = _toposort(variables, edges, self.priority)
         for k in conflicting:
             acc = self.accesses[k]
-            dims = sorted(range(len(acc.indices)), key=lambda d: min(
-                order.index(v) for v in order if v.index == acc.indices[d].name))
-            self.convert(k, dims, "it is read against its level order: a transposition")
+            dim_of = {ix.name: d for d, ix in enumerate(acc.indices)}
+            levels = [(dim_of[v.index], {"": None, "o": "/", "i": "%"}[v.part], v.block)
+                      for v in order if v.index in dim_of]
+            self.convert(k, levels, "it is read against its level order: a transposition")
             fmt = self.converted[k]
             self.sparse[k] = fmt
         return order
