@@ -249,7 +249,7 @@ def explain(kernel: Kernel, *args, **kwargs) -> str:
     bound = kernel.bind(args, kwargs)
     plan = kernel.plan(bound)
     parts = []
-    for st, low, _, source in plan.steps:
+    for _, low, _, source in plan.steps:
         parts += low.notes
         parts.append(source)
     return "\n".join(parts)

@@ -509,7 +509,7 @@ def _raises_at(fn_holder, pattern, needle, run=None):
 def test_py_not_index_notation():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = A[i, j] ** x[j]  # ERR
             return y
     err = _raises_at(test_py_not_index_notation, "y[i] = @A[i, j] ** x[j]", "not index notation", build)
@@ -521,7 +521,7 @@ def test_py_not_index_notation():
 def test_py_augmented_assignment():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] += A[i, j] * x[j]  # ERR
             return y
     _raises_at(test_py_augmented_assignment, "@y[i] +=", "only index-notation assignments", build)
@@ -530,7 +530,7 @@ def test_py_augmented_assignment():
 def test_py_index_not_a_name():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = A[i, 0] * x[i]  # ERR
             return y
     _raises_at(test_py_index_not_a_name, "A[i, @0]", "plain name", build)
@@ -539,7 +539,7 @@ def test_py_index_not_a_name():
 def test_py_unknown_tensor():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = B[i, j] * x[j]  # ERR
             return y
     _raises_at(test_py_unknown_tensor, "@B[i, j]", "unknown tensor 'B'", build)
@@ -548,7 +548,7 @@ def test_py_unknown_tensor():
 def test_py_index_repeated_on_left():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i, i] = A[i, j] * x[j]  # ERR
             return y
     _raises_at(test_py_index_repeated_on_left, "y[i, @i]", "twice on the left", build)
@@ -557,7 +557,7 @@ def test_py_index_repeated_on_left():
 def test_py_left_index_not_on_right():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[k] = A[i, j] * x[j]  # ERR
             return y
     _raises_at(test_py_left_index_not_on_right, "y[@k]", "'k' on the left", build)
@@ -566,7 +566,7 @@ def test_py_left_index_not_on_right():
 def test_py_unknown_function():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = foo(A[i, j]) * x[j]  # ERR
             return y
     _raises_at(test_py_unknown_function, "@foo(", "unknown function 'foo'", build)
@@ -575,7 +575,7 @@ def test_py_unknown_function():
 def test_py_wrong_arity():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = A[i, j] * where(x[j], x[j])  # ERR
             return y
     _raises_at(test_py_wrong_arity, "@where(", "takes 3 arguments, got 2", build)
@@ -584,7 +584,7 @@ def test_py_wrong_arity():
 def test_py_unknown_reduction():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = prod[j](A[i, j] * x[j])  # ERR
             return y
     _raises_at(test_py_unknown_reduction, "@prod[j]", "unknown reduction 'prod'", build)
@@ -593,7 +593,7 @@ def test_py_unknown_reduction():
 def test_py_assign_to_input():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             x[j] = A[i, j]  # ERR
             y[i] = A[i, j] * x[j]
             return y
@@ -603,7 +603,7 @@ def test_py_assign_to_input():
 def test_py_output_never_assigned():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             t[i] = A[i, j] * x[j]
             return y  # ERR
     _raises_at(test_py_output_never_assigned, "@return y", "'y' is never assigned", build)
@@ -612,7 +612,7 @@ def test_py_output_never_assigned():
 def test_py_scalar_indexed():
     def build():
         @sparse_kernel
-        def k(A: "csr", alpha: "scalar") -> "dense":
+        def k(A: csr, alpha: scalar) -> dense:
             y[i] = A[i, j] * alpha[j]  # ERR
             return y
     _raises_at(test_py_scalar_indexed, "@alpha[j]", "scalar and cannot be indexed", build)
@@ -620,7 +620,7 @@ def test_py_scalar_indexed():
 
 def test_py_shape_mismatch_at_call_points_at_x():
     @sparse_kernel
-    def k(A: "csr", x: "dense") -> "dense":
+    def k(A: csr, x: dense) -> dense:
         y[i] = A[i, j] * x[j]  # ERR
         return y
 
@@ -632,7 +632,7 @@ def test_py_shape_mismatch_at_call_points_at_x():
 
 def test_py_rank_mismatch_at_call():
     @sparse_kernel
-    def k(A: "dense", x: "dense") -> "dense":
+    def k(A: dense, x: dense) -> dense:
         y[i] = A[i] * x[i]  # ERR
         return y
 
@@ -642,7 +642,7 @@ def test_py_rank_mismatch_at_call():
 def test_py_rank_mismatch_with_csr_at_definition():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = A[i] * x[i]  # ERR
             return y
     _raises_at(test_py_rank_mismatch_with_csr_at_definition, "@A[i]", "2-D", build)
@@ -651,7 +651,7 @@ def test_py_rank_mismatch_with_csr_at_definition():
 def test_py_errors_keep_internal_frames_out_of_the_message():
     def build():
         @sparse_kernel
-        def k(A: "csr", x: "dense") -> "dense":
+        def k(A: csr, x: dense) -> dense:
             y[i] = A[i, j] * nope(x[j])  # ERR
             return y
     with pytest.raises(DSLError) as ei:

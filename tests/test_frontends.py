@@ -21,57 +21,57 @@ from sparsedsl.lang.syntax import parse_source, parse_statements
 # ruff: noqa: F821
 
 
-def py_spmv(A: "csr", x: "dense") -> "dense":
+def py_spmv(A: csr, x: dense) -> dense:
     y[i] = A[i, j] * x[j]
     return y
 
 
-def py_sddmm(S: "csr", U: "dense", V: "dense") -> "csr":
+def py_sddmm(S: csr, U: dense, V: dense) -> csr:
     C[i, j] = S[i, j] * U[i, k] * V[k, j]
     return C
 
 
-def py_rowmax(A: "csr") -> "dense":
+def py_rowmax(A: csr) -> dense:
     m[i] = max[j](A[i, j])
     return m
 
 
-def py_semiring(A: "csr", B: "csr") -> "dense":
+def py_semiring(A: csr, B: csr) -> dense:
     C[i, j] = min_plus[k](A[i, k] * B[k, j])
     return C
 
 
-def py_calls(A: "csr", x: "dense") -> "dense":
+def py_calls(A: csr, x: dense) -> dense:
     y[i] = exp(A[i, j]) * where(x[j] > 0, x[j], -x[j])
     return y
 
 
-def py_compare(A: "csr", B: "csr") -> "dense":
+def py_compare(A: csr, B: csr) -> dense:
     C[i, j] = (A[i, j] <= B[i, j]) + (A[i, j] != 2) * (A[i, j] >= 0.5)
     return C
 
 
-def py_unary(A: "csr", x: "dense") -> "dense":
+def py_unary(A: csr, x: dense) -> dense:
     y[i] = -A[i, j] * -x[j] - -3
     return y
 
 
-def py_scalar(A: "csr", x: "dense", alpha: "scalar") -> "dense":
+def py_scalar(A: csr, x: dense, alpha: scalar) -> dense:
     y[i] = alpha * A[i, j] * x[j] + 2.5 / alpha
     return y
 
 
-def py_literals(A: "csr") -> "dense":
+def py_literals(A: csr) -> dense:
     B[i, j] = A[i, j] * 2 + 1.5 - 0.25 * A[i, j] / 4
     return B
 
 
-def py_nested(A: "csr", x: "dense") -> "dense":
+def py_nested(A: csr, x: dense) -> dense:
     y[i] = sum[j](A[i, j] * exp(x[j] - max[k](A[k, j])))
     return y
 
 
-def py_two_statements(A: "csr", x: "dense") -> "dense":
+def py_two_statements(A: csr, x: dense) -> dense:
     t[i] = A[i, j] * x[j]
     y[i] = relu(t[i]) + sigmoid(t[i])
     return y

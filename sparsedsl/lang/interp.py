@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ast as A
 from .check import Checked
 
 _IDENTITY = {"+": 0, "max": -np.inf, "min": np.inf, "or": False, "and": True}

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import DSLError
 from . import ast as A
 from .check import Checked, Statement
 from .levels import Parent
@@ -132,7 +131,7 @@ class _Lowering:
                   if not self.c.types[acc.tensor].format.is_dense]
         blocks: dict[str, int] = {}
         clash: set = set()
-        for k, acc, fmt in sparse:
+        for _, acc, fmt in sparse:
             for lv in fmt.levels:
                 name = acc.indices[lv.dim].name
                 b = lv.block if lv.op else 1

@@ -12,7 +12,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..errors import DSLError, Span
 from . import ast as A
-from .formats import as_format, parse_format
+from .formats import parse_format
 
 GRAMMAR = r"""
 start: (format_decl | kernel | _NL)+

@@ -10,8 +10,16 @@ import numpy as np
 
 from ..loopir import Assign, For, While
 from .base import (
-    Cursor, LevelType, Parent, check_coords, check_index_array, check_pos, check_sorted, index_dtype,
-    ranges, segment_starts,
+    Cursor,
+    LevelType,
+    Parent,
+    check_coords,
+    check_index_array,
+    check_pos,
+    check_sorted,
+    index_dtype,
+    ranges,
+    segment_starts,
 )
 
 

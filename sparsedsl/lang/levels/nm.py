@@ -54,7 +54,8 @@ class NM(LevelType):
             bad = np.flatnonzero((after_empty | disorder).ravel())
             if len(bad):
                 g = int(bad[0]) // (self.n - 1)
-                raise FormatError(f"{where}: group {g} has its in-group indices {[int(v) for v in grid[g]]} out of order "
+                got = [int(v) for v in grid[g]]
+                raise FormatError(f"{where}: group {g} has its in-group indices {got} out of order "
                                   f"(used slots must come first, strictly increasing)")
 
     def pack(self, parent, coord, nparents, extent):
