@@ -64,11 +64,12 @@ class Kernel:
         return bound
 
     def plan(self, bound: dict):
-        types = {name: (v if not isinstance(v, SparseTensor) else TensorType(v.shape, v.dtype, v.format))
-                 for name, v in ((n, _type_of(v)) for n, v in bound.items())}
-        key = tuple(sorted((n, repr(t)) for n, t in types.items()))
+        key = tuple((n, v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
+                    (n, np.shape(v), np.asarray(v).dtype) for n, v in bound.items())
         plan = self._plans.get(key)
         if plan is None:
+            types = {n: (TensorType(v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else _type_of(v))
+                     for n, v in bound.items()}
             plan = self._plans[key] = _Plan(self.program, types)
         return plan
 
@@ -89,14 +90,18 @@ class Kernel:
 
 
 def _type_of(v):
-    if isinstance(v, SparseTensor):
-        return v
     arr = np.asarray(v)
     return arr.dtype if arr.ndim == 0 else TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim))
 
 
 def _pack(value, param: A.Param):
     """Put an operand into its declared format (numpy arrays stay numpy for dense operands)."""
+    if isinstance(value, np.ndarray) and param.format in (None, "dense") and value.dtype.kind in "biuf" \
+            and value.flags.c_contiguous and value.dtype.itemsize <= 8 and value.dtype.kind != "u":
+        return value  # the common case: a dense numpy operand, used as it is
+    if isinstance(value, SparseTensor) and param.format is not None and not value.format.is_dense and \
+            value.format == as_format(param.format, value.ndim):
+        return value
     if param.kind == "scalar":
         arr = np.asarray(value)
         if arr.ndim != 0 or arr.dtype.kind not in "biuf":
@@ -154,13 +159,15 @@ class _Plan:
             converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
                          for st_acc in [_access(st, k)]}
             args = [self.argument(low.arguments[p], env, converted, ttype) for p in low.function.params]
-            result = fn(*args)
+            work = sum(a.size for a in args if isinstance(a, np.ndarray))
+            result = fn(*args, work=work)
             if ttype.format.is_dense:
                 env[target] = result
             else:
                 *coords, vals = result
-                env[target] = from_coordinates(np.array(coords, dtype=np.int64).reshape(len(ttype.shape), -1),
-                                               vals, ttype.shape, ttype.format)
+                coords = np.stack(coords) if coords else np.zeros((0, len(vals)), dtype=np.int64)
+                env[target] = from_coordinates(coords, vals, ttype.shape, ttype.format,
+                                               presorted=low.sorted_output)
         return {name: env[name] for name in c.outputs}
 
     def argument(self, what: tuple, env, converted, ttype):

@@ -159,8 +159,11 @@ def _names(ndim):
     return ["i", "j", "k", "l", "m", "n", "o", "p"][:ndim]
 
 
-def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, sum_duplicates=True) -> SparseTensor:
-    """Pack entries given by coordinates (ndim, n) into ``fmt``; duplicates are summed."""
+def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, presorted=False) -> SparseTensor:
+    """Pack entries given by coordinates (ndim, n) into ``fmt``; duplicates are summed.
+
+    ``presorted``: the entries are unique and already in the format's level order (the compiler
+    knows this of the outputs it assembles), so sorting and validation are skipped."""
     shape = tuple(int(s) for s in shape)
     fmt = as_format(fmt, len(shape))
     values = _as_value_array(np.asarray(values))
@@ -182,9 +185,10 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, sum_
     for k, spec in enumerate(fmt.levels):
         c = coords[spec.dim]
         lvl[k] = c // spec.block if spec.op == "/" else (c % spec.block if spec.op == "%" else c)
-    order = np.lexsort(lvl[::-1]) if lvl.shape[1] else np.zeros(0, dtype=np.int64)
-    lvl, values = lvl[:, order], values[order]
-    if sum_duplicates and lvl.shape[1] > 1:
+    if not presorted:
+        order = np.lexsort(lvl[::-1]) if lvl.shape[1] else np.zeros(0, dtype=np.int64)
+        lvl, values = lvl[:, order], values[order]
+    if not presorted and lvl.shape[1] > 1:
         dup = np.all(lvl[:, 1:] == lvl[:, :-1], axis=0)
         if dup.any():
             start = np.concatenate([[True], ~dup])
@@ -197,9 +201,11 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, sum_
         extent = spec.extent(shape)
         arrays, parent, nparents = spec.type.pack(parent, lvl[k], nparents, extent)
         levels.append(arrays)
+    if presorted and nparents == len(values):
+        return SparseTensor(fmt, shape, levels, values, check=False)
     vals = np.zeros(nparents, dtype=values.dtype)
-    np.add.at(vals, parent, values) if len(parent) else None
-    return SparseTensor(fmt, shape, levels, vals)
+    vals[parent] = values  # entries are unique here
+    return SparseTensor(fmt, shape, levels, vals, check=not presorted)
 
 
 def _as_value_array(values: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ def render(fn: L.Function, parallel: bool) -> str:
         pad = "    " * ind
         for s in stmts:
             if isinstance(s, L.For):
-                rng = "prange" if s.parallel else "range"
+                rng = "prange" if s.parallel and parallel else "range"
                 lines.append(f"{pad}for {s.var} in {rng}({s.start}, {s.stop}):")
                 put(s.body or [L.Comment("empty")], ind + 1)
             elif isinstance(s, L.While):
@@ -110,15 +110,40 @@ def _walk(stmts):
 
 _loaded: dict[str, object] = {}
 
+# Below this much work (stored entries + output size) a parallel loop costs more to start than it
+# saves: numba's thread pool wakes in tens of microseconds.
+PARALLEL_THRESHOLD = 200_000
 
-def build(fn: L.Function) -> tuple[object, str]:
+
+class Compiled:
+    """A kernel compiled serially, and (on the first large call) in parallel where the IR allows."""
+
+    def __init__(self, fn: L.Function):
+        self.fn = fn
+        self.parallel_ok = any(isinstance(s, L.For) and s.parallel for s in _walk(fn.body))
+        self.source = render(fn, self.parallel_ok)
+        self.serial = _load(render(fn, False), fn.name)
+        self._parallel = None
+
+    def __call__(self, *args, work: int = 0):
+        if self.parallel_ok and work >= PARALLEL_THRESHOLD:
+            if self._parallel is None:
+                self._parallel = _load(self.source, self.fn.name)
+            return self._parallel(*args)
+        return self.serial(*args)
+
+
+def build(fn: L.Function) -> tuple[Compiled, str]:
     """Compile one function; returns (callable, its source). Cached in memory and on disk."""
-    parallel = any(isinstance(s, L.For) and s.parallel for s in _walk(fn.body))
-    body = render(fn, parallel)
+    compiled = Compiled(fn)
+    return compiled, compiled.source
+
+
+def _load(body: str, name: str):
     source = PREAMBLE + "\n\n" + body
     k = cache.key(source, VERSION)
     if k in _loaded:
-        return _loaded[k], body
+        return _loaded[k]
     path = cache.cache_dir() / f"k_{k}.py"
     if not path.exists() or path.read_text() != source:
         cache.write_atomic(path, source)
@@ -126,6 +151,6 @@ def build(fn: L.Function) -> tuple[object, str]:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # numba's cache re-imports the module by name when loading
     spec.loader.exec_module(module)
-    func = getattr(module, fn.name)
+    func = getattr(module, name)
     _loaded[k] = func
-    return func, body
+    return func

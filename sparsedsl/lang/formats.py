@@ -8,6 +8,7 @@ dimension (``i``), a block index (``i / 4``) or an in-block offset (``i % 4``), 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -73,7 +74,7 @@ class Format:
             raise FormatError("a singleton level cannot be the first level")
 
     # ---- properties the compiler asks for ----------------------------------------------
-    @property
+    @functools.cached_property
     def is_dense(self) -> bool:
         return all(isinstance(lv.type, Dense) and lv.op is None for lv in self.levels) and \
             [lv.dim for lv in self.levels] == list(range(self.ndim))
@@ -116,7 +117,10 @@ class Format:
         return isinstance(other, Format) and (self.ndim, self.levels) == (other.ndim, other.levels)
 
     def __hash__(self):
-        return hash((self.ndim, self.levels))
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = self.__dict__["_hash"] = hash((self.ndim, self.levels))
+        return h
 
 
 _INDEX_NAMES = ["i", "j", "k", "l", "m", "n", "o", "p"]
@@ -204,6 +208,11 @@ def as_format(spec, ndim: int | None = None) -> Format:
         return spec
     if not isinstance(spec, str):
         raise FormatError(f"a format must be a name such as 'csr' or a Format, got {type(spec).__name__}")
+    return _format_from_text(spec, ndim)
+
+
+@functools.lru_cache(maxsize=512)
+def _format_from_text(spec: str, ndim: int | None) -> Format:
     text = spec.strip()
     if "->" in text:
         fmt = parse_format(text)

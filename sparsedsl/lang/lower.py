@@ -74,6 +74,7 @@ class Lowered:
     notes: list = field(default_factory=list)
     converted: dict = field(default_factory=dict)  # access id -> the format it is converted to first
     arguments: dict = field(default_factory=dict)  # parameter -> what to pass (see params())
+    sorted_output: bool = False  # a sparse output's entries come out in its level order
 
 
 def tensor_name(name: str) -> str:
@@ -122,7 +123,12 @@ class _Lowering:
         fn = Function(f"stmt{self.index}", params, body)
         self.notes.insert(0, f"statement {self.index}: {self.st.target.tensor}[{', '.join(self.out_vars)}]; "
                              f"loop order {', '.join(v.index + v.part for v in self.order)}")
-        return Lowered(fn, self.order, self.notes, self.converted, self.arguments)
+        fmt = self.out_type.format
+        out_seq = [v.index for v in self.order if v.index in self.out_vars]
+        in_order = [self.out_vars[lv.dim] for lv in fmt.levels]
+        sorted_out = not fmt.blocks and out_seq == in_order and all(v.part == "" for v in self.order
+                                                                     if v.index in self.out_vars)
+        return Lowered(fn, self.order, self.notes, self.converted, self.arguments, sorted_out)
 
     def split_blocked(self) -> dict:
         """Block sizes of blocked indices. Operands that disagree (another block size, or a sparse
