@@ -9,8 +9,9 @@ from .compiler import Kernel, compile, compute, explain, sparse_kernel
 from .errors import DSLError, FormatError
 from .lang.check import semiring
 from .lang.formats import Format, as_format
+from .stdlib import prune
 from .tensor import SparseTensor, asformat, from_coordinates
 
 __version__ = "0.1.0"
 __all__ = ["DSLError", "FormatError", "Format", "Kernel", "SparseTensor", "as_format", "asformat", "compile",
-           "compute", "explain", "from_coordinates", "semiring", "sparse_kernel"]
+           "compute", "explain", "from_coordinates", "prune", "semiring", "sparse_kernel"]
