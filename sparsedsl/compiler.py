@@ -20,6 +20,7 @@ from .lang import loopir
 from .lang.check import TensorType, check
 from .lang.formats import as_format
 from .lang.interp import interpret
+from .lang.levels.base import index_dtype
 from .lang.lower import lower
 from .lang.rewrite import rewrite
 from .lang.syntax import parse_python, parse_statements
@@ -161,13 +162,7 @@ class _Plan:
             args = [self.argument(low.arguments[p], env, converted, ttype) for p in low.function.params]
             work = sum(a.size for a in args if isinstance(a, np.ndarray))
             result = fn(*args, work=work)
-            if ttype.format.is_dense:
-                env[target] = result
-            else:
-                *coords, vals = result
-                coords = np.stack(coords) if coords else np.zeros((0, len(vals)), dtype=np.int64)
-                env[target] = from_coordinates(coords, vals, ttype.shape, ttype.format,
-                                               presorted=low.sorted_output)
+            env[target] = result if ttype.format.is_dense else _assemble(result, low, ttype)
         return {name: env[name] for name in c.outputs}
 
     def argument(self, what: tuple, env, converted, ttype):
@@ -186,6 +181,20 @@ class _Plan:
         if kind == "level":
             return t.levels[what[3]][what[4]]
         return t.values if isinstance(t, SparseTensor) else t
+
+
+def _assemble(result, low, ttype) -> SparseTensor:
+    """The output tensor from what a sparse-output kernel returned (see ``Lowered.assembly``)."""
+    if low.assembly == "csr":
+        offs, crd, vals = result
+        idx = index_dtype(max(ttype.shape[ttype.format.levels[1].dim], len(crd)))
+        levels = [{}, {"pos": offs.astype(idx), "crd": crd.astype(idx)}]
+        return SparseTensor(ttype.format, ttype.shape, levels, vals, check=False)
+    if low.assembly == "coords":
+        result = result[1:]
+    *coords, vals = result
+    coords = np.stack(coords) if coords else np.zeros((0, len(vals)), dtype=np.int64)
+    return from_coordinates(coords, vals, ttype.shape, ttype.format, presorted=low.sorted_output)
 
 
 def _access(st, k):

@@ -17,7 +17,7 @@ from . import cache
 
 PREAMBLE = '''\
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 exp, log, sqrt, sign = np.exp, np.log, np.sqrt, np.sign
 sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
@@ -26,6 +26,24 @@ sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
 @njit(inline="always")
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
+
+
+@njit(inline="always")
+def chunk_bound(weight, start, stop, chunk, nchunks):
+    """Where chunk ``chunk`` of ``nchunks`` begins in [start, stop) when iteration x costs
+    weight[x + 1] - weight[x] + 1 (entries plus the row itself)."""
+    if chunk >= nchunks:
+        return stop
+    total = (weight[stop] - weight[start]) + (stop - start)
+    target = total * chunk // nchunks
+    lo, hi = start, stop
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if (weight[mid] - weight[start]) + (mid - start) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 '''
 
 VERSION = f"numba-{numba.__version__}-py{sys.version_info[0]}.{sys.version_info[1]}"
@@ -40,9 +58,23 @@ def render(fn: L.Function, parallel: bool) -> str:
     def put(stmts, ind):
         pad = "    " * ind
         for s in stmts:
-            if isinstance(s, L.For):
-                rng = "prange" if s.parallel and parallel else "range"
-                lines.append(f"{pad}for {s.var} in {rng}({s.start}, {s.stop}):")
+            if isinstance(s, L.For) and s.parallel and parallel:
+                # one chunk per thread, balanced by the loop's weight array when it has one
+                lines.append(f"{pad}_lo0, _hi0 = {s.start}, {s.stop}")
+                lines.append(f"{pad}_nch = min(get_num_threads(), max(_hi0 - _lo0, 1))")
+                lines.append(f"{pad}for _ch in prange(_nch):")
+                if s.weight:
+                    lines.append(f"{pad}    _lo = chunk_bound({s.weight}, _lo0, _hi0, _ch, _nch)")
+                    lines.append(f"{pad}    _hi = chunk_bound({s.weight}, _lo0, _hi0, _ch + 1, _nch)")
+                else:
+                    lines.append(f"{pad}    _lo = _lo0 + (_hi0 - _lo0) * _ch // _nch")
+                    lines.append(f"{pad}    _hi = _lo0 + (_hi0 - _lo0) * (_ch + 1) // _nch")
+                put(s.private, ind + 1)
+                lines.append(f"{pad}    for {s.var} in range(_lo, _hi):")
+                put(s.body or [L.Comment("empty")], ind + 2)
+            elif isinstance(s, L.For):
+                put(s.private, ind)
+                lines.append(f"{pad}for {s.var} in range({s.start}, {s.stop}):")
                 put(s.body or [L.Comment("empty")], ind + 1)
             elif isinstance(s, L.While):
                 lines.append(f"{pad}while {s.cond}:")
@@ -85,10 +117,12 @@ def render(fn: L.Function, parallel: bool) -> str:
             elif isinstance(s, L.Comment):
                 lines.append(f"{pad}pass  # {s.text}" if s.text in ("empty", "nothing") else f"{pad}# {s.text}")
             elif isinstance(s, L.Return):
-                lines.append(f"{pad}return {', '.join(s.values)}")
+                lines.append(f"{pad}return ({', '.join(s.values)},)")
 
     put(fn.body, 1)
-    if emits:
+    if fn.body and isinstance(fn.body[-1], L.Return):
+        pass
+    elif emits:
         ncoords = next(len(s.coords) for s in _walk(fn.body) if isinstance(s, L.Emit))
         outs = ", ".join(f"out_c{d}[:out_n]" for d in range(ncoords))
         lines.append(f"    return ({outs}{', ' if outs else ''}out_v[:out_n])")
@@ -104,7 +138,7 @@ def _np_name(dtype: str) -> str:
 def _walk(stmts):
     for s in stmts:
         yield s
-        for attr in ("body", "then", "orelse"):
+        for attr in ("private", "body", "then", "orelse"):
             yield from _walk(getattr(s, attr, None) or [])
 
 

@@ -18,11 +18,17 @@ FUNCTIONS = {"exp", "log", "abs", "sqrt", "relu", "sign", "where", "mask", "min"
 
 @dataclass
 class For:
+    """``for var in [start, stop)``. A ``parallel`` loop's iterations are independent; a backend may
+    split them among workers, balanced by ``weight`` (an array of cumulative work indexed by the loop
+    variable, such as a CSR ``pos``), giving each worker its own copy of the ``private`` allocations."""
+
     var: str
     start: str
     stop: str
     body: list
     parallel: bool = False
+    weight: str | None = None
+    private: list = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +127,7 @@ def verify(module: Module) -> list[str]:
             if isinstance(s, For):
                 check_expr(s.start, where)
                 check_expr(s.stop, where)
+                walk(s.private, f"{where}/for {s.var} (private)")
                 walk(s.body, f"{where}/for {s.var}")
             elif isinstance(s, While):
                 check_expr(s.cond, where)
@@ -149,7 +156,11 @@ def dump(module: Module) -> str:
         pad = "  " * ind
         for s in stmts:
             if isinstance(s, For):
-                lines.append(f"{pad}for{' parallel' if s.parallel else ''} {s.var} in [{s.start}, {s.stop}):")
+                par = f" parallel{f' (balanced by {s.weight})' if s.weight else ''}" if s.parallel else ""
+                lines.append(f"{pad}for{par} {s.var} in [{s.start}, {s.stop}):")
+                if s.private:
+                    lines.append(f"{pad}  private:")
+                    walk(s.private, ind + 2)
                 walk(s.body, ind + 1)
             elif isinstance(s, While):
                 lines.append(f"{pad}while {s.cond}:")

@@ -25,7 +25,7 @@ import numpy as np
 from . import ast as A
 from .check import Checked, Statement
 from .levels import Parent
-from .loopir import Alloc, Assign, Comment, Emit, For, Function, If, SortRange, While
+from .loopir import Alloc, Assign, Comment, Emit, For, Function, If, Return, SortRange, While
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Lowered:
     converted: dict = field(default_factory=dict)  # access id -> the format it is converted to first
     arguments: dict = field(default_factory=dict)  # parameter -> what to pass (see params())
     sorted_output: bool = False  # a sparse output's entries come out in its level order
+    assembly: str | None = None  # sparse output: "csr" (offs, crd, vals), "coords" (offs, coords, vals), "growable"
 
 
 def tensor_name(name: str) -> str:
@@ -118,17 +119,14 @@ class _Lowering:
             self.operands[k] = Operand(k, tensor_name(acc.tensor) + (f"_C{k}" if k in self.converted else ""),
                                        fmt, vs, tag=f"a{k}")
         self.formula = self.presence(self.st.value)
+        self.assembly = None
         body = self.function_body()
         params = self.params()
         fn = Function(f"stmt{self.index}", params, body)
         self.notes.insert(0, f"statement {self.index}: {self.st.target.tensor}[{', '.join(self.out_vars)}]; "
                              f"loop order {', '.join(v.index + v.part for v in self.order)}")
-        fmt = self.out_type.format
-        out_seq = [v.index for v in self.order if v.index in self.out_vars]
-        in_order = [self.out_vars[lv.dim] for lv in fmt.levels]
-        sorted_out = not fmt.blocks and out_seq == in_order and all(v.part == "" for v in self.order
-                                                                     if v.index in self.out_vars)
-        return Lowered(fn, self.order, self.notes, self.converted, self.arguments, sorted_out)
+        return Lowered(fn, self.order, self.notes, self.converted, self.arguments, self.sorted_out(),
+                       self.assembly)
 
     def split_blocked(self) -> dict:
         """Block sizes of blocked indices. Operands that disagree (another block size, or a sparse
@@ -269,26 +267,92 @@ class _Lowering:
             self.mode = "workspace" if sparse_out else "scatter"
         self.ws_vars = later_out
         pre: list = []
-        if sparse_out:
-            nd = len(self.out_vars)
-            pre += [Alloc(f"out_c{d}", "out_cap", "int64", None) for d in range(nd)]
-            pre += [Alloc("out_v", "out_cap", str(dt), None), Assign("out_n", "0")]
+        private: list = []
         if self.mode == "workspace":
             size = " * ".join(v.extent() for v in self.ws_vars)
-            pre += [Alloc("ws_v", size, str(dt), self.acc_init), Alloc("ws_f", size, "uint8", "0"),
-                    Alloc("ws_l", size, "int64", None), Assign("ws_n", "0")]
+            private = [Alloc("ws_v", size, str(dt), self.acc_init), Alloc("ws_f", size, "uint8", "0"),
+                       Alloc("ws_l", size, "int64", None)]
             self.notes.append(f"workspace: dense over {', '.join(v.index + v.part for v in self.ws_vars)} "
                               f"(row-wise, Gustavson)")
         if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
             pre += [Alloc("touched", " * ".join(f"n_{n}" for n in self.out_vars), "uint8", "0")]
             pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars)))}]",
                                             self.acc_init)])
-        body = pre + self.gen(0, dict(self.operands))
+        loops = self.gen(0, dict(self.operands))
+        top = next((s for s in loops if isinstance(s, For)), None)
+        if top is not None and top.parallel:
+            top.weight = self.weight_of(top)
+            self.notes.append(f"schedule: outer loop {top.var} in parallel, chunks balanced by "
+                              f"{top.weight or 'iteration count'}")
+        inside = top is not None and any(isinstance(x, Emit) for x in _walk_stmts(top.body))
+        if sparse_out and inside and not any(isinstance(x, Emit) for x in _walk_stmts(loops) if x is not top
+                                             and x not in list(_walk_stmts(top.body))):
+            self.assembly = "csr" if self.direct_csr(top) else "coords"
+            return pre + self.two_phase(loops, top, private)
+        if sparse_out:
+            self.assembly = "growable"
+            nd = len(self.out_vars)
+            pre += [Alloc(f"out_c{d}", "out_cap", "int64", None) for d in range(nd)]
+            pre += [Alloc("out_v", "out_cap", str(dt), None), Assign("out_n", "0")]
+        body = pre + private + loops
         if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
             body += self.clear_untouched()
         if sparse_out:
             body.append(Comment("entries are returned to the driver, which packs them into the output format"))
+        elif top is not None:
+            top.private = private
         return body
+
+    def weight_of(self, top: For) -> str | None:
+        """A cumulative-work array for the parallel outer loop: the ``pos`` array one level below it."""
+        for op in self.operands.values():
+            if len(op.fmt.levels) < 2 or op.vars[0] != self.order[0] or "pos" not in \
+                    op.fmt.levels[1].type.array_names:
+                continue
+            driven = top.var == op.vars[0].name and op.fmt.levels[0].type.locatable
+            if driven or top.var == f"{op.tag}_0_q":
+                return op.names(1)["pos"]
+        return None
+
+    def direct_csr(self, top: For) -> bool:
+        """The output is CSR-shaped and rows come in order: counts per row are its ``pos``."""
+        from .levels import Compressed, Dense
+
+        lv = self.out_type.format.levels
+        return (len(lv) == 2 and isinstance(lv[0].type, Dense) and isinstance(lv[1].type, Compressed)
+                and lv[1].type.unique and not self.out_type.format.blocks and self.sorted_out()
+                and top.var == f"v_{self.out_vars[lv[0].dim]}" and top.start == "0")
+
+    def sorted_out(self) -> bool:
+        fmt = self.out_type.format
+        out_seq = [v.index for v in self.order if v.index in self.out_vars]
+        in_order = [self.out_vars[lv.dim] for lv in fmt.levels]
+        return not fmt.blocks and out_seq == in_order and all(v.part == "" for v in self.order
+                                                              if v.index in self.out_vars)
+
+    def two_phase(self, loops: list, top: For, private: list) -> list:
+        """Sparse-output assembly in two passes over the outer loop: count the entries of each outer
+        iteration, prefix-sum the counts into offsets, then fill. Both passes may run in parallel;
+        cursors started before the outer loop (a merge it drives) are started again for the fill."""
+        dt = self.out_type.dtype
+        skip = self.out_type.format.levels[0].dim if self.assembly == "csr" else None
+        k = loops.index(top)
+        n_outer = f"({top.stop}) - ({top.start})"
+        rel = f"{top.var} - ({top.start})"
+        counting = replace(top, body=[Assign("cnt", "0"), *_count_pass(top.body),
+                                      Assign(f"counts[{rel}]", "cnt")], private=_count_pass(private))
+        coords = [d for d in range(len(self.out_vars)) if d != skip]
+        filling = replace(top, body=[Assign("oq", f"offs[{rel}]"), *_fill_pass(top.body, coords)],
+                          private=private)
+        offsets = [Alloc("offs", "n_outer + 1", "int64", "0"),
+                   For("r_", "0", "n_outer", [Assign("offs[r_ + 1]", "offs[r_] + counts[r_]")])]
+        outputs = [Alloc(f"out_c{d}", "offs[n_outer]", "int64", None) for d in coords]
+        outputs.append(Alloc("out_v", "offs[n_outer]", str(dt), None))
+        self.notes.append("assembly: two-phase (count entries per outer iteration, prefix sum, fill)"
+                          + (", counts become the CSR pos array" if skip is not None else ""))
+        return (loops[:k] + [Assign("n_outer", n_outer), Alloc("counts", "n_outer", "int64", "0"), counting]
+                + offsets + outputs + loops[:k] + [filling] + loops[k + 1:]
+                + [Return(["offs", *(f"out_c{d}" for d in coords), "out_v"])])
 
     def identity(self, op, dt) -> str:
         if op in _IDENTITY:
@@ -424,8 +488,9 @@ class _Lowering:
         return [If(op.present, init, [Assign(t, "0") for t in assigned])]
 
     def parallel_ok(self) -> bool:
-        return (self.order and self.order[0].index in self.out_vars and self.out_type.format.is_dense
-                and self.mode in ("store", "scalar"))
+        """The outer loop runs over an output index, so its iterations write disjoint parts of the
+        output (dense), or their own entries (sparse outputs, assembled in two phases)."""
+        return bool(self.order) and self.order[0].index in self.out_vars
 
     # ---- leaves and reductions ------------------------------------------------------------
     def value(self, e, ops) -> tuple[str, str]:
@@ -566,6 +631,43 @@ def _call(fn, args) -> str:
     if fn == "relu":
         return f"max({args[0]}, 0)"
     return f"{fn}({', '.join(args)})"
+
+
+def _map_stmts(stmts, fn) -> list:
+    """A copy of ``stmts`` with each statement replaced by ``fn(statement)`` (a list), bodies first."""
+    out = []
+    for s in stmts:
+        if isinstance(s, For):
+            s = replace(s, body=_map_stmts(s.body, fn), private=_map_stmts(s.private, fn))
+        elif isinstance(s, While):
+            s = replace(s, body=_map_stmts(s.body, fn))
+        elif isinstance(s, If):
+            s = replace(s, then=_map_stmts(s.then, fn), orelse=_map_stmts(s.orelse, fn))
+        out += fn(s)
+    return out
+
+
+def _count_pass(stmts) -> list:
+    """The counting pass: each emitted entry adds one; values and orderings are not computed."""
+    def count(s):
+        if isinstance(s, Emit):
+            return [Assign("cnt", "1", "+")]
+        if isinstance(s, SortRange) or (isinstance(s, Assign) and s.target.startswith("ws_v[")):
+            return []
+        if isinstance(s, Alloc) and s.var == "ws_v":
+            return []
+        return [s]
+    return _map_stmts(stmts, count)
+
+
+def _fill_pass(stmts, coords) -> list:
+    """The filling pass: each emitted entry is written at the next offset of its outer iteration."""
+    def fill(s):
+        if isinstance(s, Emit):
+            return ([Assign(f"out_c{d}[oq]", s.coords[d]) for d in coords]
+                    + [Assign("out_v[oq]", s.value), Assign("oq", "1", "+")])
+        return [s]
+    return _map_stmts(stmts, fill)
 
 
 def _walk_stmts(stmts):
