@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .backends import numba_cpu
+from .backends import cuda_cupy, numba_cpu
 from .errors import DSLError, FormatError
 from .lang import ast as A
 from .lang import loopir
@@ -45,7 +45,7 @@ class Kernel:
         return f"<sparsedsl kernel {self.name}({ps}) -> {outs}>"
 
     # ---- binding ------------------------------------------------------------------------
-    def bind(self, args, kwargs) -> dict:
+    def bind(self, args, kwargs, backend: str = "cpu") -> dict:
         params = self.program.params
         if len(args) > len(params):
             raise DSLError(f"{self.name}() takes {len(params)} operands, got {len(args)}", self.program.span)
@@ -61,24 +61,30 @@ class Kernel:
         for p in params:
             if p.name not in values:
                 raise DSLError(f"no operand was given for {p.name!r}", p.span)
-            bound[p.name] = _pack(values[p.name], p)
+            bound[p.name] = _pack(values[p.name], p) if backend == "cpu" else \
+                cuda_cupy.pack(values[p.name], p, _pack)
         return bound
 
-    def plan(self, bound: dict):
-        key = tuple((n, v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
-                    (n, np.shape(v), np.asarray(v).dtype) for n, v in bound.items())
+    def plan(self, bound: dict, backend: str = "cpu"):
+        key = (backend,) + tuple((n, v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
+                    (n, np.shape(v), _dtype(v)) for n, v in bound.items())
         plan = self._plans.get(key)
         if plan is None:
             types = {n: (TensorType(v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else _type_of(v))
                      for n, v in bound.items()}
-            plan = self._plans[key] = _Plan(self.program, types)
+            plan = self._plans[key] = _Plan(self.program, types, backend)
         return plan
 
-    def __call__(self, *args, **kwargs):
-        bound = self.bind(args, kwargs)
-        plan = self.plan(bound)
+    def __call__(self, *args, backend: str | None = None, **kwargs):
+        """Run on ``backend`` "cpu" (numba) or "cuda" (cupy); by default "cuda" when an operand is on
+        a GPU (cupy, cupyx.scipy.sparse, torch CUDA, ``SparseTensor.to("cuda")``), else "cpu"."""
+        backend = _backend(backend, args, kwargs)
+        bound = self.bind(args, kwargs, backend)
+        plan = self.plan(bound, backend)
         results = plan.run(bound)
         outs = [results[o.name] for o in self.program.outputs]
+        if backend == "cuda":
+            outs = cuda_cupy.finish(outs, list(args) + list(kwargs.values()))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def reference(self, *args, **kwargs):
@@ -90,8 +96,23 @@ class Kernel:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
+def _backend(backend, args, kwargs) -> str:
+    if backend is None:
+        gpu = any(cuda_cupy.on_device(v) for v in list(args) + list(kwargs.values()))
+        backend = "cuda" if gpu else "cpu"
+    if backend not in ("cpu", "cuda"):
+        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
+    if backend == "cuda":
+        cuda_cupy.cupy()  # raises CudaUnavailable with the install hint
+    return backend
+
+
+def _dtype(v):
+    return v.dtype if hasattr(v, "__cuda_array_interface__") else np.asarray(v).dtype
+
+
 def _type_of(v):
-    arr = np.asarray(v)
+    arr = v if hasattr(v, "__cuda_array_interface__") else np.asarray(v)
     return arr.dtype if arr.ndim == 0 else TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim))
 
 
@@ -138,7 +159,7 @@ def _pack(value, param: A.Param):
 class _Plan:
     """A program specialised to operand types: checked, rewritten, lowered, compiled."""
 
-    def __init__(self, program: A.Program, types: dict):
+    def __init__(self, program: A.Program, types: dict, backend: str = "cpu"):
         self.checked = check(program, types)                     # bind & check against operands
         self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
         self.steps = []
@@ -147,7 +168,9 @@ class _Plan:
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
-            fn, source = numba_cpu.build(low.function)           # render + compile (cached)
+            build = cuda_cupy.build if backend == "cuda" else numba_cpu.build
+            self.zeros = cuda_cupy.zeros if backend == "cuda" else np.zeros  # outputs where the kernel runs
+            fn, source = build(low.function)                     # render + compile (cached)
             self.steps.append((st, low, fn, source))
             _dump(low, source)
 
@@ -168,7 +191,7 @@ class _Plan:
     def argument(self, what: tuple, env, converted, ttype):
         kind = what[0]
         if kind == "out":
-            return np.zeros(ttype.shape, dtype=ttype.dtype)
+            return self.zeros(ttype.shape, dtype=ttype.dtype)
         if kind == "out_cap":
             return 1024
         if kind == "extent":
@@ -243,10 +266,10 @@ def _program(stmts, formats, out_format, name):
     return A.Program(stmts[0].span, name, tuple(params), outputs, tuple(stmts))
 
 
-def compute(expr: str, *, out_format=None, **operands):
+def compute(expr: str, *, out_format=None, backend: str | None = None, **operands):
     """Evaluate index notation once, like ``numpy.einsum``: ``compute("y[i] = A[i,j]*x[j]", A=A, x=x)``."""
     kernel = compile(expr, out_format=out_format)
-    return kernel(**operands)
+    return kernel(backend=backend, **operands)
 
 
 def sparse_kernel(fn=None):
@@ -260,12 +283,16 @@ def sparse_kernel(fn=None):
     return Kernel(parse_python(fn))
 
 
-def explain(kernel: Kernel, *args, **kwargs) -> str:
-    """The loop order, co-iteration, workspaces and generated source of ``kernel`` for these operands."""
-    bound = kernel.bind(args, kwargs)
-    plan = kernel.plan(bound)
+def explain(kernel: Kernel, *args, backend: str | None = None, **kwargs) -> str:
+    """The loop order, co-iteration, workspaces and generated source of ``kernel`` for these operands.
+    With ``backend="cuda"`` the kernel runs once first: CUDA source is specialised at the first call."""
+    backend = _backend(backend, args, kwargs)
+    bound = kernel.bind(args, kwargs, backend)
+    plan = kernel.plan(bound, backend)
+    if backend == "cuda":
+        plan.run(bound)
     parts = []
     for _, low, _, source in plan.steps:
         parts += low.notes
-        parts.append(source)
+        parts.append(str(source))
     return "\n".join(parts)

@@ -95,11 +95,35 @@ class SparseTensor:
         return self.values.nbytes + sum(spec.type.nbytes(a) for spec, a in zip(self.format.levels, self.levels))
 
     def __repr__(self):
-        return f"SparseTensor(shape={self.shape}, format={self.format}, dtype={self.dtype}, nnz={self.nnz})"
+        where = ", device='cuda'" if self.device == "cuda" else ""
+        return f"SparseTensor(shape={self.shape}, format={self.format}, dtype={self.dtype}, nnz={self.nnz}{where})"
+
+    # ---- devices --------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """"cpu" (numpy arrays) or "cuda" (cupy arrays, after ``.to("cuda")``)."""
+        return "cuda" if type(self.values).__module__.startswith("cupy") else "cpu"
+
+    def to(self, device: str) -> SparseTensor:
+        """The same tensor with its arrays on ``device`` ("cuda" or "cpu"); no validation again
+        (it was validated when built), no copy when it is already there."""
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == self.device:
+            return self
+        if device == "cuda":
+            from .backends.cuda_cupy import to_device as move
+        else:
+            def move(a):
+                return a.get()
+        levels = [{k: move(a) for k, a in lv.items()} for lv in self.levels]
+        return SparseTensor(self.format, self.shape, levels, move(self.values), check=False)
 
     # ---- conversions --------------------------------------------------------------------
     def coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """(coords of shape (ndim, n), values) of the stored entries, in storage order."""
+        if self.device != "cpu":
+            return self.to("cpu").coordinates()
         if self.format.is_dense:
             arr = self.values.reshape(self.shape)
             idx = np.nonzero(arr)
@@ -119,6 +143,8 @@ class SparseTensor:
         return coords, self.values[parents]
 
     def to_numpy(self) -> np.ndarray:
+        if self.device != "cpu":
+            return self.to("cpu").to_numpy()
         if self.format.is_dense:
             return self.values.reshape(self.shape)
         out = np.zeros(self.shape, dtype=self.dtype)
@@ -134,6 +160,8 @@ class SparseTensor:
     def to_scipy(self) -> sp.csr_array:
         if self.ndim != 2:
             raise FormatError(f"to_scipy() needs a 2-D tensor, this one is {self.ndim}-D")
+        if self.device != "cpu":
+            return self.to("cpu").to_scipy()
         if self.format == as_format("csr"):
             pos, crd = self.levels[1]["pos"], self.levels[1]["crd"]
             return sp.csr_array((self.values, crd, pos), shape=self.shape)
@@ -221,7 +249,14 @@ def asformat(obj, fmt="dense") -> SparseTensor:
     """Store ``obj`` (numpy array, scipy.sparse matrix/array, SparseTensor) in format ``fmt``.
 
     A scipy CSR matrix with sorted, unique indices becomes a ``csr`` tensor without copying.
+    Objects on a GPU are converted on the host and moved back (``SparseTensor.to``).
     """
+    from .backends.cuda_cupy import on_device, to_host
+
+    if on_device(obj):
+        if isinstance(obj, SparseTensor) and as_format(fmt, obj.ndim) == obj.format:
+            return obj
+        return asformat(to_host(obj), fmt).to("cuda")
     if isinstance(obj, SparseTensor):
         fmt = as_format(fmt, obj.ndim)
         if fmt == obj.format:

@@ -1,0 +1,143 @@
+"""The CUDA backend: rendered source (everywhere), and on a GPU the property suite of the CPU backend
+(tests/test_properties.py) against the dense interpreter, plus device operands of every kind."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsedsl as sd
+from sparsedsl.backends import cuda_cupy
+
+HAVE_GPU = cuda_cupy.available()
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")
+
+
+def _step_args(kernel, **operands):
+    """(loop-IR function, host arguments) of a one-statement kernel, as the driver would pass them."""
+    bound = kernel.bind((), operands)
+    plan = kernel.plan(bound)
+    (st, low, _, _), = plan.steps
+    ttype = plan.rewritten.types[st.target.tensor]
+    return low.function, [plan.argument(low.arguments[p], bound, {}, ttype) for p in low.function.params]
+
+
+# ---- render only: no cupy or GPU needed ---------------------------------------------------------
+
+
+def test_spmv_renders_a_lane_split_reduction():
+    a = sp.random(30, 20, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    fn, args = _step_args(sd.compile("y[i] = A[i,j] * x[j]", A="csr"), A=a, x=np.ones(20, np.float32))
+    src = cuda_cupy.render(fn, args)
+    assert "__shfl_down_sync" in src and 'extern "C" __global__ void stmt0_k0_l32(' in src
+    assert "const float* __restrict__ t_A" in src and "const int* __restrict__ t_A1_pos" in src
+    assert "float acc;" in src  # float32 accumulates in float32 (a Python literal does not promote)
+    assert "one thread: serial code" not in src
+
+
+def test_two_phase_sparse_output_is_parallel_apart_from_scalars():
+    a = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+    k = sd.compile("C[i,j] = A[i,j] * B[i,j]", A="csr", B="csr", out_format="csr")
+    fn, args = _step_args(k, A=a, B=a)
+    steps = cuda_cupy.plan_steps(fn, [p for p, v in zip(fn.params, args) if np.ndim(v) == 0])
+    kinds = [s.kind for s in steps]
+    if "return" in kinds:  # the lowering assembles in two phases
+        assert kinds.count("parallel") == 2 and "cumsum" in kinds and "serial" not in kinds
+    assert "__global__" in cuda_cupy.render(fn, args)
+
+
+def test_expressions_print_as_c():
+    types = cuda_cupy.Types({"a": ("float32", 1), "m": ("float64", 2)}, {"i": "int64", "s": "float32"})
+    c = cuda_cupy.CExpr(types, {"m": ["m_sh1"]})
+    assert c("(a[i] if i > 2 else 0.5)") == "((i > 2) ? a[i] : ((float)(0.5)))"
+    assert c("max(a[i], 0)") == "sd_max(a[i], ((float)(0)))"
+    assert c("m[i, i + 1] * s") == "(m[(i) * m_sh1 + (i + 1)] * ((double)(s)))"
+    assert c("-np.inf") == "(-SD_INF)"
+    assert c("not (i < 3 and s >= 1.0)") == "(!((i < 3) && (s >= ((float)(1.0)))))"
+    assert c("exp(i)") == "sd_exp(((double)(i)))"
+    assert c("i // 4 + i % 4") == "(sd_floordiv(i, ((long long)(4))) + sd_mod(i, ((long long)(4))))"
+    assert cuda_cupy.join("float32", cuda_cupy.WEAK_FLOAT) == "float32"
+    assert cuda_cupy.join("int32", "float32") == "float64"
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error without a GPU")
+def test_cuda_without_cupy_or_gpu_says_how_to_install():
+    with pytest.raises(cuda_cupy.CudaUnavailable, match=r'pip install "sparsedsl\[cuda\]"'):
+        sd.compute("y[i] = A[i,j] * x[j]", A=sp.eye(3, format="csr"), x=np.ones(3), backend="cuda")
+
+
+# ---- on the GPU -----------------------------------------------------------------------------------
+
+if HAVE_GPU:
+    import cupy as cp
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from test_properties import PROGRAMS, assert_equal, instances
+
+    @pytest.mark.gpu
+    @pytest.mark.parametrize("program", PROGRAMS, ids=[p[0] for p in PROGRAMS])
+    @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data())
+    def test_cuda_matches_interpreter(program, data):
+        expr, formats, values, out_kind = data.draw(instances(program))
+        out_ndim = len(expr.split("=")[0].split("[")[1].split(","))
+        out_format = "dense" if out_kind == "dense" else {1: "sparse", 2: "csr", 3: "csf"}[out_ndim]
+        kernel = sd.compile(expr, out_format=out_format, **formats)
+        operands = {n: sd.asformat(v, formats[n]) for n, v in values.items()}
+        got = kernel(**operands, backend="cuda")
+        got = got.to("cpu") if isinstance(got, sd.SparseTensor) else cp.asnumpy(got)
+        assert_equal(got, kernel.reference(**operands))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nnz_per_row", [1, 5, 40, 300])
+def test_spmv_on_device_operands_matches_cusparse(dtype, nnz_per_row):
+    import cupyx.scipy.sparse as csp
+
+    rng = np.random.default_rng(nnz_per_row)
+    n = 3000
+    a = sp.random(n, n, density=nnz_per_row / n, format="csr", random_state=rng, dtype=dtype)
+    A = sd.asformat(a, "csr").to("cuda")
+    assert A.device == "cuda" and isinstance(A.values, cp.ndarray)
+    x = cp.asarray(rng.random(n).astype(dtype))
+    kernel = sd.compile("y[i] = A[i,j] * x[j]", A="csr")
+    y = kernel(A=A, x=x)  # on the GPU because the operands are
+    assert isinstance(y, cp.ndarray) and y.dtype == dtype
+    want = csp.csr_matrix(a) @ x
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(cp.asnumpy(y), cp.asnumpy(want), rtol=tol, atol=tol)
+    assert "__shfl_down_sync" in sd.explain(kernel, A=A, x=x) or nnz_per_row < 2
+
+
+@gpu
+@pytest.mark.gpu
+def test_cupyx_and_torch_operands_come_back_as_they_went_in():
+    import cupyx.scipy.sparse as csp
+
+    a = sp.random(200, 100, density=0.1, format="csr", random_state=3, dtype=np.float32)
+    X = np.random.default_rng(0).random((100, 8)).astype(np.float32)
+    Y = sd.compute("Y[i,n] = A[i,j] * X[j,n]", A=csp.csr_matrix(a), X=cp.asarray(X))
+    assert isinstance(Y, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(Y), a @ X, rtol=1e-4)
+    torch = pytest.importorskip("torch")
+    Yt = sd.compute("Y[i,n] = A[i,j] * X[j,n]", A=sd.asformat(a, "csr"), X=torch.from_numpy(X).cuda())
+    assert isinstance(Yt, torch.Tensor) and Yt.is_cuda
+    np.testing.assert_allclose(Yt.cpu().numpy(), a @ X, rtol=1e-4)
+
+
+@gpu
+@pytest.mark.gpu
+def test_sparse_output_on_device_and_multi_statement_softmax():
+    a = sp.random(300, 200, density=0.05, format="csr", random_state=4)
+    A = sd.asformat(a, "csr").to("cuda")
+    C = sd.compute("C[i,j] = A[i,k] * B[k,j]", A=A, B=sd.asformat(a.T.tocsr(), "csr").to("cuda"), out_format="csr")
+    assert isinstance(C, sd.SparseTensor) and C.device == "cuda"
+    np.testing.assert_allclose(C.to_numpy(), (a @ a.T).toarray(), rtol=1e-12, atol=1e-12)
+    kernel = sd.compile("let m[i] = max[j](S[i,j])\n"
+                        "let e[i,j] = mask(S[i,j], exp(S[i,j] - m[i]))\n"
+                        "let z[i] = e[i,j]\n"
+                        "P[i,j] = e[i,j] / z[i]", S="csr", out_format="csr")
+    P = kernel(S=A)
+    want = kernel.reference(S=sd.asformat(a, "csr"))
+    np.testing.assert_allclose(P.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
