@@ -1,0 +1,806 @@
+"""Loop IR as CUDA C++: the renderer of the CUDA backend (``cuda_cupy`` compiles and runs it).
+
+Expressions are parsed with ``ast`` and printed as C with inferred types (numpy promotion, Python
+literals weak as in NEP 50, so float32 data accumulates in float32). A function's top-level
+statements become *steps* (``plan_steps``): host work (scalars, allocations, prefix sums) or kernels.
+A parallel ``For`` is one kernel, rendered in one of three shapes chosen from the loop body:
+
+- a scalar reduction (``acc op= ...`` in one inner loop, then a store): ``L`` lanes per outer
+  iteration stride the inner loop and combine ``acc`` with ``__shfl_down_sync`` (CSR-vector SpMV);
+- ``head; for v: ...`` with independent inner iterations (an output index): one thread per
+  (outer, inner) pair, the inner index fastest (SpMM, SDDMM);
+- otherwise one thread per iteration over a grid-stride loop.
+
+A serial outer loop that only adds into the output becomes parallel with ``atomicAdd``; other
+serial code is one thread. Scalars that cross steps live in a device array ``sd_state``. Nothing
+here needs cupy or a GPU: ``render()`` prints the source for given arguments.
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+
+import numpy as np
+
+from ..lang import loopir as L
+
+# ---- types -----------------------------------------------------------------------------------
+
+CTYPES = {"float64": "double", "float32": "float", "int64": "long long", "int32": "int", "int16": "short",
+          "int8": "signed char", "uint8": "unsigned char", "uint16": "unsigned short", "uint32": "unsigned int",
+          "uint64": "unsigned long long", "bool": "bool"}
+WEAK_INT, WEAK_FLOAT = "weak_int", "weak_float"  # Python literals: they take the other operand's type
+FLOAT_FUNCS = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid"}
+
+
+def _kind(t):
+    if t == WEAK_INT:
+        return "i"
+    if t == WEAK_FLOAT:
+        return "f"
+    return np.dtype(t).kind
+
+
+def join(a, b):
+    """The type of ``a op b`` (numpy's promotion, Python literals weak as in NEP 50)."""
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    weak = (WEAK_INT, WEAK_FLOAT)
+    if a in weak and b not in weak:
+        a, b = b, a
+    if b == WEAK_INT:
+        return WEAK_FLOAT if a == WEAK_FLOAT else ("int64" if a == "bool" else a)
+    if b == WEAK_FLOAT:
+        return a if _kind(a) == "f" else (WEAK_FLOAT if a == WEAK_INT else "float64")
+    return np.result_type(a, b).name
+
+
+def concrete(t) -> str:
+    return {WEAK_INT: "int64", WEAK_FLOAT: "float64", None: "int64"}.get(t, t)
+
+
+def ctype(t) -> str:
+    t = concrete(t)
+    if t not in CTYPES:
+        raise NotImplementedError(f"the CUDA backend does not support dtype {t} yet (float32, float64, "
+                                  f"int8..int64, uint8..uint64 and bool are)")
+    return CTYPES[t]
+
+
+# ---- C source --------------------------------------------------------------------------------
+
+PREAMBLE = r"""
+#define SD_INF __longlong_as_double(0x7ff0000000000000LL)
+#define SD_MATH(name, fname) \
+  __device__ __forceinline__ float sd_##name(float x) { return fname(x); } \
+  __device__ __forceinline__ double sd_##name(double x) { return name(x); }
+SD_MATH(exp, expf) SD_MATH(log, logf) SD_MATH(sqrt, sqrtf) SD_MATH(sin, sinf) SD_MATH(cos, cosf)
+SD_MATH(tanh, tanhf)
+__device__ __forceinline__ float sd_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ double sd_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+__device__ __forceinline__ float sd_pow(float a, float b) { return powf(a, b); }
+__device__ __forceinline__ double sd_pow(double a, double b) { return pow(a, b); }
+template <class T> __device__ __forceinline__ T sd_pow(T a, T b) {
+  T r = 1; if (b < 0) return 0; while (b > 0) { if (b & 1) r *= a; a *= a; b >>= 1; } return r; }
+template <class T> __device__ __forceinline__ T sd_max(T a, T b) { return b > a ? b : a; }
+template <class T> __device__ __forceinline__ T sd_min(T a, T b) { return b < a ? b : a; }
+template <class T> __device__ __forceinline__ T sd_abs(T x) { return x < 0 ? -x : x; }
+template <class T> __device__ __forceinline__ T sd_sign(T x) { return (T)((x > 0) - (x < 0)); }
+template <class T> __device__ __forceinline__ T sd_floordiv(T a, T b) {
+  T q = a / b; if ((a % b != 0) && ((a < 0) != (b < 0))) q -= 1; return q; }
+template <class T> __device__ __forceinline__ T sd_mod(T a, T b) {
+  T r = a % b; if (r != 0 && ((r < 0) != (b < 0))) r += b; return r; }
+__device__ __forceinline__ float sd_floordiv(float a, float b) { return floorf(a / b); }
+__device__ __forceinline__ double sd_floordiv(double a, double b) { return floor(a / b); }
+__device__ __forceinline__ float sd_mod(float a, float b) { return a - floorf(a / b) * b; }
+__device__ __forceinline__ double sd_mod(double a, double b) { return a - floor(a / b) * b; }
+template <class T> __device__ void sd_sift(T* a, long long root, long long n) {
+  while (true) {
+    long long c = 2 * root + 1;
+    if (c >= n) return;
+    if (c + 1 < n && a[c] < a[c + 1]) c++;
+    if (!(a[root] < a[c])) return;
+    T t = a[root]; a[root] = a[c]; a[c] = t; root = c;
+  }
+}
+template <class T> __device__ void sd_sort(T* a, long long n) {  // heapsort: in place, O(n log n)
+  for (long long s = n / 2 - 1; s >= 0; --s) sd_sift(a, s, n);
+  for (long long e = n - 1; e > 0; --e) { T t = a[0]; a[0] = a[e]; a[e] = t; sd_sift(a, 0, e); }
+}
+template <class T> __device__ __forceinline__ T sd_load(const long long* s) { return *(const T*)s; }
+template <class T> __device__ __forceinline__ void sd_store(long long* s, T v) { *(T*)s = v; }
+"""
+
+_BINOPS = {pyast.Add: "+", pyast.Sub: "-", pyast.Mult: "*", pyast.Div: "/", pyast.FloorDiv: "//",
+           pyast.Mod: "%", pyast.Pow: "**"}
+_CMPOPS = {pyast.Lt: "<", pyast.LtE: "<=", pyast.Gt: ">", pyast.GtE: ">=", pyast.Eq: "==", pyast.NotEq: "!="}
+
+
+def _parse(text: str):
+    return pyast.parse(text, mode="eval").body
+
+
+def _names(text: str) -> set:
+    return {n.id for n in pyast.walk(pyast.parse(text, mode="eval")) if isinstance(n, pyast.Name)}
+
+
+def _walk(stmts):
+    for s in stmts:
+        yield s
+        for attr in ("private", "body", "then", "orelse"):
+            yield from _walk(getattr(s, attr, None) or [])
+
+
+def _exprs(s) -> list:
+    """The expression strings a statement holds (not its children's)."""
+    if isinstance(s, L.For):
+        return [s.start, s.stop]
+    if isinstance(s, (L.While, L.If)):
+        return [s.cond]
+    if isinstance(s, L.Assign):
+        return [s.target, s.value]
+    if isinstance(s, L.Alloc):
+        return [s.shape] + ([s.fill] if s.fill else [])
+    if isinstance(s, L.SortRange):
+        return [s.array, s.start, s.stop]
+    if isinstance(s, L.Emit):
+        return [*s.coords, s.value]
+    if isinstance(s, L.Return):
+        return list(s.values)
+    return []
+
+
+def _assigned(stmts) -> set:
+    out = set()
+    for s in _walk(stmts):
+        if isinstance(s, L.Assign) and isinstance(_parse(s.target), pyast.Name):
+            out.add(s.target)
+        elif isinstance(s, L.For):
+            out.add(s.var)
+        elif isinstance(s, L.Emit):
+            out.add("out_n")
+    return out
+
+
+def _read(stmts) -> set:
+    out = set()
+    for s in _walk(stmts):
+        for e in _exprs(s):
+            out |= _names(e)
+        if isinstance(s, L.Emit):
+            out |= {"out_n", "out_cap"}
+    return out
+
+
+class Types:
+    """Element types of arrays and types of scalars (parameters and inferred locals)."""
+
+    def __init__(self, arrays: dict, scalars: dict):
+        self.arrays = dict(arrays)  # name -> (dtype, ndim)
+        self.scalars = dict(scalars)  # name -> dtype or weak type
+
+    def infer(self, body: list):
+        """Locals take the join of every value assigned to them (iterated to a fixed point)."""
+        for _ in range(20):
+            before = dict(self.scalars)
+            for s in _walk(body):
+                if isinstance(s, L.Assign) and isinstance(_parse(s.target), pyast.Name):
+                    t = self.of(_parse(s.value))
+                    if s.target not in self.arrays:
+                        self.scalars[s.target] = join(self.scalars.get(s.target), t)
+                elif isinstance(s, L.For):
+                    t = join(self.of(_parse(s.start)), self.of(_parse(s.stop)))
+                    self.scalars[s.var] = join(self.scalars.get(s.var), t)
+                elif isinstance(s, L.Alloc):
+                    self.arrays[s.var] = (s.dtype, 1)
+                elif isinstance(s, L.Emit):
+                    self.scalars.setdefault("out_n", WEAK_INT)
+            if self.scalars == before:
+                break
+        for name, t in self.scalars.items():
+            if t is None or t in (WEAK_INT, WEAK_FLOAT) or _kind(t) in "iu":
+                # integer locals are int64, as in numba: positions and sums never overflow int32
+                self.scalars[name] = "float64" if t == WEAK_FLOAT else "int64"
+
+    def of(self, e):
+        if isinstance(e, pyast.Constant):
+            if isinstance(e.value, bool):
+                return "bool"
+            return WEAK_INT if isinstance(e.value, int) else WEAK_FLOAT
+        if isinstance(e, pyast.Name):
+            if e.id in ("True", "False"):
+                return "bool"
+            return self.scalars.get(e.id)
+        if isinstance(e, pyast.Attribute):
+            return WEAK_FLOAT  # np.inf
+        if isinstance(e, pyast.Subscript):
+            return self.arrays[e.value.id][0] if e.value.id in self.arrays else None
+        if isinstance(e, pyast.UnaryOp):
+            return "bool" if isinstance(e.op, pyast.Not) else self.of(e.operand)
+        if isinstance(e, (pyast.Compare, pyast.BoolOp)):
+            if isinstance(e, pyast.BoolOp):
+                t = None
+                for v in e.values:
+                    t = join(t, self.of(v))
+                return t
+            return "bool"
+        if isinstance(e, pyast.IfExp):
+            return join(self.of(e.body), self.of(e.orelse))
+        if isinstance(e, pyast.BinOp):
+            a, b = self.of(e.left), self.of(e.right)
+            if a is None or b is None:
+                return None
+            t = join(a, b)
+            if isinstance(e.op, pyast.Div) and _kind(t) in "biu":
+                return "float64"
+            return t
+        if isinstance(e, pyast.Call):
+            args = [self.of(a) for a in e.args]
+            if any(a is None for a in args):
+                return None
+            t = None
+            for a in args:
+                t = join(t, a)
+            if e.func.id in FLOAT_FUNCS:
+                return t if _kind(t) == "f" else "float64"
+            return t
+        raise NotImplementedError(f"the CUDA backend cannot type the expression {pyast.unparse(e)!r}")
+
+
+class CExpr:
+    """Prints a Python-syntax expression as C, with the types of ``Types``."""
+
+    def __init__(self, types: Types, shapes: dict):
+        self.types = types
+        self.shapes = shapes  # array name -> [C expressions of dims 1..ndim-1]
+
+    def __call__(self, text: str, want=None) -> str:
+        code, t = self.expr(_parse(text))
+        return self.cast(code, t, want)
+
+    def cast(self, code: str, t, want, strict: bool = False) -> str:
+        """``code`` (of type ``t``) as a ``want``; ``strict`` also casts literals (template arguments
+        and overloads must match exactly)."""
+        if want is None or t == want:
+            return code
+        want = concrete(want)
+        if t == want:
+            return code
+        if not strict and (t == WEAK_INT and _kind(want) in "iuf" or t == WEAK_FLOAT and want == "float64"):
+            return code
+        return f"(({ctype(want)})({code}))"
+
+    def expr(self, e):
+        t = self.types.of(e)
+        if isinstance(e, pyast.Constant):
+            if isinstance(e.value, bool):
+                return ("true" if e.value else "false"), t
+            if isinstance(e.value, int):
+                return (f"{e.value}LL" if abs(e.value) >= 2**31 else str(e.value)), t
+            return repr(float(e.value)), t
+        if isinstance(e, pyast.Name):
+            return {"True": "true", "False": "false"}.get(e.id, e.id), t
+        if isinstance(e, pyast.Attribute):
+            if e.attr == "inf":
+                return "SD_INF", t
+            raise NotImplementedError(f"np.{e.attr} in generated code")
+        if isinstance(e, pyast.Subscript):
+            return self.subscript(e), t
+        if isinstance(e, pyast.UnaryOp):
+            if isinstance(e.op, pyast.Not):
+                return f"(!{self.expr(e.operand)[0]})", t
+            if isinstance(e.op, pyast.USub) and isinstance(e.operand, pyast.Constant) and e.operand.value == 2**63:
+                return "(-9223372036854775807LL - 1)", "int64"
+            code, _ = self.expr(e.operand)
+            return f"({'-' if isinstance(e.op, pyast.USub) else '+'}{code})", t
+        if isinstance(e, pyast.BoolOp):
+            op = " && " if isinstance(e.op, pyast.And) else " || "
+            return "(" + op.join(self.expr(v)[0] for v in e.values) + ")", t
+        if isinstance(e, pyast.Compare):
+            parts, left = [], e.left
+            for op, right in zip(e.ops, e.comparators):
+                tt = join(self.types.of(left), self.types.of(right))
+                a, b = self.operand(left, tt), self.operand(right, tt)
+                parts.append(f"({a} {_CMPOPS[type(op)]} {b})")
+                left = right
+            return ("(" + " && ".join(parts) + ")") if len(parts) > 1 else parts[0], t
+        if isinstance(e, pyast.IfExp):
+            c = self.expr(e.test)[0]
+            return f"({c} ? {self.operand(e.body, t)} : {self.operand(e.orelse, t)})", t
+        if isinstance(e, pyast.BinOp):
+            op = _BINOPS[type(e.op)]
+            strict = op in ("/", "//", "%", "**")
+            a, b = self.operand(e.left, t, strict), self.operand(e.right, t, strict)
+            if op == "//":
+                return f"sd_floordiv({a}, {b})", t
+            if op == "%":
+                return f"sd_mod({a}, {b})", t
+            if op == "**":
+                return f"sd_pow({a}, {b})", t
+            return f"({a} {op} {b})", t
+        if isinstance(e, pyast.Call):
+            fn = e.func.id
+            if fn not in L.FUNCTIONS:
+                raise NotImplementedError(f"function {fn} in generated code")
+            args = ", ".join(self.operand(a, t, strict=True) for a in e.args)
+            return f"sd_{fn}({args})", t
+        raise NotImplementedError(f"the CUDA backend cannot render {pyast.unparse(e)!r}")
+
+    def operand(self, e, t, strict: bool = False) -> str:
+        code, own = self.expr(e)
+        return self.cast(code, own, t, strict)
+
+    def subscript(self, e) -> str:
+        name = e.value.id
+        idx = e.slice.elts if isinstance(e.slice, pyast.Tuple) else [e.slice]
+        codes = [self.expr(i)[0] for i in idx]
+        if len(codes) == 1:
+            return f"{name}[{codes[0]}]"
+        dims = self.shapes[name]
+        lin = codes[0]
+        for d, c in zip(dims, codes[1:]):
+            lin = f"({lin}) * {d} + {c}"
+        return f"{name}[{lin}]"
+
+
+class CStmts:
+    """Prints loop-IR statements as C; ``Emit`` appends to buffers of capacity ``out_cap``."""
+
+    def __init__(self, types: Types, cexpr: CExpr, atomic: bool = False):
+        self.types, self.c = types, cexpr
+        self.n = 0
+        self.atomic = atomic  # out[..] += v becomes atomicAdd (iterations run in parallel)
+
+    def fresh(self, stem):
+        self.n += 1
+        return f"sd_{stem}{self.n}"
+
+    def target_type(self, target: str):
+        e = _parse(target)
+        if isinstance(e, pyast.Name):
+            return self.types.scalars[e.id]
+        return self.types.arrays[e.value.id][0]
+
+    def put(self, stmts, ind: int, lines: list):
+        pad = "  " * ind
+        for s in stmts:
+            if isinstance(s, L.For):
+                if s.private:
+                    raise NotImplementedError("private allocations below the top level")
+                i, stop = self.fresh("i"), self.fresh("stop")
+                lines.append(f"{pad}{{ const long long {stop} = {self.c(s.stop)};")
+                lines.append(f"{pad}for (long long {i} = {self.c(s.start)}; {i} < {stop}; ++{i}) {{")
+                lines.append(f"{pad}  {s.var} = {i};")
+                self.put(s.body, ind + 1, lines)
+                lines.append(f"{pad}}} }}")
+            elif isinstance(s, L.While):
+                lines.append(f"{pad}while ({self.c(s.cond)}) {{")
+                self.put(s.body, ind + 1, lines)
+                lines.append(f"{pad}}}")
+            elif isinstance(s, L.If):
+                lines.append(f"{pad}if ({self.c(s.cond)}) {{")
+                self.put(s.then, ind + 1, lines)
+                if s.orelse:
+                    lines.append(f"{pad}}} else {{")
+                    self.put(s.orelse, ind + 1, lines)
+                lines.append(f"{pad}}}")
+            elif isinstance(s, L.Assign):
+                lines.append(pad + self.assign(s))
+            elif isinstance(s, L.SortRange):
+                lo = self.c(s.start)
+                lines.append(f"{pad}sd_sort({s.array} + ({lo}), ({self.c(s.stop)}) - ({lo}));")
+            elif isinstance(s, L.Emit):
+                lines.append(f"{pad}if (out_n < out_cap) {{")
+                for d, c in enumerate(s.coords):
+                    lines.append(f"{pad}  out_c{d}[out_n] = {self.c(c, 'int64')};")
+                lines.append(f"{pad}  out_v[out_n] = {self.c(s.value, self.types.arrays['out_v'][0])};")
+                lines.append(f"{pad}}}")
+                lines.append(f"{pad}out_n += 1;")
+            elif isinstance(s, L.Comment):
+                lines.append(f"{pad}// {s.text}")
+            else:
+                raise NotImplementedError(f"{type(s).__name__} below the top level of a CUDA kernel")
+
+    def assign(self, s: L.Assign) -> str:
+        t = self.target_type(s.target)
+        target = self.c(s.target)
+        if s.op is None:
+            return f"{target} = {self.c(s.value, t)};"
+        if s.op == "+" and self.atomic and target.startswith("out["):
+            if t in ("int64", "uint64"):  # two's complement: an unsigned add is the signed add
+                return f"atomicAdd((unsigned long long*)&{target}, (unsigned long long)({self.c(s.value, t)}));"
+            return f"atomicAdd(&{target}, {self.c(s.value, t)});"
+        if s.op in ("+", "-", "*"):
+            return f"{target} {s.op}= {self.c(s.value, t)};"
+        if s.op in ("max", "min"):
+            code, own = self.c.expr(_parse(s.value))
+            return f"{target} = sd_{s.op}({target}, {self.c.cast(code, own, t, strict=True)});"
+        if s.op in ("or", "and"):
+            return f"{target} = {target} {'||' if s.op == 'or' else '&&'} {self.c(s.value)};"
+        raise NotImplementedError(f"reduction {s.op!r} in the CUDA backend")
+
+
+# ---- the plan of one function: host steps and kernels -----------------------------------------
+
+
+class Step:
+    def __init__(self, kind: str, **kw):
+        self.kind = kind
+        self.__dict__.update(kw)
+
+
+def plan_steps(fn: L.Function, scalars=()) -> list:
+    """Split the top level into host steps: host (a scalar of the ``scalars`` parameters), alloc,
+    cumsum, parallel launch, serial launch, return."""
+    steps, serial = [], []
+    host_vars: set = set()
+
+    def flush():
+        if serial:
+            steps.append(Step("serial", body=list(serial)))
+            serial.clear()
+
+    for s in fn.body:
+        if isinstance(s, L.Comment):
+            continue
+        if isinstance(s, L.Assign) and s.op is None and isinstance(_parse(s.target), pyast.Name) and \
+                not serial and _names(s.value) <= set(scalars) | host_vars:
+            steps.append(Step("host", assign=s))  # a scalar of scalars: no kernel needed
+            host_vars.add(s.target)
+        elif isinstance(s, L.Alloc):
+            flush()
+            steps.append(Step("alloc", alloc=s))
+        elif isinstance(s, L.Return):
+            flush()
+            steps.append(Step("return", values=list(s.values)))
+        elif isinstance(s, L.For) and _is_prefix_sum(s):
+            flush()
+            steps.append(Step("cumsum", loop=s))
+        elif isinstance(s, L.For) and not s.parallel and _atomic_scatter(s, fn.body):
+            flush()
+            steps.append(Step("parallel", loop=s, reduction=None, collapse=None, atomic=True))
+        elif isinstance(s, L.For) and s.parallel:
+            flush()
+            steps.append(Step("parallel", loop=s, reduction=_reduction_shape(s), collapse=_collapse_shape(s),
+                              atomic=False))
+        elif isinstance(s, L.For) and s.private:
+            for a in s.private:
+                if isinstance(a, L.Alloc):
+                    flush()
+                    steps.append(Step("alloc", alloc=a))
+                else:
+                    serial.append(a)
+            serial.append(L.For(s.var, s.start, s.stop, s.body))
+        else:
+            serial.append(s)
+    flush()
+    return steps
+
+
+ATOMIC_DTYPES = {"float32", "float64", "int32", "int64", "uint32", "uint64"}
+
+
+def _atomic_scatter(loop: L.For, top: list) -> bool:
+    """A serial outer loop whose iterations only add into ``out`` (``out[..] += v``; the output is
+    zeroed first) and otherwise keep to their own scalars: run it in parallel with atomicAdd."""
+    if loop.private:
+        return False
+    stores = [x for x in _walk(loop.body) if isinstance(x, L.Assign) and isinstance(_parse(x.target), pyast.Subscript)]
+    if not stores or any(_parse(x.target).value.id != "out" or x.op != "+" for x in stores):
+        return False
+    if any(isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private)
+           for x in _walk(loop.body)):
+        return False
+    local = _assigned(loop.body) | {loop.var}
+    plain = {x.target for x in _walk(loop.body) if isinstance(x, L.Assign) and x.op is None}
+    if any(isinstance(x, L.Assign) and x.op and x.target in local and x.target not in plain for x in _walk(loop.body)):
+        return False  # carried from one iteration to the next (a merge cursor over the outer level)
+    rest = [x for x in top if x is not loop]
+    return not (local & _read(rest)) and not ((_names(loop.start) | _names(loop.stop)) & local)
+
+
+def _is_prefix_sum(s: L.For) -> bool:
+    """``for r in [0, n): X[r + 1] = X[r] + Y[r]`` (a two-phase assembly's offsets)."""
+    if s.start != "0" or len(s.body) != 1 or not isinstance(s.body[0], L.Assign) or s.body[0].op:
+        return False
+    a = s.body[0]
+    t, v = _parse(a.target), _parse(a.value)
+    return (isinstance(t, pyast.Subscript) and pyast.unparse(t.slice) == f"{s.var} + 1"
+            and isinstance(v, pyast.BinOp) and isinstance(v.op, pyast.Add)
+            and pyast.unparse(v.left) == f"{t.value.id}[{s.var}]"
+            and isinstance(v.right, pyast.Subscript) and pyast.unparse(v.right.slice) == s.var)
+
+
+def _reduction_shape(loop: L.For):
+    """For a parallel loop whose body is ``head; inner for (acc op= ...); tail``, where the inner
+    loop's iterations are independent apart from the reduction into ``acc`` (and ``touched``), return
+    (head, inner, tail, op, init); else None. Lanes may then split the inner loop."""
+    body = loop.body
+    if loop.private:
+        return None
+    red = [k for k, s in enumerate(body) if any(isinstance(x, L.Assign) and x.target == "acc" and x.op
+                                                 for x in _walk([s]))]
+    if len(red) != 1 or not isinstance(body[red[0]], L.For):
+        return None
+    k = red[0]
+    head, inner, tail = body[:k], body[k], body[k + 1:]
+    ops = {x.op for x in _walk([inner]) if isinstance(x, L.Assign) and x.target == "acc" and x.op}
+    init = [s.value for s in head if isinstance(s, L.Assign) and s.target == "acc" and s.op is None]
+    if len(ops) != 1 or not init or next(iter(ops)) not in ("+", "max", "min", "or", "and"):
+        return None
+    for x in _walk(inner.body):
+        if isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private):
+            return None
+        if isinstance(x, L.Assign):
+            if x.target == "touched" and x.value == "True" and x.op is None:
+                continue
+            if x.target == "acc":
+                if x.op is None:
+                    return None
+                continue
+            if not isinstance(_parse(x.target), pyast.Name):
+                return None  # a store to memory
+    local = _assigned(inner.body) - {"acc", "touched"}
+    if local & (_assigned(head) | _read(tail)) or inner.var in _read(tail):
+        return None
+    plain = {x.target for x in _walk(inner.body) if isinstance(x, L.Assign) and x.op is None}
+    if any(isinstance(x, L.Assign) and x.op and x.target in local and x.target not in plain
+           for x in _walk(inner.body)):
+        return None  # carried from one inner iteration to the next
+    return head, inner, tail, next(iter(ops)), init[0]
+
+
+def _collapse_shape(loop: L.For):
+    """For a parallel loop whose body is ``head; for v in [a, b): inner`` with the inner loop's bounds
+    independent of the outer iteration and its iterations independent (an output index: each writes
+    its own elements), return the inner loop: threads then take (outer, inner) pairs, so neighbouring
+    threads read neighbouring dense columns (SpMM, SDDMM). Else None."""
+    body = loop.body
+    if loop.private or not body or not isinstance(body[-1], L.For) or body[-1].private:
+        return None
+    head, inner = body[:-1], body[-1]
+    if (_names(inner.start) | _names(inner.stop)) & (_assigned(head) | {loop.var}):
+        return None
+    if any(not isinstance(x, (L.Assign, L.Comment)) for x in head):
+        return None
+    for x in _walk(inner.body):
+        if isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private):
+            return None
+    local = _assigned(inner.body) | {inner.var}
+    if local & _assigned(head):
+        return None
+    plain = {x.target for x in _walk(inner.body) if isinstance(x, L.Assign) and x.op is None}
+    if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Name) and x.target not in plain
+           for x in _walk(inner.body)):
+        return None
+    if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Subscript)
+           for x in _walk(inner.body)):
+        return None  # a scatter (out[..] += ..): the inner index may be a reduction index
+    return inner
+
+
+
+
+class KernelSource:
+    """One function analysed for one signature of argument types, and the C++ of its kernels."""
+
+    def __init__(self, fn: L.Function, sig: dict):
+        self.fn, self.sig = fn, sig
+        arrays = {n: (d, nd) for n, (kind, d, nd) in sig.items() if kind == "array"}
+        scalars = {n: d for n, (kind, d, nd) in sig.items() if kind == "scalar"}
+        self.types = Types(arrays, scalars)
+        self.types.infer(fn.body)
+        self.steps = plan_steps(fn, scalars)
+        out_t = self.types.arrays.get("out", (None,))[0]
+        for st in self.steps:
+            if st.kind == "parallel" and st.atomic and out_t not in ATOMIC_DTYPES:
+                st.kind, st.body = "serial", [st.loop]  # no atomicAdd for this dtype: one thread
+        allocs = [s.alloc for s in self.steps if s.kind == "alloc"]
+        allocs += [a for s in self.steps if s.kind == "parallel" for a in s.loop.private if isinstance(a, L.Alloc)]
+        self.allocs = list({a.var: a for a in reversed(allocs)}.values())[::-1]  # one parameter per name
+        self.emits = any(isinstance(x, L.Emit) for x in _walk(fn.body))
+        self.written = {_parse(x.target).value.id for x in _walk(fn.body) if isinstance(x, L.Assign)
+                        and isinstance(_parse(x.target), pyast.Subscript)} | \
+                       {x.array for x in _walk(fn.body) if isinstance(x, L.SortRange)} | \
+                       ({"out_c0", "out_c1", "out_c2", "out_c3", "out_v"} if self.emits else set())
+        self.state = self.state_vars()
+        shapes = {n: [f"{n}_sh{d}" for d in range(1, nd)] for n, (_, nd) in arrays.items() if nd > 1}
+        self.cexpr = CExpr(self.types, shapes)
+
+    # -- which scalars cross steps
+    def state_vars(self) -> list:
+        uses = []
+        for s in self.steps:
+            if s.kind == "serial":
+                uses.append((_assigned(s.body), _read(s.body)))
+            elif s.kind == "parallel":
+                lp = s.loop
+                uses.append((set(), (_names(lp.start) | _names(lp.stop) | _read(lp.body) | _read(lp.private))
+                             - _assigned(lp.body) - _assigned(lp.private) - {lp.var}))
+            elif s.kind == "alloc":
+                uses.append((set(), _names(s.alloc.shape)))
+            elif s.kind == "host":
+                uses.append(({s.assign.target}, _names(s.assign.value)))
+            elif s.kind == "cumsum":
+                uses.append((set(), _names(s.loop.stop)))
+            elif s.kind == "return":
+                uses.append((set(), set(s.values)))
+        state = set()
+        for k, (w, _) in enumerate(uses):
+            for j, (_, r) in enumerate(uses):
+                if j != k:
+                    state |= w & r
+        if self.emits:
+            state.add("out_n")
+        return sorted(v for v in state if v in self.types.scalars and v not in self.sig)
+
+    # -- kernel parameters, the same for every kernel of the function
+    def params(self) -> list:
+        out = []
+        for name in self.fn.params:
+            kind, dt, nd = self.sig[name]
+            if kind == "array":
+                const = "" if name in self.written else "const "
+                out.append(f"{const}{ctype(dt)}* __restrict__ {name}")
+                out += [f"long long {name}_sh{d}" for d in range(1, nd)]
+            else:
+                out.append(f"{ctype(dt)} {name}")
+        for a in self.allocs:
+            out.append(f"{ctype(a.dtype)}* __restrict__ {a.var}")
+        out.append("long long* __restrict__ sd_state")
+        return out
+
+    def render(self, k: int, lanes: int = 1) -> str:
+        step = self.steps[k]
+        name = f"{self.fn.name}_k{k}" + (f"_l{lanes}" if lanes > 1 else "")
+        lines = [f'extern "C" __global__ void {name}(' + ", ".join(self.params()) + ") {"]
+        stm = CStmts(self.types, self.cexpr, atomic=getattr(step, "atomic", False))
+        if step.kind == "serial":
+            self.serial(step.body, stm, lines)
+        elif step.reduction is not None:
+            self.lanes(step, stm, lines, lanes)
+        elif step.collapse is not None:
+            self.collapsed(step.loop, step.collapse, stm, lines)
+        else:
+            self.grid_stride(step.loop, stm, lines)
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def declare(self, names, lines, pad, skip=()):
+        for v in sorted(names):
+            if v in skip or v in self.sig or v in self.types.arrays:
+                continue
+            lines.append(f"{pad}{ctype(self.types.scalars[v])} {v};")
+
+    def load_state(self, names, lines, pad):
+        for k, v in enumerate(self.state):
+            if v in names:
+                t = ctype(self.types.scalars[v])
+                lines.append(f"{pad}{t} {v} = sd_load<{t}>(sd_state + {k});")
+
+    def serial(self, body, stm, lines):
+        lines.append("  if (blockIdx.x != 0 || threadIdx.x != 0) return;  // one thread: serial code")
+        used = _assigned(body) | _read(body)
+        self.load_state(used, lines, "  ")
+        self.declare(_assigned(body), lines, "  ", skip=set(self.state))
+        stm.put(body, 1, lines)
+        for k, v in enumerate(self.state):
+            if v in _assigned(body):
+                lines.append(f"  sd_store<{ctype(self.types.scalars[v])}>(sd_state + {k}, {v});")
+
+    def prologue(self, loop, lines, stm=None):
+        used = _names(loop.start) | _names(loop.stop) | _read(loop.body) | _read(loop.private)
+        self.load_state(used - _assigned(loop.body) - _assigned(loop.private), lines, "  ")
+        lines.append("  const long long sd_nthreads = (long long)gridDim.x * blockDim.x;")
+        lines.append("  const long long sd_tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;")
+        lines.append(f"  const long long sd_start = {self.cexpr(loop.start)}, sd_stop = {self.cexpr(loop.stop)};")
+        for a in loop.private:  # each thread's own slice of the workspace, and its own scalars
+            if isinstance(a, L.Alloc):
+                lines.append(f"  {a.var} += sd_tid * (long long)({self.cexpr(a.shape)});")
+        if stm is not None and loop.private:
+            self.declare(_assigned(loop.private), lines, "  ")
+            stm.put([a for a in loop.private if not isinstance(a, L.Alloc)], 1, lines)
+
+    def grid_stride(self, loop, stm, lines):
+        self.prologue(loop, lines, stm)
+        lines.append("  for (long long sd_it = sd_start + sd_tid; sd_it < sd_stop; sd_it += sd_nthreads) {")
+        # a thread's private scalars (a workspace generation) carry from one of its iterations to the next
+        self.declare((_assigned(loop.body) | {loop.var}) - _assigned(loop.private), lines, "    ")
+        lines.append(f"    {loop.var} = sd_it;")
+        stm.put(loop.body, 2, lines)
+        lines.append("  }")
+
+    def collapsed(self, loop, inner, stm, lines):
+        """One thread per (outer, inner) iteration pair, the inner index varying fastest."""
+        self.prologue(loop, lines)
+        lines.append(f"  const long long sd_istart = {self.cexpr(inner.start)};")
+        lines.append(f"  const long long sd_inner = {self.cexpr(inner.stop)} - sd_istart;")
+        lines.append("  const long long sd_total = (sd_stop - sd_start) * sd_inner;")
+        lines.append("  for (long long sd_it = sd_tid; sd_it < sd_total; sd_it += sd_nthreads) {")
+        self.declare(_assigned(loop.body) | {loop.var}, lines, "    ")
+        lines.append(f"    {loop.var} = sd_start + sd_it / sd_inner;")
+        stm.put(loop.body[:-1], 2, lines)
+        lines.append(f"    {inner.var} = sd_istart + sd_it % sd_inner;")
+        stm.put(inner.body, 2, lines)
+        lines.append("  }")
+
+    def lanes(self, step, stm, lines, lanes):
+        """``lanes`` threads per outer iteration; they stride the inner loop and shuffle-reduce acc."""
+        loop = step.loop
+        head, inner, tail, op, init = step.reduction
+        self.prologue(loop, lines)
+        acc_t = self.types.scalars["acc"]
+        has_touched = "touched" in self.types.scalars and "touched" in _assigned([inner])
+        lines.append(f"  const int sd_lane = threadIdx.x & {lanes - 1};")
+        lines.append(f"  const long long sd_ngroups = sd_nthreads / {lanes};")
+        lines.append(f"  const long long sd_wfirst = (sd_tid / 32) * {32 // lanes};  // the same in a whole warp")
+        lines.append("  for (long long sd_base = sd_start + sd_wfirst; sd_base < sd_stop; sd_base += sd_ngroups) {")
+        lines.append(f"    const long long sd_it = sd_base + (threadIdx.x & 31) / {lanes};")
+        lines.append("    const bool sd_active = sd_it < sd_stop;")
+        self.declare(_assigned(loop.body) | {loop.var}, lines, "    ")
+        lines.append(f"    acc = {self.cexpr(init, acc_t)};")
+        if has_touched:
+            lines.append("    touched = false;")
+        lines.append("    if (sd_active) {")
+        lines.append(f"      {loop.var} = sd_it;")
+        stm.put(head, 3, lines)
+        i, stop = stm.fresh("i"), stm.fresh("stop")
+        lines.append(f"      {{ const long long {stop} = {self.cexpr(inner.stop)};")
+        lines.append(f"      for (long long {i} = {self.cexpr(inner.start)} + sd_lane; {i} < {stop}; "
+                     f"{i} += {lanes}) {{")
+        lines.append(f"        {inner.var} = {i};")
+        stm.put(inner.body, 4, lines)
+        lines.append("      } }")
+        lines.append("    }")
+        if lanes > 1:
+            combine = {"+": "acc + sd_o", "max": "sd_max(acc, sd_o)", "min": "sd_min(acc, sd_o)",
+                       "or": "acc || sd_o", "and": "acc && sd_o"}[op]
+            shfl_t = "int" if acc_t == "bool" else ctype(acc_t)
+            lines.append(f"    for (int sd_off = {lanes // 2}; sd_off > 0; sd_off >>= 1) {{")
+            lines.append(f"      {ctype(acc_t)} sd_o = ({ctype(acc_t)})__shfl_down_sync(0xffffffffu, "
+                         f"({shfl_t})acc, sd_off, {lanes});")
+            lines.append(f"      acc = {combine};")
+            if has_touched:
+                lines.append("      touched = touched || (bool)__shfl_down_sync(0xffffffffu, (int)touched, "
+                             f"sd_off, {lanes});")
+            lines.append("    }")
+        lines.append("    if (sd_active && sd_lane == 0) {")
+        stm.put(tail, 3, lines)
+        lines.append("    }")
+        lines.append("  }")
+
+
+def signature(args: dict) -> dict:
+    """(kind, dtype, ndim) of each argument: "array" or "scalar"."""
+    sig = {}
+    for name, v in args.items():
+        if hasattr(v, "__cuda_array_interface__") or isinstance(v, np.ndarray) and v.ndim > 0:
+            if v.dtype.kind not in "biuf" or v.dtype == np.float16:
+                raise NotImplementedError(f"the CUDA backend does not support dtype {v.dtype} yet")
+            sig[name] = ("array", v.dtype.name, max(1, v.ndim))
+        elif isinstance(v, (bool, np.bool_)):
+            sig[name] = ("scalar", "bool", 0)
+        elif isinstance(v, (int, np.integer)):
+            sig[name] = ("scalar", "int64" if isinstance(v, int) else np.dtype(type(v)).name, 0)
+        elif isinstance(v, (float, np.floating)):
+            sig[name] = ("scalar", "float64" if isinstance(v, float) else np.dtype(type(v)).name, 0)
+        else:
+            raise TypeError(f"argument {name}: cannot pass {type(v).__name__} to a CUDA kernel")
+    return sig
+
+
+def render(fn: L.Function, args: list) -> str:
+    """Render-only (no cupy, no GPU): the CUDA source of every kernel of ``fn`` for these arguments
+    (numpy arrays stand for device arrays), reductions with 1 and 32 threads per iteration."""
+    named = dict(zip(fn.params, args))
+    spec = KernelSource(fn, signature({n: (v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v)
+                                       for n, v in named.items()}))
+    out = [PREAMBLE]
+    for k, step in enumerate(spec.steps):
+        if step.kind in ("serial", "parallel"):
+            out.append(spec.render(k))
+            if step.kind == "parallel" and step.reduction is not None:
+                out.append(spec.render(k, 32))
+    return "\n".join(out)
