@@ -5,7 +5,9 @@
     >>> y = sparsedsl.compute("y[i] = A[i,j] * x[j]", A=A, x=np.ones(100))
 """
 
+from . import fit
 from .compiler import Kernel, compile, compute, explain, sparse_kernel
+from .composite import kron, lowrank, monarch
 from .errors import DSLError, FormatError
 from .lang.check import semiring
 from .lang.formats import Format, as_format
@@ -14,4 +16,5 @@ from .tensor import SparseTensor, asformat, from_coordinates
 
 __version__ = "0.1.0"
 __all__ = ["DSLError", "FormatError", "Format", "Kernel", "SparseTensor", "as_format", "asformat", "compile",
-           "compute", "explain", "from_coordinates", "prune", "semiring", "sparse_kernel"]
+           "compute", "explain", "fit", "from_coordinates", "kron", "lowrank", "monarch", "prune", "semiring",
+           "sparse_kernel"]

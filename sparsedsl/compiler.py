@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from . import composite
 from .backends import cuda_cupy, numba_cpu
 from .errors import DSLError, FormatError
 from .lang import ast as A
@@ -67,10 +68,12 @@ class Kernel:
 
     def plan(self, bound: dict, backend: str = "cpu"):
         key = (backend,) + tuple((n, v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
+                    (n, v.type) if isinstance(v, composite.Composite) else
                     (n, np.shape(v), _dtype(v)) for n, v in bound.items())
         plan = self._plans.get(key)
         if plan is None:
-            types = {n: (TensorType(v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else _type_of(v))
+            types = {n: (TensorType(v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
+                         v.type if isinstance(v, composite.Composite) else _type_of(v))
                      for n, v in bound.items()}
             plan = self._plans[key] = _Plan(self.program, types, backend)
         return plan
@@ -91,7 +94,8 @@ class Kernel:
         """Evaluate with the dense interpreter (the test oracle) instead of compiled code."""
         bound = self.bind(args, kwargs)
         plan = self.plan(bound)
-        res = interpret(plan.checked, bound)
+        res = interpret(plan.checked, {n: v.materialize() if isinstance(v, composite.Composite) else v
+                                       for n, v in bound.items()})
         outs = [res[o.name] for o in self.program.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -118,6 +122,8 @@ def _type_of(v):
 
 def _pack(value, param: A.Param):
     """Put an operand into its declared format (numpy arrays stay numpy for dense operands)."""
+    if isinstance(value, composite.Composite):
+        return value  # algebra over its factors, whatever format is declared: the rewrite stage expands it
     if isinstance(value, np.ndarray) and param.format in (None, "dense") and value.dtype.kind in "biuf" \
             and value.flags.c_contiguous and value.dtype.itemsize <= 8 and value.dtype.kind != "u":
         return value  # the common case: a dense numpy operand, used as it is
@@ -175,8 +181,8 @@ class _Plan:
             _dump(low, source)
 
     def run(self, bound: dict) -> dict:
-        env = dict(bound)
         c = self.rewritten
+        env = composite.bind(c, bound) if c.derived else dict(bound)  # factors, split operands
         for st, low, fn, _ in self.steps:
             target = st.target.tensor
             ttype = c.types[target]
@@ -186,7 +192,7 @@ class _Plan:
             work = sum(a.size for a in args if isinstance(a, np.ndarray))
             result = fn(*args, work=work)
             env[target] = result if ttype.format.is_dense else _assemble(result, low, ttype)
-        return {name: env[name] for name in c.outputs}
+        return composite.unsplit(c, {name: env[name] for name in c.outputs})
 
     def argument(self, what: tuple, env, converted, ttype):
         kind = what[0]
@@ -291,7 +297,7 @@ def explain(kernel: Kernel, *args, backend: str | None = None, **kwargs) -> str:
     plan = kernel.plan(bound, backend)
     if backend == "cuda":
         plan.run(bound)
-    parts = []
+    parts = list(plan.rewritten.notes)
     for _, low, _, source in plan.steps:
         parts += low.notes
         parts.append(str(source))

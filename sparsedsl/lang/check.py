@@ -40,6 +40,20 @@ class TensorType:
     format: Format
 
 
+@dataclass(frozen=True)
+class CompositeType(TensorType):
+    """A composite operand (``sparsedsl.kron``, ``lowrank``, ``monarch``): algebra over factors, no storage.
+
+    ``format`` is a dense placeholder; ``kind`` is ``"kron"``, ``"lowrank"``, ``"lowrank+sparse"`` or
+    ``"monarch"``; ``parts`` are the factors' TensorTypes; ``transposed`` marks a Monarch used as Mᵀ.
+    The rewrite stage expands accesses of such operands into index notation over the factors."""
+
+    kind: str = ""
+    parts: tuple = ()
+    transposed: bool = False
+    densities: tuple = ()  # per part, the stored fraction rounded to a power of ten (for the cost model)
+
+
 @dataclass
 class Statement:
     target: A.Access
@@ -60,6 +74,10 @@ class Checked:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     temporaries: tuple[str, ...] = ()
+    # set by the rewrite stage when composite operands were expanded (see lang/rewrite.py):
+    derived: dict = field(default_factory=dict)  # input name -> how it is made from the bound operands
+    reshaped: dict = field(default_factory=dict)  # output name -> its TensorType before index splitting
+    notes: list = field(default_factory=list)  # what the rewrite did (contraction orders, costs), for explain()
 
 
 def operand_type(value, fmt=None):
