@@ -17,7 +17,7 @@ from . import cache
 
 PREAMBLE = '''\
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 exp, log, sqrt, sign = np.exp, np.log, np.sqrt, np.sign
 sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
@@ -26,6 +26,21 @@ sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
 @njit(inline="always")
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
+
+
+@njit
+def sort_range(a, start, stop):
+    """Sort a[start:stop] in place: insertion sort for the short runs of a workspace row."""
+    if stop - start > 32:
+        a[start:stop].sort()
+        return
+    for i in range(start + 1, stop):
+        x = a[i]
+        j = i - 1
+        while j >= start and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
 
 
 @njit(inline="always")
@@ -51,8 +66,9 @@ VERSION = f"numba-{numba.__version__}-py{sys.version_info[0]}.{sys.version_info[
 
 def render(fn: L.Function, parallel: bool) -> str:
     """Python source of one loop-IR function, decorated for numba."""
+    params = fn.params + (["n_threads_"] if parallel else [])  # a global call would defeat numba's cache
     lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck=False, nogil=True)",
-             f"def {fn.name}({', '.join(fn.params)}):"]
+             f"def {fn.name}({', '.join(params)}):"]
     emits = any(isinstance(s, L.Emit) for s in _walk(fn.body))
 
     def put(stmts, ind):
@@ -61,7 +77,7 @@ def render(fn: L.Function, parallel: bool) -> str:
             if isinstance(s, L.For) and s.parallel and parallel:
                 # one chunk per thread, balanced by the loop's weight array when it has one
                 lines.append(f"{pad}_lo0, _hi0 = {s.start}, {s.stop}")
-                lines.append(f"{pad}_nch = min(get_num_threads(), max(_hi0 - _lo0, 1))")
+                lines.append(f"{pad}_nch = min(n_threads_, max(_hi0 - _lo0, 1))")
                 lines.append(f"{pad}for _ch in prange(_nch):")
                 if s.weight:
                     lines.append(f"{pad}    _lo = chunk_bound({s.weight}, _lo0, _hi0, _ch, _nch)")
@@ -99,7 +115,7 @@ def render(fn: L.Function, parallel: bool) -> str:
                 fill = "" if s.fill is None else f", {s.fill}"
                 lines.append(f"{pad}{s.var} = {ctor}({s.shape}{fill}, np.{_np_name(s.dtype)})")
             elif isinstance(s, L.SortRange):
-                lines.append(f"{pad}{s.array}[{s.start}:{s.stop}].sort()")
+                lines.append(f"{pad}sort_range({s.array}, {s.start}, {s.stop})")
             elif isinstance(s, L.Emit):
                 lines.append(f"{pad}if out_n == out_cap:")
                 lines.append(f"{pad}    out_cap = out_cap * 2 + 16")
@@ -163,7 +179,7 @@ class Compiled:
         if self.parallel_ok and work >= PARALLEL_THRESHOLD:
             if self._parallel is None:
                 self._parallel = _load(self.source, self.fn.name)
-            return self._parallel(*args)
+            return self._parallel(*args, numba.get_num_threads())
         return self.serial(*args)
 
 

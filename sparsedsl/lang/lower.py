@@ -125,8 +125,8 @@ class _Lowering:
         fn = Function(f"stmt{self.index}", params, body)
         self.notes.insert(0, f"statement {self.index}: {self.st.target.tensor}[{', '.join(self.out_vars)}]; "
                              f"loop order {', '.join(v.index + v.part for v in self.order)}")
-        return Lowered(fn, self.order, self.notes, self.converted, self.arguments, self.sorted_out(),
-                       self.assembly)
+        return Lowered(fn, self.order, list(dict.fromkeys(self.notes)), self.converted, self.arguments,
+                       self.sorted_out(), self.assembly)
 
     def split_blocked(self) -> dict:
         """Block sizes of blocked indices. Operands that disagree (another block size, or a sparse
@@ -270,8 +270,8 @@ class _Lowering:
         private: list = []
         if self.mode == "workspace":
             size = " * ".join(v.extent() for v in self.ws_vars)
-            private = [Alloc("ws_v", size, str(dt), self.acc_init), Alloc("ws_f", size, "uint8", "0"),
-                       Alloc("ws_l", size, "int64", None)]
+            private = [Alloc("ws_v", size, str(dt), None), Alloc("ws_f", size, "int64", "0"),
+                       Alloc("ws_l", size, "int64", None), Assign("ws_gen", "0")]
             self.notes.append(f"workspace: dense over {', '.join(v.index + v.part for v in self.ws_vars)} "
                               f"(row-wise, Gustavson)")
         if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
@@ -284,9 +284,11 @@ class _Lowering:
             top.weight = self.weight_of(top)
             self.notes.append(f"schedule: outer loop {top.var} in parallel, chunks balanced by "
                               f"{top.weight or 'iteration count'}")
-        inside = top is not None and any(isinstance(x, Emit) for x in _walk_stmts(top.body))
-        if sparse_out and inside and not any(isinstance(x, Emit) for x in _walk_stmts(loops) if x is not top
-                                             and x not in list(_walk_stmts(top.body))):
+        # two-phase assembly counts per outer iteration: every entry must be emitted inside that loop
+        emits = [x for x in _walk_stmts(loops) if isinstance(x, Emit)]
+        inside = top is not None and self.order[0].index in self.out_vars and emits and \
+            len([x for x in _walk_stmts(top.body) if isinstance(x, Emit)]) == len(emits)
+        if sparse_out and inside:
             self.assembly = "csr" if self.direct_csr(top) else "coords"
             return pre + self.two_phase(loops, top, private)
         if sparse_out:
@@ -346,7 +348,9 @@ class _Lowering:
                           private=private)
         offsets = [Alloc("offs", "n_outer + 1", "int64", "0"),
                    For("r_", "0", "n_outer", [Assign("offs[r_ + 1]", "offs[r_] + counts[r_]")])]
-        outputs = [Alloc(f"out_c{d}", "offs[n_outer]", "int64", None) for d in coords]
+        small = all(self.c.extents[n] < 2**31 for n in self.out_vars)
+        crd_type = "int32" if skip is not None and small else "int64"
+        outputs = [Alloc(f"out_c{d}", "offs[n_outer]", crd_type, None) for d in coords]
         outputs.append(Alloc("out_v", "offs[n_outer]", str(dt), None))
         self.notes.append("assembly: two-phase (count entries per outer iteration, prefix sum, fill)"
                           + (", counts become the CSR pos array" if skip is not None else ""))
@@ -468,12 +472,54 @@ class _Lowering:
         if dense_driven:
             self.notes.append(f"co-iteration over {v.index + v.part}: dense-driven (union with a full operand)")
             return out + [For(v.name, "0", extent, body)]
-        self.notes.append(f"co-iteration over {v.index + v.part}: merge of {len(curs)} operands "
-                          f"({'intersection' if ' or ' not in cond else 'union'})")
+        kind = "intersection" if " or " not in cond else "union"
+        if len(curs) <= 3:
+            return out + self.lattice(depth, v, ops, curs, valid, atoms, located, kind)
+        self.notes.append(f"co-iteration over {v.index + v.part}: merge of {len(curs)} operands ({kind})")
         least = [Assign(v.name, extent)]
         for k, cur in curs.items():
             least.append(If(f"{valid[k]} and {cur.coord} < {v.name}", [Assign(v.name, cur.coord)]))
         return out + [While(self.evaluate(self.formula, {**atoms, **valid}), least + body)]
+
+    def lattice(self, depth, v, ops, curs, valid, atoms, located, kind) -> list:
+        """Merge-lattice co-iteration (Kjolstad et al., "The Tensor Algebra Compiler", 2017): one
+        loop per set of cursors that can still be valid together, largest first. Each loop runs
+        while all of its cursors are valid, so its body never tests validity and the sets of one
+        cursor become plain scans."""
+        import itertools
+
+        keys = list(curs)
+        points = [set(c) for n in range(len(keys), 0, -1) for c in itertools.combinations(keys, n)]
+        points = [S for S in points
+                  if self.evaluate(self.formula, {**atoms, **{k: ("True" if k in S else "False") for k in keys}})
+                  != "False"]
+        loops = []
+        for S in points:
+            flags = {k: (f"p_{ops[k].tag}_{ops[k].level}" if k in S and len(S) > 1 else
+                         "True" if k in S else "False") for k in keys}
+            new = dict(ops)
+            for k, cur in curs.items():
+                new[k] = replace(ops[k], level=ops[k].level + 1, parent=cur.child, present=flags[k])
+            stmts, new = located(new)
+            coords = {k: f"c_{ops[k].tag}_{ops[k].level}" for k in S}
+            head = [Assign(coords[k], curs[k].coord) for k in keys if k in S]
+            first, *rest = [k for k in keys if k in S]
+            head.append(Assign(v.name, coords[first]))
+            for k in rest:
+                head.append(If(f"{coords[k]} < {v.name}", [Assign(v.name, coords[k])]))
+            head += [Assign(flags[k], f"{coords[k]} == {v.name}") for k in keys if k in S and len(S) > 1]
+            cond = self.evaluate(self.formula, {**atoms, **flags})
+            if cond == "False":
+                inner = []
+            else:
+                inner = stmts + self.gen(depth + 1, new)
+                inner = inner if cond == "True" else [If(cond, inner)]
+            advance = [s for k in keys if k in S for s in
+                       (curs[k].advance if flags[k] == "True" else [If(flags[k], curs[k].advance)])]
+            loops.append(While(" and ".join(valid[k] for k in keys if k in S), head + inner + advance))
+        self.notes.append(f"co-iteration over {v.index + v.part}: {kind} of {len(curs)} operands, "
+                          f"merge lattice of {len(points)} loops")
+        return loops
 
     def guard(self, op: Operand, loop: list) -> list:
         return loop if op.present == "True" else [If(op.present, loop)]
@@ -544,8 +590,8 @@ class _Lowering:
                 action.append(Assign(f"touched[{self.linear(self.out_vars)}]", "1"))
         else:
             lin = self.linear_vars(self.ws_vars)
-            action = [If("ws_f[w] == 0", [Assign("ws_f[w]", "1"), Assign("ws_l[ws_n]", "w"),
-                                          Assign("ws_n", "1", "+"), Assign("ws_v[w]", val)],
+            action = [If("ws_f[w] != ws_gen", [Assign("ws_f[w]", "ws_gen"), Assign("ws_l[ws_n]", "w"),
+                                               Assign("ws_n", "1", "+"), Assign("ws_v[w]", val)],
                          [Assign("ws_v[w]", val, self.st.reduce_op)])]
             action.insert(0, Assign("w", lin))
         return action if pres == "True" else [If(pres, action)]
@@ -568,14 +614,16 @@ class _Lowering:
         body = self.gen_after_switch(depth, ops)
         coords = []
         decode = [Assign("w", "ws_l[t]")]
-        for v in reversed(self.ws_vars):
-            decode += [Assign(v.name, f"w % {v.extent()}"), Assign("w", f"w // {v.extent()}")]
+        if len(self.ws_vars) == 1:
+            decode.append(Assign(self.ws_vars[0].name, "w"))
+        else:
+            for v in reversed(self.ws_vars):
+                decode += [Assign(v.name, f"w % {v.extent()}"), Assign("w", f"w // {v.extent()}")]
         coords = [self.coord(n) for n in self.out_vars]
         flush = [SortRange("ws_l", "0", "ws_n"),
-                 For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]"), Assign("ws_f[ws_l[t]]", "0"),
-                                                 Assign("ws_v[ws_l[t]]", self.acc_init)]),
-                 Assign("ws_n", "0")]
-        return [Assign("ws_n", "0")] + body + flush
+                 For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]")])]
+        # entries of ws_f equal to ws_gen were touched in this pass: no clearing between passes
+        return [Assign("ws_gen", "1", "+"), Assign("ws_n", "0")] + body + flush
 
     def gen_after_switch(self, depth, ops):
         first, self.first_red = self.first_red, -1
