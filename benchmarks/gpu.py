@@ -1,7 +1,8 @@
 """`python -m benchmarks.gpu [--quick] [--out PATH]`: the CUDA backend against cuSPARSE (through cupyx).
 
 CSR SpMV float32 on a banded and a random-column matrix (16 entries per row), CSR SpMM with 64
-dense columns, device copy bandwidth, and NVRTC compile times (cold, and from the disk cache in a
+dense columns, SDDMM (rank 64, against torch.sparse.sampled_addmm), SpGEMM A*A (against cuSPARSE),
+device copy bandwidth, and NVRTC compile times (cold, and from the disk cache in a
 fresh process). Times are medians of batches timed with CUDA events; a batch is `batch` back-to-back
 calls of the whole Python entry point (operand checks and launch included), so the GPU stays busy
 when a call is longer than its host overhead. Results are checked against cuSPARSE before timing.
@@ -129,6 +130,48 @@ def spmm_case(name, A, cols, results, batch):
           f"{t_cs * 1e3:8.3f} ms {flops / t_cs / 1e9:7.0f} GFLOP/s | x{t_cs / t_sd:5.2f} | err {err:.1e}", flush=True)
 
 
+def sddmm_case(name, S, rank, results):
+    """C = S * (U V^T) on S's pattern, against torch.sparse.sampled_addmm (which skips the * S)."""
+    import cupy as cp
+    import torch
+
+    n = S.shape[0]
+    rs = cp.random.RandomState(4)
+    U, V = (rs.random_sample((n, rank), dtype=cp.float64).astype(S.dtype) for _ in range(2))
+    kernel = sd.compile("C[i,j] = S[i,j] * U[i,k] * V[j,k]", S="csr", out_format="csr")
+    C = kernel(S=S, U=U, V=V)
+    St = torch.sparse_csr_tensor(torch.from_dlpack(S.levels[1]["pos"]), torch.from_dlpack(S.levels[1]["crd"]),
+                                 torch.from_dlpack(S.values), size=S.shape)
+    Ut, Vt = torch.from_dlpack(U), torch.from_dlpack(V)
+    peer = torch.sparse.sampled_addmm(St, Ut, Vt.T, beta=0.0)
+    want = cp.from_dlpack(peer.values()) * S.values
+    err = float(cp.abs(C.values - want).max() / cp.abs(want).max())
+    t_sd = gpu_time(lambda: kernel(S=S, U=U, V=V), reps=3, batch=1)
+    t_pe = gpu_time(lambda: torch.sparse.sampled_addmm(St, Ut, Vt.T, beta=0.0), reps=3, batch=1)
+    results[name] = {"rows": n, "nnz": S.nnz, "rank": rank, "max_rel_err": err, "sparsedsl_s": t_sd,
+                     "torch_sampled_addmm_s": t_pe, "speedup_vs_torch": t_pe / t_sd}
+    print(f"{name:28s} sparsedsl {t_sd * 1e3:8.3f} ms | torch sampled_addmm {t_pe * 1e3:8.3f} ms | "
+          f"x{t_pe / t_sd:5.2f} | err {err:.1e}", flush=True)
+
+
+def spgemm_case(name, A, results):
+    """C = A A (CSR output), against cuSPARSE SpGEMM through cupyx."""
+    import cupy as cp
+
+    kernel = sd.compile("C[i,j] = A[i,k] * B[k,j]", A="csr", B="csr", out_format="csr")
+    M = cusparse(A)
+    C, want = kernel(A=A, B=A), M @ M
+    want.sort_indices()
+    same = C.nnz == want.nnz and bool(cp.all(C.levels[1]["crd"] == want.indices))
+    err = float(cp.abs(C.values - want.data).max() / cp.abs(want.data).max()) if same else float("nan")
+    t_sd = gpu_time(lambda: kernel(A=A, B=A), reps=3, batch=1)
+    t_cs = gpu_time(lambda: M @ M, reps=3, batch=1)
+    results[name] = {"rows": A.shape[0], "nnz": A.nnz, "nnz_out": int(want.nnz), "same_pattern": same,
+                     "max_rel_err": err, "sparsedsl_s": t_sd, "cusparse_s": t_cs, "speedup_vs_cusparse": t_cs / t_sd}
+    print(f"{name:28s} sparsedsl {t_sd * 1e3:8.3f} ms | cuSPARSE {t_cs * 1e3:8.3f} ms | x{t_cs / t_sd:5.2f} "
+          f"| pattern {'ok' if same else 'DIFFERS'} | err {err:.1e}", flush=True)
+
+
 COMPILE_PROBE = """
 import time, numpy as np, scipy.sparse as sp, sparsedsl as sd
 a = sd.asformat(sp.random(64, 64, density=0.2, format="csr", random_state=0, dtype=np.float32), "csr")
@@ -168,6 +211,15 @@ def main(argv=None):
     spmv_case("spmv_banded_f32", banded(n, 16, np.float32), results, batch=20)
     spmv_case("spmv_random_f32", random_columns(n, 16, np.float32), results, batch=20)
     spmm_case("spmm_banded_f32_64cols", banded(n // 8, 16, np.float32), 64, results, batch=5)
+    for case, run in [("sddmm_banded_f32_rank64", lambda: sddmm_case("sddmm_banded_f32_rank64",
+                                                                   banded(n // 8, 16, np.float32), 64, results)),
+                      ("spgemm_random_f32", lambda: spgemm_case("spgemm_random_f32",
+                                                               random_columns(n // 64, 8, np.float32), results))]:
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 - a failing case is recorded, the others still run
+            results[case] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            print(f"{case}: {results[case]['error']}", flush=True)
     for case in ("spmv_banded_f32", "spmv_random_f32"):
         results[case]["fraction_of_copy_bw"] = results[case]["sparsedsl_GBps"] / results["copy_GBps"]
     results["compile"] = compile_times()
