@@ -7,6 +7,8 @@ Kernels do no bounds checks: every tensor was validated when it was built (DESIG
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib.util
 import sys
 
@@ -17,7 +19,7 @@ from . import cache
 
 PREAMBLE = '''\
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64 as u8
 
 exp, log, sqrt, sign = np.exp, np.log, np.sqrt, np.sign
 sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
@@ -76,7 +78,7 @@ def render(fn: L.Function, parallel: bool) -> str:
         for s in stmts:
             if isinstance(s, L.For) and s.parallel and parallel:
                 # one chunk per thread, balanced by the loop's weight array when it has one
-                lines.append(f"{pad}_lo0, _hi0 = {s.start}, {s.stop}")
+                lines.append(f"{pad}_lo0, _hi0 = {_x(s.start)}, {_x(s.stop)}")
                 lines.append(f"{pad}_nch = min(n_threads_, max(_hi0 - _lo0, 1))")
                 lines.append(f"{pad}for _ch in prange(_nch):")
                 if s.weight:
@@ -90,32 +92,33 @@ def render(fn: L.Function, parallel: bool) -> str:
                 put(s.body or [L.Comment("empty")], ind + 2)
             elif isinstance(s, L.For):
                 put(s.private, ind)
-                lines.append(f"{pad}for {s.var} in range({s.start}, {s.stop}):")
+                lines.append(f"{pad}for {s.var} in range({_x(s.start)}, {_x(s.stop)}):")
                 put(s.body or [L.Comment("empty")], ind + 1)
             elif isinstance(s, L.While):
-                lines.append(f"{pad}while {s.cond}:")
+                lines.append(f"{pad}while {_x(s.cond)}:")
                 put(s.body, ind + 1)
             elif isinstance(s, L.If):
-                lines.append(f"{pad}if {s.cond}:")
+                lines.append(f"{pad}if {_x(s.cond)}:")
                 put(s.then or [L.Comment("nothing")], ind + 1)
                 if s.orelse:
                     lines.append(f"{pad}else:")
                     put(s.orelse, ind + 1)
             elif isinstance(s, L.Assign):
+                target, value = _x(s.target), _x(s.value)
                 if s.op is None:
-                    lines.append(f"{pad}{s.target} = {s.value}")
+                    lines.append(f"{pad}{target} = {value}")
                 elif s.op == "+":
-                    lines.append(f"{pad}{s.target} += {s.value}")
+                    lines.append(f"{pad}{target} += {value}")
                 elif s.op in ("max", "min"):
-                    lines.append(f"{pad}{s.target} = {s.op}({s.target}, {s.value})")
+                    lines.append(f"{pad}{target} = {s.op}({target}, {value})")
                 else:
-                    lines.append(f"{pad}{s.target} = {s.target} {s.op} {s.value}")
+                    lines.append(f"{pad}{target} = {target} {s.op} {value}")
             elif isinstance(s, L.Alloc):
                 ctor = "np.empty" if s.fill is None else "np.full"
                 fill = "" if s.fill is None else f", {s.fill}"
-                lines.append(f"{pad}{s.var} = {ctor}({s.shape}{fill}, np.{_np_name(s.dtype)})")
+                lines.append(f"{pad}{s.var} = {ctor}({_x(s.shape)}{fill}, np.{_np_name(s.dtype)})")
             elif isinstance(s, L.SortRange):
-                lines.append(f"{pad}sort_range({s.array}, {s.start}, {s.stop})")
+                lines.append(f"{pad}sort_range({s.array}, {_x(s.start)}, {_x(s.stop)})")
             elif isinstance(s, L.Emit):
                 lines.append(f"{pad}if out_n == out_cap:")
                 lines.append(f"{pad}    out_cap = out_cap * 2 + 16")
@@ -127,8 +130,8 @@ def render(fn: L.Function, parallel: bool) -> str:
                 lines.append(f"{pad}    grown_v[:out_n] = out_v[:out_n]")
                 lines.append(f"{pad}    out_v = grown_v")
                 for d, c in enumerate(s.coords):
-                    lines.append(f"{pad}out_c{d}[out_n] = {c}")
-                lines.append(f"{pad}out_v[out_n] = {s.value}")
+                    lines.append(f"{pad}out_c{d}[out_n] = {_x(c)}")
+                lines.append(f"{pad}out_v[out_n] = {_x(s.value)}")
                 lines.append(f"{pad}out_n += 1")
             elif isinstance(s, L.Comment):
                 lines.append(f"{pad}pass  # {s.text}" if s.text in ("empty", "nothing") else f"{pad}# {s.text}")
@@ -145,6 +148,25 @@ def render(fn: L.Function, parallel: bool) -> str:
     else:
         lines.append("    return out")
     return "\n".join(lines) + "\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def _x(expr: str) -> str:
+    """``expr`` with every array subscript cast to uint64. Subscripts are never negative (tensors
+    are validated when built), and an unsigned index spares numba its negative-index wraparound
+    test, which otherwise halves the speed of gather loops such as SpMV's."""
+
+    class Unsigned(ast.NodeTransformer):
+        def visit_Subscript(self, node):
+            self.generic_visit(node)
+            parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+            if any(isinstance(p, ast.Slice) for p in parts):
+                return node
+            wrapped = [ast.Call(ast.Name("u8", ast.Load()), [p], []) for p in parts]
+            node.slice = ast.Tuple(wrapped, ast.Load()) if len(wrapped) > 1 else wrapped[0]
+            return node
+
+    return ast.unparse(Unsigned().visit(ast.parse(expr, mode="eval")))
 
 
 def _np_name(dtype: str) -> str:
