@@ -123,6 +123,20 @@ def test_two_d_kernels_match_scipy(fmt, dtype):
                                a.multiply(a2).toarray(), **tol)
 
 
+@pytest.mark.parametrize("n, density", [(40, 0.02), (70, 0.5), (300, 0.15)])
+def test_spgemm_rows_long_and_short_match_scipy(n, density):
+    """Workspace rows short (insertion sort), long against the column count (scan of the marks) and
+    in between (sort); the result must be canonical CSR, identical in pattern to scipy's."""
+    a = sp.random(n, n, density=density, format="csr", random_state=5)
+    b = sp.random(n, n, density=density, format="csr", random_state=6)
+    C = sd.compute("C[i,j] = A[i,k] * B[k,j]", A=a, B=b, out_format="csr").to_scipy()
+    ref = (a @ b).tocsr()
+    ref.sort_indices()
+    np.testing.assert_array_equal(C.indptr, ref.indptr)
+    np.testing.assert_array_equal(C.indices, ref.indices)
+    np.testing.assert_allclose(C.data, ref.data, rtol=1e-12)
+
+
 def test_sparse_row_softmax_is_one_kernel():
     rng = np.random.default_rng(3)
     a = sp.random(30, 20, density=0.2, format="csr", random_state=4)

@@ -45,6 +45,22 @@ def sort_range(a, start, stop):
         a[j + 1] = x
 
 
+@njit
+def sort_marked(a, start, stop, marks, stamp, universe):
+    """Sort a[start:stop], whose values are the w < universe with marks[w] == stamp: by scanning
+    the marks when the list is long against the universe (SpGEMM rows of hub vertices), else by
+    sorting."""
+    n = stop - start
+    if n > 32 and n * 48 > universe:
+        k = start
+        for w in range(universe):
+            if marks[u8(w)] == stamp:
+                a[u8(k)] = w
+                k += 1
+    else:
+        sort_range(a, start, stop)
+
+
 @njit(inline="always")
 def chunk_bound(weight, start, stop, chunk, nchunks):
     """Where chunk ``chunk`` of ``nchunks`` begins in [start, stop) when iteration x costs
@@ -117,6 +133,9 @@ def render(fn: L.Function, parallel: bool) -> str:
                 ctor = "np.empty" if s.fill is None else "np.full"
                 fill = "" if s.fill is None else f", {s.fill}"
                 lines.append(f"{pad}{s.var} = {ctor}({_x(s.shape)}{fill}, np.{_np_name(s.dtype)})")
+            elif isinstance(s, L.SortRange) and s.marks:
+                lines.append(f"{pad}sort_marked({s.array}, {_x(s.start)}, {_x(s.stop)}, {s.marks}, {s.stamp}, "
+                             f"{_x(s.universe)})")
             elif isinstance(s, L.SortRange):
                 lines.append(f"{pad}sort_range({s.array}, {_x(s.start)}, {_x(s.stop)})")
             elif isinstance(s, L.Emit):

@@ -65,11 +65,17 @@ class Alloc:
 
 @dataclass
 class SortRange:
-    """Sort ``array[start:stop]`` in place (used to order a workspace's touched coordinates)."""
+    """Sort ``array[start:stop]`` in place (used to order a workspace's touched coordinates).
+
+    When ``marks`` is given, the values are exactly the ``w < universe`` with ``marks[w] == stamp``,
+    so a backend may rebuild the sorted list by scanning ``marks`` when that is cheaper."""
 
     array: str
     start: str
     stop: str
+    marks: str | None = None
+    stamp: str | None = None
+    universe: str | None = None
 
 
 @dataclass

@@ -620,7 +620,8 @@ class _Lowering:
             for v in reversed(self.ws_vars):
                 decode += [Assign(v.name, f"w % {v.extent()}"), Assign("w", f"w // {v.extent()}")]
         coords = [self.coord(n) for n in self.out_vars]
-        flush = [SortRange("ws_l", "0", "ws_n"),
+        size = " * ".join(v.extent() for v in self.ws_vars)
+        flush = [SortRange("ws_l", "0", "ws_n", "ws_f", "ws_gen", size),
                  For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]")])]
         # entries of ws_f equal to ws_gen were touched in this pass: no clearing between passes
         return [Assign("ws_gen", "1", "+"), Assign("ws_n", "0")] + body + flush
