@@ -26,7 +26,7 @@ def _matrix(A, what="A") -> np.ndarray:
 
 
 def lowrank_plus_sparse(A, rank: int, sparsity: float, *, max_iter: int = 100, tol: float = 1e-9,
-                        format: str = "csr") -> LowRankPlusSparse:  # noqa: A002
+                        format: str = "csr", random_state=None) -> LowRankPlusSparse:  # noqa: A002
     """Split A ≈ U Vᵀ + S with rank(U Vᵀ) ≤ ``rank`` and S holding a ``sparsity`` fraction of the entries.
 
     Alternating projection (the GoDec / robust-PCA-by-projection scheme): S is the hard
@@ -42,6 +42,7 @@ def lowrank_plus_sparse(A, rank: int, sparsity: float, *, max_iter: int = 100, t
     sparsity : float in [0, 1], the fraction of A's entries stored in S (0.01 keeps the 1% largest residuals)
     max_iter, tol : stopping rule; a warning names ``max_iter`` when it is reached first
     format : the storage format of S
+    random_state : seed of the randomized SVD used for matrices larger than 1024 on both sides
 
     Returns
     -------
@@ -72,9 +73,10 @@ def lowrank_plus_sparse(A, rank: int, sparsity: float, *, max_iter: int = 100, t
     norm = np.linalg.norm(A) or 1.0
     S = _largest(A, keep)  # sparse projection first (as AltProj does), so large outliers do not steer the SVD
     err_prev = np.inf
+    rng = np.random.default_rng(random_state)
     for _ in range(max_iter):
-        U, s, Vt = np.linalg.svd(A - S, full_matrices=False)
-        L = (U[:, :rank] * s[:rank]) @ Vt[:rank]
+        U, s, Vt = _truncated_svd(A - S, rank, rng)
+        L = (U * s) @ Vt
         S = _largest(A - L, keep)
         err = np.linalg.norm(A - L - S) / norm
         if abs(err_prev - err) <= tol * max(err, 1e-300) or err <= tol:
@@ -83,11 +85,24 @@ def lowrank_plus_sparse(A, rank: int, sparsity: float, *, max_iter: int = 100, t
     else:
         warnings.warn(f"lowrank_plus_sparse() did not converge in max_iter={max_iter} iterations (relative "
                       f"change above tol={tol}); raise max_iter", stacklevel=2)
-    U, s, Vt = np.linalg.svd(A - S, full_matrices=False)
-    root = np.sqrt(s[:rank])
+    U, s, Vt = _truncated_svd(A - S, rank, rng)
+    root = np.sqrt(s)
     idx = np.nonzero(S)
     St = from_coordinates(np.array(idx, dtype=np.int64).reshape(2, -1), S[idx], S.shape, format)
-    return LowRankPlusSparse(np.ascontiguousarray(U[:, :rank] * root), np.ascontiguousarray(Vt[:rank].T * root), St)
+    return LowRankPlusSparse(np.ascontiguousarray(U * root), np.ascontiguousarray(Vt.T * root), St)
+
+
+def _truncated_svd(M, rank, rng, exact_below=1024):
+    """The top ``rank`` singular triplets: exact for small matrices, else a randomized range finder with
+    oversampling and power iterations (Halko, Martinsson & Tropp, "Finding structure with randomness", 2011)."""
+    if min(M.shape) <= exact_below or rank >= min(M.shape) // 4:
+        U, s, Vt = np.linalg.svd(M, full_matrices=False)
+        return U[:, :rank], s[:rank], Vt[:rank]
+    Q = np.linalg.qr(M @ rng.standard_normal((M.shape[1], rank + 10)))[0]
+    for _ in range(4):
+        Q = np.linalg.qr(M @ np.linalg.qr(M.T @ Q)[0])[0]
+    U, s, Vt = np.linalg.svd(Q.T @ M, full_matrices=False)
+    return (Q @ U)[:, :rank], s[:rank], Vt[:rank]
 
 
 def _largest(R, keep):

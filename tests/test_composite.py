@@ -37,7 +37,7 @@ def factor(rng, shape, fmt, density=0.5):
 
 
 dims = st.integers(1, 4)
-fmts = st.sampled_from(["dense", "csr", "csc", "coo"])
+fmts = st.sampled_from(["dense", "csr", "csc", "coo", "dcsr", "bitmap"])
 
 
 @SETTINGS
@@ -49,8 +49,10 @@ def test_kron_matvec(m1, n1, m2, n2, f1, f2, seed):
     x = rng.standard_normal(n1 * n2)
     y = check("y[i] = K[i,j] * x[j]", K=K, x=x)
     np.testing.assert_allclose(y, np.kron(np.asarray(B), np.asarray(C)) @ x, atol=1e-9)
-    Yt = check("y[j] = K[i,j] * z[i]", K=K, z=rng.standard_normal(m1 * m2))  # Kᵀz, by index notation
-    assert Yt.shape == (n1 * n2,)
+    z = rng.standard_normal(m1 * m2)
+    Kt = K.to_numpy().T
+    np.testing.assert_allclose(check("y[j] = K[i,j] * z[i]", K=K, z=z), Kt @ z, atol=1e-9)  # Kᵀz by indices
+    np.testing.assert_allclose(check("y[i] = Kt[i,j] * z[j]", Kt=K.T, z=z), Kt @ z, atol=1e-9)  # and by .T
 
 
 @SETTINGS
@@ -120,6 +122,8 @@ def test_composite_times_composite(m1, m2, k, r, seed):
     L = sd.lowrank(rng.standard_normal((m2 * 2, r)), rng.standard_normal((3, r)))
     C = check("C[i,j] = K[i,l] * L[l,j]", K=K, L=L)
     np.testing.assert_allclose(C, K.to_numpy() @ L.to_numpy(), atol=1e-9)
+    E = rng.standard_normal((4, m1 * k))
+    np.testing.assert_allclose(check("C[i,j] = E[i,l] * K[l,j]", E=E, K=K), E @ K.to_numpy(), atol=1e-9)
     D = rng.standard_normal((m1 * k, 5))
     np.testing.assert_allclose(check("C[i,j] = K[l,i] * D[l,j]", K=K, D=D), K.to_numpy().T @ D, atol=1e-9)
 

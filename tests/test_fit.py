@@ -105,3 +105,14 @@ def test_fit_parameters_are_validated():
         sd.fit.monarch(A, nblocks=4)
     with pytest.raises(ValueError, match="'shapes'"):
         sd.fit.kron(A, [(2, 2), (2, 2)])
+
+
+def test_lowrank_plus_sparse_large_uses_randomized_svd():
+    rng = np.random.default_rng(3)
+    m, n, r = 1500, 1200, 4
+    L = rng.standard_normal((m, r)) @ rng.standard_normal((r, n))
+    S = np.zeros((m, n))
+    idx = rng.choice(m * n, size=int(0.001 * m * n), replace=False)
+    S.reshape(-1)[idx] = 20.0
+    fit = sd.fit.lowrank_plus_sparse(L + S, rank=r, sparsity=0.001, random_state=0, max_iter=30)
+    assert rel(fit.to_numpy(), L + S) < 1e-6

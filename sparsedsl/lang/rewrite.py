@@ -352,10 +352,12 @@ class _Expansion:
                 red = sorted(set().union(*sides) - set(target_order),
                              key=lambda v: self.innermost_rank(v, tree, factors, ops))
                 loop = list(target_order) + red
+                # a sparse operand drives its loops (the lowering gathers the dense side): no relayout then
+                all_dense = all(not isinstance(s, int) or ops[s].density >= 1 for s in tree)
                 nodes = []
                 for s, side in zip(tree, sides):
                     if isinstance(s, int):
-                        nodes.append(self.relayout(factors[s], loop))
+                        nodes.append(self.relayout(factors[s], loop) if all_dense else factors[s])
                     else:
                         sub_order = [v for v in loop if v in side]
                         sub = self.fresh("__c")
