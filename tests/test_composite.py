@@ -161,6 +161,11 @@ def test_temporaries_and_elementwise_use():
     assert_equal(k(K=K, x=x), k.reference(K=K, x=x))
     check("C[i,j] = exp(K[i,j]) - K[i,j] / 2", K=K)
     check("y[i] = 3 * K[i,j] * x[j] - x[i]", K=K, x=x)
+    L = sd.lowrank(rng.standard_normal((6, 2)), rng.standard_normal((6, 2)))
+    check("y[i] = max[j](L[i,j])", L=L)
+    # inside a semiring reduction `*` is the semiring's product; the composite's own product is not
+    check("C[i,j] = min_plus[k](K[i,k] * L[k,j])", K=K, L=L)
+    check("C[i,j] = max_times[k](L[i,k] * D[k,j])", L=L, D=rng.standard_normal((6, 3)))
 
 
 def test_explain_shows_order_and_cost():

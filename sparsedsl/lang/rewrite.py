@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from ..errors import DSLError
 from . import ast as A
-from .check import Checked, CompositeType, TensorType, check
+from .check import SEMIRINGS, Checked, CompositeType, TensorType, check
 from .contract import Operand, best_order
 from .formats import Format, LevelSpec, as_format
 from .levels import Compressed, Dense
@@ -192,19 +192,30 @@ class _Expansion:
                            self.factor_access(src, 1, [gk, ga, gb], sp))
         raise AssertionError(t.kind)
 
-    def expand(self, k, e):
-        """``e`` with composite accesses expanded and split indices split (no reordering)."""
+    def expand(self, k, e, semiring=False):
+        """``e`` with composite accesses expanded and split indices split (no reordering). Inside a
+        semiring reduction ``*`` means the semiring's product, so there a composite is first
+        evaluated into a temporary (``self.pending``) with ordinary arithmetic."""
         if isinstance(e, A.Access):
-            return self.composite_access(k, e) if e.tensor in self.comp else self.split_access(k, e)
+            if e.tensor not in self.comp:
+                return self.split_access(k, e)
+            value = self.composite_access(k, e)
+            if not semiring:
+                return value
+            name = self.fresh("__m")
+            idx = _indices(_free(value, set()))
+            self.pending.append(A.Assign(e.span, A.Access(e.span, name, idx), value, True))
+            return A.Access(e.span, name, idx)
         if isinstance(e, A.Reduce):
             idx = tuple(A.Index(ix.span, v) for ix in e.indices for v, _ in self.parts_of(k, ix.name))
-            return replace(e, indices=idx, body=self.expand(k, e.body))
+            inner = semiring or SEMIRINGS.get(e.op, ("+", "*"))[1] != "*"
+            return replace(e, indices=idx, body=self.expand(k, e.body, inner))
         if isinstance(e, A.BinOp):
-            return replace(e, left=self.expand(k, e.left), right=self.expand(k, e.right))
+            return replace(e, left=self.expand(k, e.left, semiring), right=self.expand(k, e.right, semiring))
         if isinstance(e, A.Neg):
-            return replace(e, operand=self.expand(k, e.operand))
+            return replace(e, operand=self.expand(k, e.operand, semiring))
         if isinstance(e, A.Call):
-            return replace(e, args=tuple(self.expand(k, a) for a in e.args))
+            return replace(e, args=tuple(self.expand(k, a, semiring) for a in e.args))
         return e
 
     # ---- the whole program --------------------------------------------------------------
@@ -217,7 +228,9 @@ class _Expansion:
             if uses and st.reduce_op == "+" and st.mul_op == "*":
                 out = self.contract_statement(k, assign, st)
             if out is None:
-                out = [replace(assign, target=self.split_access(k, assign.target), value=self.expand(k, assign.value))]
+                self.pending = []
+                value = self.expand(k, assign.value)
+                out = self.pending + [replace(assign, target=self.split_access(k, assign.target), value=value)]
             statements += out
         return self.program(statements)
 
