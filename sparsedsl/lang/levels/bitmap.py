@@ -61,6 +61,21 @@ class Bitmap(LevelType):
     def loop(self, names, parent, extent, coord, pos, body):
         p = parent.pos
         base = "0" if p == "0" else f"{p} * {extent}"
+        if len(body) == 1 and isinstance(body[0], Assign) and body[0].op == "+":
+            # a sum over the stored entries: branch-free, since a half-full mask defeats branch
+            # prediction; the value is read at a position clamped into the row, and the mask selects it
+            s, run, end, m = body[0], f"{pos}_r", f"{pos}_e", f"{pos}_m"
+            return [
+                Assign(run, f"{names['pos']}[{p}]"),
+                Assign(end, f"{names['pos']}[{p} + 1]"),
+                If(f"{run} < {end}", [For(coord, "0", extent, [
+                    Assign(m, f"{names['mask']}[{base} + {coord}]"),
+                    Assign(pos, f"min({run}, {end} - 1)"),
+                    Assign(f"{pos}_v", s.value),
+                    Assign(s.target, f"{pos}_v if {m} != 0 else 0", "+"),
+                    Assign(run, m, "+"),
+                ])]),
+            ]
         return [
             Assign(pos, f"{names['pos']}[{p}]"),
             For(coord, "0", extent, [
