@@ -66,6 +66,32 @@ class Kernel:
                 cuda_cupy.pack(values[p.name], p, _pack)
         return bound
 
+    def _bind_ready(self, args, kwargs):
+        """(bound operands, plan key) when every operand is already what the CPU kernel takes: a
+        C-contiguous numpy array for a dense parameter, a host SparseTensor in the declared format.
+        Anything else returns None and goes through ``bind``, which converts and checks. This keeps
+        the per-call cost of a compiled kernel near that of one numba dispatch."""
+        params = self.program.params
+        if len(args) + len(kwargs) != len(params) or len(args) > len(params):
+            return None
+        values = dict(zip((p.name for p in params), args)) if args else {}
+        values.update(kwargs)
+        key = ["cpu"]
+        for p in params:
+            v = values.get(p.name)
+            if type(v) is np.ndarray:
+                if p.format not in (None, "dense") or not v.flags.c_contiguous or v.dtype.kind not in "biuf" \
+                        or v.dtype.kind == "u" or v.dtype.itemsize > 8 or p.kind == "scalar":
+                    return None
+                key.append((p.name, v.shape, v.dtype))
+            elif type(v) is SparseTensor and getattr(v, "device", "cpu") == "cpu" and not v.format.is_dense:
+                if p.format is not None and as_format(p.format, v.ndim) != v.format:
+                    return None
+                key.append((p.name, v.shape, v.dtype, v.format))
+            else:
+                return None
+        return values, tuple(key)
+
     def plan(self, bound: dict, backend: str = "cpu"):
         key = (backend,) + tuple((n, v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
                     (n, v.type) if isinstance(v, composite.Composite) else
@@ -81,6 +107,13 @@ class Kernel:
     def __call__(self, *args, backend: str | None = None, **kwargs):
         """Run on ``backend`` "cpu" (numba) or "cuda" (cupy); by default "cuda" when an operand is on
         a GPU (cupy, cupyx.scipy.sparse, torch CUDA, ``SparseTensor.to("cuda")``), else "cpu"."""
+        if backend is None:
+            fast = self._bind_ready(args, kwargs)
+            plan = self._plans.get(fast[1]) if fast is not None else None
+            if plan is not None:
+                results = plan.run(fast[0])
+                outs = [results[o.name] for o in self.program.outputs]
+                return outs[0] if len(outs) == 1 else tuple(outs)
         backend = _backend(backend, args, kwargs)
         bound = self.bind(args, kwargs, backend)
         plan = self.plan(bound, backend)
@@ -168,7 +201,7 @@ class _Plan:
     def __init__(self, program: A.Program, types: dict, backend: str = "cpu"):
         self.checked = check(program, types)                     # bind & check against operands
         self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
-        self.steps = []
+        self.steps, self.getters = [], []
         for k, st in enumerate(self.rewritten.statements):
             low = lower(self.rewritten, st, k)                   # loop IR
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
@@ -177,39 +210,49 @@ class _Plan:
             build = cuda_cupy.build if backend == "cuda" else numba_cpu.build
             self.zeros = cuda_cupy.zeros if backend == "cuda" else np.zeros  # outputs where the kernel runs
             fn, source = build(low.function)                     # render + compile (cached)
+            ttype = self.rewritten.types[st.target.tensor]
+            getters = [self.getter(low.arguments[p], ttype) for p in low.function.params]
             self.steps.append((st, low, fn, source))
+            self.getters.append(getters)
             _dump(low, source)
 
     def run(self, bound: dict) -> dict:
         c = self.rewritten
         env = composite.bind(c, bound) if c.derived else dict(bound)  # factors, split operands
-        for st, low, fn, _ in self.steps:
+        for (st, low, fn, _), getters in zip(self.steps, self.getters):
             target = st.target.tensor
             ttype = c.types[target]
             converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
-                         for st_acc in [_access(st, k)]}
-            args = [self.argument(low.arguments[p], env, converted, ttype) for p in low.function.params]
-            work = sum(a.size for a in args if isinstance(a, np.ndarray))
+                         for st_acc in [_access(st, k)]} if low.converted else None
+            args = [g(env, converted) for g in getters]
+            work = sum(a.size for a in args if type(a) is np.ndarray)
             result = fn(*args, work=work)
             env[target] = result if ttype.format.is_dense else _assemble(result, low, ttype)
-        return composite.unsplit(c, {name: env[name] for name in c.outputs})
+        return composite.unsplit(c, {name: env[name] for name in c.outputs}) if c.derived else \
+            {name: env[name] for name in c.outputs}
 
-    def argument(self, what: tuple, env, converted, ttype):
+    def getter(self, what: tuple, ttype):
+        """A function (env, converted copies) -> the argument ``what`` describes (see ``Lowered.arguments``)."""
         kind = what[0]
         if kind == "out":
-            return self.zeros(ttype.shape, dtype=ttype.dtype)
+            zeros, shape, dtype = self.zeros, ttype.shape, ttype.dtype
+            return lambda env, conv: zeros(shape, dtype=dtype)
         if kind == "out_cap":
-            return 1024
+            return lambda env, conv: 1024
         if kind == "extent":
-            return self.rewritten.extents[what[1]]
+            n = self.rewritten.extents[what[1]]
+            return lambda env, conv: n
         if kind == "scalar":
-            return env[what[1]]
-        t = converted[what[2]] if what[2] is not None else env[what[1]]
+            return lambda env, conv: env[what[1]]
+        name, c = what[1], what[2]
+        tensor = (lambda env, conv: conv[c]) if c is not None else (lambda env, conv: env[name])
         if kind == "dim":
-            return t.shape[what[3]]
+            d = what[3]
+            return lambda env, conv: tensor(env, conv).shape[d]
         if kind == "level":
-            return t.levels[what[3]][what[4]]
-        return t.values if isinstance(t, SparseTensor) else t
+            lv, arr = what[3], what[4]
+            return lambda env, conv: tensor(env, conv).levels[lv][arr]
+        return lambda env, conv: (lambda t: t.values if isinstance(t, SparseTensor) else t)(tensor(env, conv))
 
 
 def _assemble(result, low, ttype) -> SparseTensor:
@@ -217,7 +260,7 @@ def _assemble(result, low, ttype) -> SparseTensor:
     if low.assembly == "csr":
         offs, crd, vals = result
         idx = index_dtype(max(ttype.shape[ttype.format.levels[1].dim], len(crd)))
-        levels = [{}, {"pos": offs.astype(idx), "crd": crd.astype(idx)}]
+        levels = [{}, {"pos": offs.astype(idx), "crd": crd.astype(idx, copy=False)}]
         return SparseTensor(ttype.format, ttype.shape, levels, vals, check=False)
     if low.assembly == "coords":
         result = result[1:]
