@@ -412,8 +412,8 @@ class _Expansion:
         if any(v not in loop for v in names):
             return acc
         want = sorted(range(len(names)), key=lambda d: loop.index(names[d]))
-        if want == list(range(len(names))):
-            return acc
+        if want[-1] == len(names) - 1:
+            return acc  # its innermost loop runs along its last (contiguous) dimension: good enough, no copy
         if acc.tensor in self.derived:
             src, part, splits, perm = self.derived[acc.tensor]
             if perm is not None:
