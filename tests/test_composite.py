@@ -192,3 +192,25 @@ def test_incompatible_splits_are_reported():
     K2 = sd.kron(np.ones((2, 2)), np.ones((6, 2)))  # rows split 2 x 6
     with pytest.raises(DSLError, match="do not nest"):
         sd.compute("C[i,j] = K1[i,k] * K2[k,j]", K1=K1, K2=K2)
+
+
+def test_contraction_order_matrix_chain():
+    """The classic matrix-chain case: (A B) C is ~10x cheaper than A (B C) for these shapes."""
+    from sparsedsl.lang.contract import DP_LIMIT, Operand, best_order
+
+    ext = {"i": 10, "j": 100, "k": 5, "l": 50}
+    ops = [Operand(("i", "j"), label="A"), Operand(("j", "k"), label="B"), Operand(("k", "l"), label="C")]
+    plan = best_order(ops, ["i", "l"], ext)
+    assert plan.describe(ops) == "(C · (A · B))" or plan.describe(ops) == "((A · B) · C)"
+    assert plan.cost < plan.naive_cost
+    # a sparse operand's density lowers the cost of the contraction it takes part in
+    sparse = [Operand(("i", "j"), 0.01, "A"), Operand(("j", "k"), label="B"), Operand(("k", "l"), label="C")]
+    assert best_order(sparse, ["i", "l"], ext).cost < plan.cost
+    # beyond the DP limit the greedy order still contracts every operand once
+    chain = [Operand((f"x{t}", f"x{t + 1}"), label=f"M{t}") for t in range(DP_LIMIT + 2)]
+    big = best_order(chain, ["x0", f"x{DP_LIMIT + 2}"], {f"x{t}": 4 for t in range(DP_LIMIT + 3)})
+
+    def leaves(t):
+        return [t] if isinstance(t, int) else leaves(t[0]) + leaves(t[1])
+
+    assert sorted(leaves(big.tree)) == list(range(DP_LIMIT + 2))
