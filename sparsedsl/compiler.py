@@ -27,12 +27,21 @@ from .lang.rewrite import rewrite
 from .lang.syntax import parse_python, parse_statements
 from .tensor import SparseTensor, asformat, from_coordinates
 
+# Schedule choices a user may force (``compile(..., schedule={"workspace": "hash"})``); by default
+# the lowering chooses (a hash workspace only when a dense one would be too wide).
+SCHEDULE_OPTIONS = {"workspace": ("dense", "hash")}
+
 
 class Kernel:
     """A compiled sparse kernel: call it with operands by name (or by position, in parameter order)."""
 
-    def __init__(self, program: A.Program):
+    def __init__(self, program: A.Program, schedule: dict | None = None):
         self.program = program
+        self.schedule = dict(schedule or {})
+        unknown = set(self.schedule) - SCHEDULE_OPTIONS.keys()
+        bad = {k: v for k, v in self.schedule.items() if k in SCHEDULE_OPTIONS and v not in SCHEDULE_OPTIONS[k]}
+        if unknown or bad:
+            raise DSLError(f"schedule options are {SCHEDULE_OPTIONS}; got {self.schedule}", program.span)
         check(program)  # structural errors surface now, not at the first call
         self._plans: dict = {}
 
@@ -101,7 +110,7 @@ class Kernel:
             types = {n: (TensorType(v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
                          v.type if isinstance(v, composite.Composite) else _type_of(v))
                      for n, v in bound.items()}
-            plan = self._plans[key] = _Plan(self.program, types, backend)
+            plan = self._plans[key] = _Plan(self.program, types, backend, self.schedule)
         return plan
 
     def __call__(self, *args, backend: str | None = None, **kwargs):
@@ -198,12 +207,12 @@ def _pack(value, param: A.Param):
 class _Plan:
     """A program specialised to operand types: checked, rewritten, lowered, compiled."""
 
-    def __init__(self, program: A.Program, types: dict, backend: str = "cpu"):
+    def __init__(self, program: A.Program, types: dict, backend: str = "cpu", schedule: dict | None = None):
         self.checked = check(program, types)                     # bind & check against operands
         self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
         self.steps, self.getters = [], []
         for k, st in enumerate(self.rewritten.statements):
-            low = lower(self.rewritten, st, k)                   # loop IR
+            low = lower(self.rewritten, st, k, schedule)         # loop IR
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
@@ -284,15 +293,17 @@ def _dump(low, source):
 # ---- public entry points ------------------------------------------------------------------
 
 
-def compile(expr: str, *, out_format=None, name: str = "kernel", **formats) -> Kernel:  # noqa: A001
+def compile(expr: str, *, out_format=None, name: str = "kernel", schedule: dict | None = None,  # noqa: A001
+            **formats) -> Kernel:
     """Compile index notation: ``compile("y[i] = A[i,j] * x[j]", A="csr", x="dense")``.
 
     Operands named in ``formats`` get that format; others take the format of what is passed.
-    The output is the last statement's target; ``let`` statements are temporaries.
+    The output is the last statement's target; ``let`` statements are temporaries. ``schedule``
+    overrides the lowering's choices (``SCHEDULE_OPTIONS``).
     """
     stmts = parse_statements(expr)
     program = _program(stmts, formats, out_format, name)
-    return Kernel(program)
+    return Kernel(program, schedule)
 
 
 def _program(stmts, formats, out_format, name):

@@ -82,16 +82,18 @@ def tensor_name(name: str) -> str:
     return f"t_{name}"
 
 
-def lower(checked: Checked, st: Statement, index: int) -> Lowered:
-    return _Lowering(checked, st, index).run()
+def lower(checked: Checked, st: Statement, index: int, options: dict | None = None) -> Lowered:
+    """``options``: schedule choices that override the automatic ones, e.g. ``workspace="hash"``."""
+    return _Lowering(checked, st, index, options or {}).run()
 
 
 _IDENTITY = {"+": "0", "or": "False", "and": "True"}
 
 
 class _Lowering:
-    def __init__(self, checked: Checked, st: Statement, index: int):
-        self.c, self.st, self.index = checked, st, index
+    def __init__(self, checked: Checked, st: Statement, index: int, options: dict):
+        self.c, self.st, self.index, self.options = checked, st, index, options
+        self.hashed = False
         self.notes: list[str] = []
         self.accesses = [n for n in A.walk(st.value) if isinstance(n, A.Access)]
         self.out_type = checked.types[st.target.tensor]
@@ -270,10 +272,24 @@ class _Lowering:
         private: list = []
         if self.mode == "workspace":
             size = " * ".join(v.extent() for v in self.ws_vars)
-            private = [Alloc("ws_v", size, str(dt), None), Alloc("ws_f", size, "int64", "0"),
-                       Alloc("ws_l", size, "int64", None), Assign("ws_gen", "0")]
-            self.notes.append(f"workspace: dense over {', '.join(v.index + v.part for v in self.ws_vars)} "
-                              f"(row-wise, Gustavson)")
+            width = 1
+            for v in self.ws_vars:
+                width *= v.block if v.part == "i" else self.c.extents[v.index] // (v.block if v.part else 1)
+            self.hashed = self.options.get("workspace") == "hash" or (
+                self.options.get("workspace") != "dense" and width > DENSE_WORKSPACE_LIMIT)
+            names = ", ".join(v.index + v.part for v in self.ws_vars)
+            if self.hashed:
+                private = [Alloc("ws_v", str(HASH_START), str(dt), None),
+                           Alloc("ws_f", str(HASH_START), "int64", "0"),
+                           Alloc("ws_k", str(HASH_START), "int64", None),
+                           Alloc("ws_l", str(HASH_START), "int64", None),
+                           Assign("ws_cap", str(HASH_START)), Assign("ws_gen", "0")]
+                self.notes.append(f"workspace: hash table over {names} (open addressing, doubles when half "
+                                  f"full; row-wise, Gustavson)")
+            else:
+                private = [Alloc("ws_v", size, str(dt), None), Alloc("ws_f", size, "int64", "0"),
+                           Alloc("ws_l", size, "int64", None), Assign("ws_gen", "0")]
+                self.notes.append(f"workspace: dense over {names} (row-wise, Gustavson)")
         if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
             pre += [Alloc("touched", " * ".join(f"n_{n}" for n in self.out_vars), "uint8", "0")]
             pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars)))}]",
@@ -590,10 +606,18 @@ class _Lowering:
                 action.append(Assign(f"touched[{self.linear(self.out_vars)}]", "1"))
         else:
             lin = self.linear_vars(self.ws_vars)
-            action = [If("ws_f[w] != ws_gen", [Assign("ws_f[w]", "ws_gen"), Assign("ws_l[ws_n]", "w"),
-                                               Assign("ws_n", "1", "+"), Assign("ws_v[w]", val)],
-                         [Assign("ws_v[w]", val, self.st.reduce_op)])]
-            action.insert(0, Assign("w", lin))
+            if self.hashed:
+                action = [Assign("w", lin), *_hash_probe("ws_f", "ws_k", "ws_cap"),
+                          If("ws_f[h] != ws_gen",
+                             [Assign("ws_f[h]", "ws_gen"), Assign("ws_k[h]", "w"), Assign("ws_v[h]", val),
+                              Assign("ws_l[ws_n]", "w"), Assign("ws_n", "1", "+"),
+                              If("ws_n * 2 > ws_cap", _hash_grow(str(self.out_type.dtype)))],
+                             [Assign("ws_v[h]", val, self.st.reduce_op)])]
+            else:
+                action = [If("ws_f[w] != ws_gen", [Assign("ws_f[w]", "ws_gen"), Assign("ws_l[ws_n]", "w"),
+                                                   Assign("ws_n", "1", "+"), Assign("ws_v[w]", val)],
+                             [Assign("ws_v[w]", val, self.st.reduce_op)])]
+                action.insert(0, Assign("w", lin))
         return action if pres == "True" else [If(pres, action)]
 
     def scalar_reduction(self, depth, ops) -> list:
@@ -621,8 +645,13 @@ class _Lowering:
                 decode += [Assign(v.name, f"w % {v.extent()}"), Assign("w", f"w // {v.extent()}")]
         coords = [self.coord(n) for n in self.out_vars]
         size = " * ".join(v.extent() for v in self.ws_vars)
-        flush = [SortRange("ws_l", "0", "ws_n", "ws_f", "ws_gen", size),
-                 For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]")])]
+        if self.hashed:
+            flush = [SortRange("ws_l", "0", "ws_n"),
+                     For("t", "0", "ws_n", [*decode, Assign("w", "ws_l[t]"), *_hash_probe("ws_f", "ws_k", "ws_cap"),
+                                            Emit(coords, "ws_v[h]")])]
+        else:
+            flush = [SortRange("ws_l", "0", "ws_n", "ws_f", "ws_gen", size),
+                     For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]")])]
         # entries of ws_f equal to ws_gen were touched in this pass: no clearing between passes
         return [Assign("ws_gen", "1", "+"), Assign("ws_n", "0")] + body + flush
 
@@ -658,6 +687,37 @@ class _Lowering:
         for k in reversed(range(len(self.out_vars))):
             inner = [For(f"c{k}", "0", f"n_{self.out_vars[k]}", inner)]
         return inner
+
+
+# A dense workspace holds one slot per coordinate of the output's inner dimensions, per worker;
+# wider than this, a hash table sized by the entries actually touched is used instead.
+DENSE_WORKSPACE_LIMIT = 1 << 22
+HASH_START = 64
+_HASH = "2654435761"  # Knuth's multiplicative hash (TAOCP 6.4), in int64 arithmetic
+
+
+def _hash_probe(stamp, keys, cap) -> list:
+    """Find key ``w``'s slot ``h`` by linear probing; a slot is free unless stamped this pass."""
+    return [Assign("h", f"((w * {_HASH}) >> 16) & ({cap} - 1)"),
+            While(f"{stamp}[h] == ws_gen and {keys}[h] != w", [Assign("h", f"(h + 1) & ({cap} - 1)")])]
+
+
+def _hash_grow(dtype: str) -> list:
+    """Double the hash table, re-inserting this pass's keys (listed in ws_l)."""
+    return [
+        Assign("ws_cap2", "ws_cap * 2"),
+        Alloc("ws_v2", "ws_cap2", dtype, None), Alloc("ws_f2", "ws_cap2", "int64", "0"),
+        Alloc("ws_k2", "ws_cap2", "int64", None), Alloc("ws_l2", "ws_cap2", "int64", None),
+        For("t", "0", "ws_n", [
+            Assign("w", "ws_l[t]"), Assign("ws_l2[t]", "w"), *_hash_probe("ws_f", "ws_k", "ws_cap"),
+            Assign("g", "h"), Assign("w", "ws_k[g]"), *_hash_probe("ws_f2", "ws_k2", "ws_cap2"),
+            Assign("ws_f2[h]", "ws_gen"), Assign("ws_k2[h]", "w"), Assign("ws_v2[h]", "ws_v[g]"),
+        ]),
+        Assign("ws_v", "ws_v2"), Assign("ws_f", "ws_f2"), Assign("ws_k", "ws_k2"), Assign("ws_l", "ws_l2"),
+        Assign("ws_cap", "ws_cap2"),
+        Comment("the new key's slot moved: find it again"),
+        Assign("w", "ws_l[ws_n - 1]"), *_hash_probe("ws_f", "ws_k", "ws_cap"),
+    ]
 
 
 def _lit(p: str):
@@ -701,9 +761,9 @@ def _count_pass(stmts) -> list:
     def count(s):
         if isinstance(s, Emit):
             return [Assign("cnt", "1", "+")]
-        if isinstance(s, SortRange) or (isinstance(s, Assign) and s.target.startswith("ws_v[")):
+        if isinstance(s, SortRange) or (isinstance(s, Assign) and s.target.startswith("ws_v")):
             return []
-        if isinstance(s, Alloc) and s.var == "ws_v":
+        if isinstance(s, Alloc) and s.var.startswith("ws_v"):
             return []
         return [s]
     return _map_stmts(stmts, count)
