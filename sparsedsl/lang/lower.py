@@ -88,6 +88,9 @@ def lower(checked: Checked, st: Statement, index: int, options: dict | None = No
 
 
 _IDENTITY = {"+": "0", "or": "False", "and": "True"}
+# reductions whose identity is not 0: a scattered dense output starts at the identity, and the
+# entries no term reached are set back to 0 (absent) at the end
+_TRACKED = ("max", "min", "and")
 
 
 class _Lowering:
@@ -290,7 +293,7 @@ class _Lowering:
                 private = [Alloc("ws_v", size, str(dt), None), Alloc("ws_f", size, "int64", "0"),
                            Alloc("ws_l", size, "int64", None), Assign("ws_gen", "0")]
                 self.notes.append(f"workspace: dense over {names} (row-wise, Gustavson)")
-        if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
+        if self.mode == "scatter" and self.st.reduce_op in _TRACKED:
             pre += [Alloc("touched", " * ".join(f"n_{n}" for n in self.out_vars), "uint8", "0")]
             pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars)))}]",
                                             self.acc_init)])
@@ -313,7 +316,7 @@ class _Lowering:
             pre += [Alloc(f"out_c{d}", "out_cap", "int64", None) for d in range(nd)]
             pre += [Alloc("out_v", "out_cap", str(dt), None), Assign("out_n", "0")]
         body = pre + private + loops
-        if self.mode == "scatter" and self.st.reduce_op in ("max", "min"):
+        if self.mode == "scatter" and self.st.reduce_op in _TRACKED:
             body += self.clear_untouched()
         if sparse_out:
             body.append(Comment("entries are returned to the driver, which packs them into the output format"))
@@ -602,7 +605,7 @@ class _Lowering:
                 action.append(Assign("touched", "True"))
         elif self.mode == "scatter":
             action = [Assign(f"out[{idx}]", val, self.st.reduce_op)]
-            if self.st.reduce_op in ("max", "min"):
+            if self.st.reduce_op in _TRACKED:
                 action.append(Assign(f"touched[{self.linear(self.out_vars)}]", "1"))
         else:
             lin = self.linear_vars(self.ws_vars)
