@@ -240,6 +240,10 @@ class _Plan:
         return composite.unsplit(c, {name: env[name] for name in c.outputs}) if c.derived else \
             {name: env[name] for name in c.outputs}
 
+    def argument(self, what: tuple, env, converted, ttype):
+        """The argument ``what`` describes, for these operands (tests and backends use it)."""
+        return self.getter(what, ttype)(env, converted)
+
     def getter(self, what: tuple, ttype):
         """A function (env, converted copies) -> the argument ``what`` describes (see ``Lowered.arguments``)."""
         kind = what[0]
