@@ -2,6 +2,9 @@
 
 CSR SpMV float32 on a banded and a random-column matrix (16 entries per row), CSR SpMM with 64
 dense columns, SDDMM (rank 64, against torch.sparse.sampled_addmm), SpGEMM A*A (against cuSPARSE),
+fp16 weights in nm(2,4) / nm(2,8) / bitmap (70% sparse), 8192 x 8192, times 16 fp16 columns (against
+dense cuBLAS fp16 through torch.matmul and torch's 2:4 semi-structured matmul; kernel-only and whole
+call),
 device copy bandwidth, and NVRTC compile times (cold, and from the disk cache in a
 fresh process). Times are medians of batches timed with CUDA events; a batch is `batch` back-to-back
 calls of the whole Python entry point (operand checks and launch included), so the GPU stays busy
@@ -172,6 +175,113 @@ def spgemm_case(name, A, results):
           f"| pattern {'ok' if same else 'DIFFERS'} | err {err:.1e}", flush=True)
 
 
+def pruned_weights(rows, cols, fmt, seed=5):
+    """(dense fp16 cupy matrix with fmt's zeros, the same as a SparseTensor on the device), built on the
+    GPU: packing 67M entries on the host would dominate the run. nm: the N largest of every M."""
+    import cupy as cp
+
+    rs = cp.random.RandomState(seed)
+    w = rs.standard_normal((rows, cols), dtype=cp.float32).astype(cp.float16)
+    if fmt == "bitmap":
+        keep = rs.random_sample((rows, cols), dtype=cp.float32) < 0.3  # 70% sparsity
+        dense = cp.where(keep, w, cp.float16(0))
+        mask = keep.astype(cp.uint8).ravel()
+        pos = cp.zeros(rows + 1, dtype=cp.int64)
+        pos[1:] = cp.cumsum(keep.sum(axis=1))
+        idx = cp.int32 if int(pos[-1]) < 2**31 and rows * cols < 2**31 else cp.int64
+        levels = [{}, {"mask": mask, "pos": pos.astype(idx)}]
+        return dense, SparseTensor("bitmap", (rows, cols), levels, w[keep], check=False)
+    n, m = (int(v) for v in fmt[3:-1].split(","))
+    g = cp.abs(w).reshape(rows, cols // m, m)
+    crd = cp.sort(cp.argsort(g, axis=2)[:, :, m - n:], axis=2).astype(cp.uint8)
+    vals = cp.take_along_axis(w.reshape(rows, cols // m, m), crd.astype(cp.int64), axis=2)
+    keep = (crd[:, :, :, None] == cp.arange(m, dtype=cp.uint8)).any(axis=2)
+    dense = cp.where(keep, w.reshape(rows, cols // m, m), cp.float16(0))
+    st = SparseTensor(fmt, (rows, cols), [{}, {"crd": crd.ravel()}], vals.ravel(), check=False)
+    return dense.reshape(rows, cols), st
+
+
+def skinny_case(name, fmt, results, rows=8192, cols=8192, ncols=16):
+    """W (fp16, fmt) x X (fp16, ncols columns): the LLM decode product, against dense cuBLAS fp16
+    (torch.matmul) on the same matrix with its zeros, and torch's 2:4 semi-structured path."""
+    import cupy as cp
+    import torch
+
+    dense, W = pruned_weights(rows, cols, fmt)
+    X = cp.random.RandomState(6).standard_normal((cols, ncols), dtype=cp.float32).astype(cp.float16)
+    kernel = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt)
+    Y = kernel(W=W, X=X)
+    Wt, Xt = torch.from_dlpack(dense), torch.from_dlpack(X)
+    want = cp.from_dlpack(torch.matmul(Wt, Xt)).astype(cp.float32)
+    err = float(cp.abs(Y.astype(cp.float32) - want).max() / cp.abs(want).max())
+    spec = next(iter(next(iter(kernel._plans.values())).steps[0][2].specs.values()))
+    launched = next((s.launched for s in spec.steps if hasattr(s, "launched")), None)
+    t_call = gpu_time(lambda: kernel(W=W, X=X), batch=20)
+    fn, grid, block, args = spec.last_launch if isinstance(launched[2], tuple) else (None,) * 4
+    t_kernel = gpu_time(lambda: fn(grid, block, args), batch=20) if fn is not None else float("nan")
+    t_dense = gpu_time(lambda: torch.matmul(Wt, Xt), batch=20)
+    row = {"rows": rows, "cols": cols, "ncols": ncols, "format": fmt, "dtype": "float16", "max_rel_err": err,
+           "schedule": str(launched), "bytes": W.nbytes + X.nbytes + Y.nbytes, "sparsedsl_call_s": t_call,
+           "kernel_regs": spec.last_launch[0].attributes.get("num_regs") if fn is not None else None,
+           "sparsedsl_kernel_s": t_kernel, "dense_cublas_s": t_dense,
+           "speedup_vs_dense_call": t_dense / t_call, "speedup_vs_dense_kernel": t_dense / t_kernel,
+           "sparsedsl_kernel_GBps": (W.nbytes + X.nbytes + Y.nbytes) / t_kernel / 1e9,
+           "dense_GBps": (dense.nbytes + X.nbytes + 2 * rows * ncols) / t_dense / 1e9}
+    semi = ""
+    if fmt == "nm(2,4)":
+        try:
+            from torch.sparse import to_sparse_semi_structured
+
+            Ws = to_sparse_semi_structured(Wt)
+            got = cp.from_dlpack(torch.matmul(Ws, Xt)).astype(cp.float32)
+            row["torch_semi_structured_err"] = float(cp.abs(got - want).max() / cp.abs(want).max())
+            row["torch_semi_structured_s"] = gpu_time(lambda: torch.matmul(Ws, Xt), batch=20)
+            row["speedup_vs_semi_structured_kernel"] = row["torch_semi_structured_s"] / t_kernel
+            semi = f" | torch 2:4 {row['torch_semi_structured_s'] * 1e6:7.1f} us"
+        except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+            row["torch_semi_structured"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    results[name] = row
+    print(f"{name:28s} sparsedsl kernel {t_kernel * 1e6:7.1f} us ({row['sparsedsl_kernel_GBps']:5.0f} GB/s), "
+          f"call {t_call * 1e6:7.1f} us | cuBLAS dense fp16 {t_dense * 1e6:7.1f} us ({row['dense_GBps']:5.0f} GB/s)"
+          f"{semi} | x{row['speedup_vs_dense_kernel']:5.2f} kernel, x{row['speedup_vs_dense_call']:5.2f} call "
+          f"| {launched} | err {err:.1e}", flush=True)
+
+
+def skinny_sweep(results, rows=8192, cols=8192, ncols=16):
+    """Kernel time of the skinny template for each (m tiles per warp, min blocks per SM, slots per lane,
+    warps per block) per format; the fastest becomes the template's choice for the rest of the run
+    (cuda_schedules.CONFIG)."""
+    import cupy as cp
+
+    from sparsedsl.backends import cuda_schedules
+
+    sweep = {}
+    for fmt, key in (("nm(2,4)", ("nm", 4)), ("nm(2,8)", ("nm", 8)), ("bitmap", ("bitmap", 0))):
+        _, W = pruned_weights(rows, cols, fmt)
+        X = cp.random.RandomState(6).standard_normal((cols, ncols), dtype=cp.float32).astype(cp.float16)
+        best = None
+        configs = {"nm(2,4)": ((1, 2, 16, None), (1, 3, 16, None), (1, 2, 16, 4), (1, 1, 32, None),
+                               (2, 2, 16, None), (1, 2, 8, None)),
+                   "nm(2,8)": ((2, 2, 8, None), (1, 2, 8, None), (2, 2, 8, 4), (1, 2, 16, None)),
+                   "bitmap": ((1, 2, 16, None), (1, 2, 16, 4), (1, 1, 16, None))}[fmt]
+        for cfg in configs:
+            cuda_schedules.CONFIG[key] = cfg
+            kernel = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt)
+            kernel(W=W, X=X)
+            spec = next(iter(next(iter(kernel._plans.values())).steps[0][2].specs.values()))
+            fn, grid, block, args = spec.last_launch
+            t = gpu_time(lambda fn=fn, grid=grid, block=block, args=args: fn(grid, block, args), batch=20)
+            attrs = {a: fn.attributes.get(a) for a in ("num_regs", "local_size_bytes")}
+            name = f"{fmt} mtiles={cfg[0]} minblocks={cfg[1]} slots={cfg[2]} warps={block[0] // 32}"
+            sweep[name] = {"kernel_s": t, **attrs}
+            print(f"  sweep {name}: {t * 1e6:7.1f} us {attrs}", flush=True)
+            if best is None or t < best[0]:
+                best = (t, cfg)
+        cuda_schedules.CONFIG[key] = best[1]
+        results[f"skinny_best_{fmt}"] = {"config": list(best[1]), "kernel_s": best[0]}
+    results["skinny_sweep"] = sweep
+
+
 COMPILE_PROBE = """
 import time, numpy as np, scipy.sparse as sp, sparsedsl as sd
 a = sd.asformat(sp.random(64, 64, density=0.2, format="csr", random_state=0, dtype=np.float32), "csr")
@@ -200,30 +310,50 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="1M rows instead of 8M")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "benchmarks/results"), "gpu.json"))
+    ap.add_argument("--cases", default="", help="comma-separated case-name prefixes to run (default: all); "
+                    "rows of --merge that are not rerun are kept")
+    ap.add_argument("--merge", default="", help="an earlier result JSON whose other rows to keep")
     args = ap.parse_args(argv)
+    want = [c for c in args.cases.split(",") if c]
+
+    def wanted(case):
+        return not want or any(case.startswith(w) for w in want)
+
     n = 1 << 20 if args.quick else 8 << 20
     props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
     device = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     print(f"device: {device}, cupy {cp.__version__}, rows {n}", flush=True)
     results: dict = {}
+    if args.merge and os.path.exists(args.merge):
+        with open(args.merge) as f:
+            results = json.load(f).get("results", {})
     results["copy_GBps"] = copy_bandwidth(1 << 30)
     print(f"device copy: {results['copy_GBps']:.0f} GB/s (bytes read + written)", flush=True)
-    spmv_case("spmv_banded_f32", banded(n, 16, np.float32), results, batch=20)
-    spmv_case("spmv_random_f32", random_columns(n, 16, np.float32), results, batch=20)
-    spmm_case("spmm_banded_f32_64cols", banded(n // 8, 16, np.float32), 64, results, batch=5)
-    for case, run in [("sddmm_banded_f32_rank64", lambda: sddmm_case("sddmm_banded_f32_rank64",
-                                                                   banded(n // 8, 16, np.float32), 64, results)),
-                      ("spgemm_random_f32", lambda: spgemm_case("spgemm_random_f32",
-                                                               random_columns(n // 64, 8, np.float32), results))]:
+    cases = [
+        ("spmv_banded_f32", lambda c: spmv_case(c, banded(n, 16, np.float32), results, batch=20)),
+        ("spmv_random_f32", lambda c: spmv_case(c, random_columns(n, 16, np.float32), results, batch=20)),
+        ("spmm_banded_f32_64cols", lambda c: spmm_case(c, banded(n // 8, 16, np.float32), 64, results, batch=5)),
+        ("sddmm_banded_f32_rank64", lambda c: sddmm_case(c, banded(n // 8, 16, np.float32), 64, results)),
+        ("spgemm_random_f32", lambda c: spgemm_case(c, random_columns(n // 64, 8, np.float32), results)),
+        ("skinny_sweep", lambda c: skinny_sweep(results)),
+        ("skinny_nm24_fp16_8192x8192x16", lambda c: skinny_case(c, "nm(2,4)", results)),
+        ("skinny_nm28_fp16_8192x8192x16", lambda c: skinny_case(c, "nm(2,8)", results)),
+        ("skinny_bitmap70_fp16_8192x8192x16", lambda c: skinny_case(c, "bitmap", results)),
+    ]
+    for case, run in cases:
+        if not wanted(case):
+            continue
         try:
-            run()
+            run(case)
         except Exception as exc:  # noqa: BLE001 - a failing case is recorded, the others still run
             results[case] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             print(f"{case}: {results[case]['error']}", flush=True)
     for case in ("spmv_banded_f32", "spmv_random_f32"):
-        results[case]["fraction_of_copy_bw"] = results[case]["sparsedsl_GBps"] / results["copy_GBps"]
-    results["compile"] = compile_times()
-    print(f"compile: {results['compile']}", flush=True)
+        if case in results and "sparsedsl_GBps" in results[case]:
+            results[case]["fraction_of_copy_bw"] = results[case]["sparsedsl_GBps"] / results["copy_GBps"]
+    if wanted("compile"):
+        results["compile"] = compile_times()
+        print(f"compile: {results['compile']}", flush=True)
     report = {"device": device, "cupy": cp.__version__, "python": platform.python_version(),
               "sparsedsl": sd.__version__, "quick": args.quick,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -102,7 +102,7 @@ class SparseTensor:
     @property
     def device(self) -> str:
         """"cpu" (numpy arrays) or "cuda" (cupy arrays, after ``.to("cuda")``)."""
-        return "cuda" if type(self.values).__module__.startswith("cupy") else "cpu"
+        return "cuda" if hasattr(self.values, "__cuda_array_interface__") else "cpu"
 
     def to(self, device: str) -> SparseTensor:
         """The same tensor with its arrays on ``device`` ("cuda" or "cpu"); no validation again
@@ -169,6 +169,11 @@ class SparseTensor:
         return sp.coo_array((vals, (coords[0], coords[1])), shape=self.shape).tocsr()
 
     def astype(self, dtype) -> SparseTensor:
+        """The values as ``dtype``; on the GPU also float16 and "bfloat16" (storage, float32 arithmetic)."""
+        if self.device == "cuda":
+            from .backends.cuda_cupy import astype
+
+            return SparseTensor(self.format, self.shape, self.levels, astype(self.values, dtype), check=False)
         return SparseTensor(self.format, self.shape, self.levels, self.values.astype(dtype), check=False)
 
     def asformat(self, fmt) -> SparseTensor:
@@ -256,7 +261,11 @@ def asformat(obj, fmt="dense") -> SparseTensor:
     if on_device(obj):
         if isinstance(obj, SparseTensor) and as_format(fmt, obj.ndim) == obj.format:
             return obj
-        return asformat(to_host(obj), fmt).to("cuda")
+        from .backends.cuda_cupy import storage
+
+        out = asformat(to_host(obj), fmt).to("cuda")
+        half = storage(obj)  # float16 / bfloat16 values: widened on the host, 16-bit again on the device
+        return out if half is None else out.astype(half)
     if isinstance(obj, SparseTensor):
         fmt = as_format(fmt, obj.ndim)
         if fmt == obj.format:

@@ -17,6 +17,8 @@ def _step_args(kernel, **operands):
     bound = kernel.bind((), operands)
     plan = kernel.plan(bound)
     (st, low, _, _), = plan.steps
+    if hasattr(plan, "getters"):
+        return low.function, [get(bound, {}) for get in plan.getters[0]]
     ttype = plan.rewritten.types[st.target.tensor]
     return low.function, [plan.argument(low.arguments[p], bound, {}, ttype) for p in low.function.params]
 
@@ -141,3 +143,137 @@ def test_sparse_output_on_device_and_multi_statement_softmax():
     P = kernel(S=A)
     want = kernel.reference(S=sd.asformat(a, "csr"))
     np.testing.assert_allclose(P.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
+# ---- 16-bit floats and the skinny (weights x a few columns) template ------------------------------
+
+
+def _pruned(rows, cols, fmt, rng):
+    """A float32 matrix whose nonzeros fit ``fmt`` (2 of every 4 / 8 columns, or 30% of a bitmap)."""
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    if fmt.startswith("nm"):
+        n, m = (int(v) for v in fmt[3:-1].split(","))
+        g = np.abs(w).reshape(rows, cols // m, m)
+        keep = np.argsort(g, axis=2)[:, :, m - n:]
+        mask = np.zeros_like(g, dtype=bool)
+        np.put_along_axis(mask, keep, True, axis=2)
+        return w * mask.reshape(rows, cols)
+    return w * (rng.random((rows, cols)) < 0.3)
+
+
+@pytest.mark.parametrize("fmt", ["nm(2,4)", "nm(2,8)", "bitmap"])
+def test_skinny_product_renders_the_tensor_core_template_for_16_bit_weights(fmt):
+    rng = np.random.default_rng(0)
+    w = _pruned(32, 128, fmt, rng)
+    kernel = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt)
+    fn, args = _step_args(kernel, W=sd.asformat(w, fmt), X=np.ones((128, 16), np.float32))
+    assert "skinny" not in cuda_render.render(fn, args)  # float32 weights: the generic kernel only
+    half = [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype == np.float32 and p != "out" else a
+            for p, a in zip(fn.params, args)]
+    src = cuda_render.render(fn, half)
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src and "_skinny1x8x1x1x8(" in src
+    assert "sd_h2f(" in src  # the generic kernel widens 16-bit loads to float32 as well
+
+
+def test_16_bit_loads_widen_and_stores_round():
+    types = cuda_render.Types({"a": ("float16", 1), "b": ("bfloat16", 1), "o": ("float16", 1)}, {"i": "int64"})
+    c = cuda_render.CExpr(types, {})
+    assert c("a[i] * b[i]") == "(sd_h2f(a[i]) * sd_bf2f(b[i]))"
+    stm = cuda_render.CStmts(types, c)
+    from sparsedsl.lang import loopir as L
+
+    assert stm.assign(L.Assign("o[i]", "a[i]", "+")) == "o[i] = sd_f2h(sd_h2f(o[i]) + sd_h2f(a[i]));"
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["nm(2,4)", "nm(2,8)", "bitmap"])
+@pytest.mark.parametrize("rows,cols,ncols", [(200, 512, 16), (64, 256, 32), (40, 128, 8), (33, 136, 16)])
+def test_skinny_product_fp16_matches_float32(fmt, rows, cols, ncols):
+    rng = np.random.default_rng(rows + cols)
+    if fmt == "nm(2,8)" and cols % 8:
+        cols += 4
+    w = _pruned(rows, cols, fmt, rng)
+    x = rng.standard_normal((cols, ncols)).astype(np.float32)
+    w16, x16 = w.astype(np.float16), x.astype(np.float16)
+    W = sd.asformat(w16.astype(np.float32), fmt).to("cuda").astype(np.float16)
+    assert W.dtype == np.float16 and W.device == "cuda"
+    kernel = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt)
+    Y = kernel(W=W, X=cp.asarray(x16))
+    assert isinstance(Y, cp.ndarray) and Y.dtype == np.float16
+    want = w16.astype(np.float32) @ x16.astype(np.float32)
+    np.testing.assert_allclose(cp.asnumpy(Y).astype(np.float32), want, rtol=2e-3, atol=2e-2)
+    text = sd.explain(kernel, W=W, X=cp.asarray(x16))
+    took = "skinny" in text.split("// ----")[0].split("last launch")[-1]
+    from sparsedsl.backends import cuda_schedules
+
+    m = 4 if fmt == "nm(2,4)" else 8
+    per_chunk = 4 * cuda_schedules.CONFIG.get(("nm", m), cuda_schedules.DEFAULT)[2] * m // 2 if fmt != "bitmap" else 64
+    assert took == (ncols % 16 == 0 and cols % per_chunk == 0)
+
+
+@gpu
+@pytest.mark.gpu
+def test_bfloat16_torch_operands_compute_in_float32():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    w = _pruned(64, 256, "nm(2,4)", rng)
+    x = rng.standard_normal((256, 16)).astype(np.float32)
+    wt, xt = torch.from_numpy(w).cuda().bfloat16(), torch.from_numpy(x).cuda().bfloat16()
+    W = sd.asformat(wt, "nm(2,4)")
+    assert W.device == "cuda" and cuda_cupy.storage(W) == "bfloat16"
+    Y = sd.compute("Y[i,n] = W[i,j] * X[j,n]", W=W, X=xt)
+    assert isinstance(Y, torch.Tensor) and Y.is_cuda and Y.dtype == torch.float32
+    want = (wt.float() @ xt.float()).cpu().numpy()
+    np.testing.assert_allclose(Y.cpu().numpy(), want, rtol=1e-4, atol=1e-3)
+    # the generic path too (a CSR SpMV over bfloat16 values and vector)
+    a = sp.random(300, 200, density=0.05, format="csr", random_state=1, dtype=np.float32)
+    A = sd.asformat(a, "csr").to("cuda").astype("bfloat16")
+    v = torch.from_numpy(rng.standard_normal(200).astype(np.float32)).cuda().bfloat16()
+    y = sd.compute("y[i] = A[i,j] * x[j]", A=A, x=v)
+    want = A.to("cpu").to_scipy() @ v.float().cpu().numpy()
+    np.testing.assert_allclose(y.cpu().numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.gpu
+def test_float16_csr_spmv_and_cupy_operands():
+    a = sp.random(500, 300, density=0.05, format="csr", random_state=2, dtype=np.float32)
+    A = sd.asformat(a, "csr").to("cuda").astype(np.float16)
+    x = cp.asarray(np.random.default_rng(3).standard_normal(300).astype(np.float16))
+    y = sd.compute("y[i] = A[i,j] * x[j]", A=A, x=x)
+    assert y.dtype == np.float16
+    want = A.to("cpu").to_scipy().astype(np.float32) @ cp.asnumpy(x).astype(np.float32)
+    np.testing.assert_allclose(cp.asnumpy(y).astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+# ---- SDDMM: a count pass without dot products, lanes splitting the k reduction -------------------
+
+
+def test_sddmm_count_pass_skips_the_dot_products_and_fill_pass_splits_k():
+    s = sp.random(40, 30, density=0.2, format="csr", random_state=5, dtype=np.float32)
+    rng = np.random.default_rng(5)
+    kernel = sd.compile("C[i,j] = S[i,j] * U[i,k] * V[j,k]", S="csr", out_format="csr")
+    fn, args = _step_args(kernel, S=sd.asformat(s, "csr"), U=rng.random((40, 64), dtype=np.float32),
+                          V=rng.random((30, 64), dtype=np.float32))
+    steps = cuda_render.plan_steps(fn, [p for p, v in zip(fn.params, args) if np.ndim(v) == 0])
+    par = [st for st in steps if st.kind == "parallel"]
+    assert len(par) == 2
+    count, fill = par
+    assert not any(isinstance(x, cuda_render.L.Assign) and x.target == "acc" for x in cuda_render._walk([count.loop]))
+    assert count.nested is None and fill.nested is not None and fill.nested[1] == "+"
+    src = cuda_render.render(fn, args)
+    assert "__shfl_xor_sync(sd_gmask" in src and "if (sd_lane == 0) out_v[oq]" in src
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("rank", [1, 5, 8, 64, 100])
+def test_sddmm_on_device_matches_dense(rank):
+    rng = np.random.default_rng(rank)
+    s = sp.random(300, 200, density=0.05, format="csr", random_state=rank, dtype=np.float32)
+    u, v = rng.random((300, rank), dtype=np.float32), rng.random((200, rank), dtype=np.float32)
+    kernel = sd.compile("C[i,j] = S[i,j] * U[i,k] * V[j,k]", S="csr", out_format="csr")
+    C = kernel(S=sd.asformat(s, "csr").to("cuda"), U=cp.asarray(u), V=cp.asarray(v))
+    assert C.device == "cuda" and C.nnz == s.nnz
+    np.testing.assert_allclose(C.to_numpy(), s.toarray() * (u @ v.T), rtol=1e-5, atol=1e-5)

@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from ..lang import loopir as L
-from . import cache
+from . import cache, cuda_schedules
 from .cuda_render import (
     ATOMIC_DTYPES,  # noqa: F401 (re-exported)
     PREAMBLE,
@@ -35,9 +35,11 @@ from .cuda_render import (
     _parse,
     _walk,
     concrete,
+    kernel_name,
     render,  # noqa: F401 (the render-only entry, re-exported)
     signature,
 )
+from .cuda_schedules import splitk_limit
 
 INSTALL_HINT = 'the CUDA backend needs cupy and an NVIDIA GPU: pip install "sparsedsl[cuda]"'
 
@@ -92,6 +94,71 @@ def zeros(shape, dtype):
     return cupy().zeros(shape, dtype=dtype)
 
 
+class BFloat16Array:
+    """bfloat16 values on the GPU. cupy has no bfloat16 dtype, so the bits live in a uint16 cupy array
+    (``bits``) and kernels widen them on load (float32 arithmetic). To the compiler's type checks it
+    is float32 (every bfloat16 is exactly a float32), so results come back as float32. Built from
+    torch bfloat16 CUDA tensors (DLPack, no copy) or with ``SparseTensor.astype("bfloat16")``."""
+
+    sd_storage = "bfloat16"
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, bits):
+        self.bits = bits
+
+    shape = property(lambda self: self.bits.shape)
+    ndim = property(lambda self: self.bits.ndim)
+    size = property(lambda self: self.bits.size)
+    flags = property(lambda self: self.bits.flags)
+    __cuda_array_interface__ = property(lambda self: self.bits.__cuda_array_interface__)
+
+    def __len__(self):
+        return len(self.bits)
+
+    def __getitem__(self, key):
+        return BFloat16Array(self.bits[key])
+
+    def reshape(self, *shape):
+        return BFloat16Array(self.bits.reshape(*shape))
+
+    def astype(self, dtype):
+        return astype(self, dtype)
+
+    def widen(self):
+        """float32 cupy array of the same values (exact)."""
+        return (self.bits.astype(np.uint32) << 16).view(np.float32)
+
+    def get(self):
+        return self.widen().get()
+
+    def __repr__(self):
+        return f"BFloat16Array(shape={self.shape})"
+
+
+def storage(value):
+    """"float16" or "bfloat16" when ``value`` (cupy, torch CUDA, a SparseTensor's values) holds 16-bit
+    floats on the device, else None."""
+    if hasattr(value, "levels"):
+        value = value.values
+    if getattr(value, "sd_storage", None) == "bfloat16":
+        return "bfloat16"
+    dt = str(getattr(value, "dtype", ""))
+    return {"float16": "float16", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}.get(dt)
+
+
+def astype(values, dtype):
+    """Device values as ``dtype``: a numpy dtype, or "bfloat16" (rounded to nearest even, uint16 bits)."""
+    cp = cupy()
+    if isinstance(values, BFloat16Array):
+        values = values.widen()
+    if str(dtype) != "bfloat16":
+        return values.astype(dtype)
+    u = cp.ascontiguousarray(values.astype(np.float32)).view(np.uint32)
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return BFloat16Array(cp.where(nan, ((u >> 16) | np.uint32(0x40)).astype(np.uint16), rounded))
+
+
 def to_device(a):
     cp = cupy()
     return cp.ascontiguousarray(cp.asarray(a))
@@ -101,7 +168,8 @@ def to_host(value):
     """A host copy of a device operand, as the CPU packing path understands it."""
     mod = type(value).__module__
     if mod.startswith("torch"):
-        return value.detach().cpu()
+        value = value.detach()
+        return (value.float() if str(value.dtype) == "torch.bfloat16" else value).cpu()
     if hasattr(value, "levels"):
         return value.to("cpu")
     if hasattr(value, "get"):
@@ -116,18 +184,28 @@ def pack(value, param, host_pack):
     cp = cupy()
     mod = type(value).__module__
     if mod.startswith("torch") and getattr(value, "is_cuda", False) and value.layout == _torch_strided():
-        value = cp.from_dlpack(value.detach())
-    if isinstance(value, cp.ndarray) and param.kind != "scalar" and param.format in (None, "dense") \
-            and value.dtype.kind in "biuf" and value.dtype.itemsize <= 8 and value.dtype != np.float16:
+        if str(value.dtype) == "torch.bfloat16":  # no bfloat16 in cupy: its bits, as uint16
+            import torch
+
+            value = BFloat16Array(cp.from_dlpack(value.detach().contiguous().view(torch.int16)).view(np.uint16))
+        else:
+            value = cp.from_dlpack(value.detach())
+    dense = param.kind != "scalar" and param.format in (None, "dense")
+    if isinstance(value, BFloat16Array) and dense:
+        return value if value.flags.c_contiguous else BFloat16Array(cp.ascontiguousarray(value.bits))
+    if isinstance(value, cp.ndarray) and dense and value.dtype.kind in "biuf" and value.dtype.itemsize <= 8:
         return cp.ascontiguousarray(value)
     if hasattr(value, "levels") and getattr(value, "device", "cpu") == "cuda" and param.format is not None:
         from ..lang.formats import as_format
 
         if value.format == as_format(param.format, value.ndim):
             return value
+    half = storage(value) if on_device(value) else None
     packed = host_pack(to_host(value) if on_device(value) else value, param)
-    if hasattr(packed, "levels"):
-        return packed.to("cuda")
+    if hasattr(packed, "levels"):  # packed on the host (wider values there); 16-bit again on the device
+        return packed.to("cuda") if half is None else packed.to("cuda").astype(half)
+    if half is not None and isinstance(packed, np.ndarray):
+        return astype(to_device(packed), half)
     if isinstance(packed, np.ndarray):
         return to_device(packed)
     return packed  # a scalar
@@ -186,7 +264,7 @@ class Specialised(KernelSource):
         if key not in self.kernels:
             src = PREAMBLE + "\n" + self.render(k, lanes)
             self.sources[key] = src
-            self.kernels[key] = compile_kernel(src, f"{self.fn.name}_k{k}" + (f"_l{lanes}" if lanes > 1 else ""))
+            self.kernels[key] = compile_kernel(src, kernel_name(self.fn.name, k, lanes))
         return self.kernels[key]
 
     def run(self, args: dict):
@@ -197,8 +275,10 @@ class Specialised(KernelSource):
                 self.state_buf = cp.zeros(max(1, len(self.state)), dtype=np.int64)
             state = self.state_buf
             result = self.run_once(env, state)
-            if isinstance(result, tuple):  # entries of a sparse output: assembled on the host
-                return tuple(r.get() if hasattr(r, "get") else r for r in result)
+            if isinstance(result, tuple):
+                if self.csr_on_device():
+                    return result
+                return tuple(r.get() if hasattr(r, "get") else r for r in result)  # entries: packed on the host
             if not self.emits:
                 return result
             n = self.host_state(state)["out_n"]
@@ -208,6 +288,14 @@ class Specialised(KernelSource):
         if result is None:
             result = tuple(env[f"out_c{d}"][:n] for d in range(self.ncoords())) + (env["out_v"][:n],)
         return tuple(r.get() if hasattr(r, "get") else r for r in result)
+
+    def csr_on_device(self) -> bool:
+        """A two-phase output returned as (offs, out_c<d>, out_v) with d > 0 is the lowering's CSR
+        assembly (a coordinate list returns every dimension's coordinates, so out_c0 too): offsets,
+        column indices and values are already the output's level arrays, so they stay on the device."""
+        ret = next((st.values for st in self.steps if st.kind == "return"), [])
+        return len(ret) == 3 and ret[0] == "offs" and ret[1].startswith("out_c") and ret[1] != "out_c0" \
+            and ret[2] == "out_v"
 
     def ncoords(self) -> int:
         return next(len(x.coords) for x in _walk(self.fn.body) if isinstance(x, L.Emit))
@@ -238,7 +326,7 @@ class Specialised(KernelSource):
             kind, dt, nd = self.sig[name]
             v = env[name]
             if kind == "array":
-                out.append(v)
+                out.append(getattr(v, "bits", v))  # a BFloat16Array launches as its uint16 bits
                 out += [np.int64(v.shape[d]) for d in range(1, nd)]
             else:
                 out.append(np.dtype(concrete(dt)).type(v))
@@ -285,10 +373,43 @@ class Specialised(KernelSource):
                 return tuple(env[v] if v in env else self.host_state(state)[v] for v in step.values)
         return env["out"] if "out" in env and not self.emits else None
 
+    def skinny_launch(self, step, env, state, sms):
+        """(grid, block, ("skinny", column tiles, warps per block)) when the skinny template's run-time
+        conditions hold (cuda_schedules), else None: the generic kernel runs."""
+        sk = step.skinny
+        try:
+            cols = self.host_eval(sk.ncols, env, state)
+            extent = self.host_eval(sk.extent, env, state)
+            rows = self.host_eval(f"({step.loop.stop}) - ({step.loop.start})", env, state)
+        except Exception:
+            return None
+        mtiles, minblocks, slots, warps = cuda_schedules.config(sk)
+        slots = slots if sk.kind == "nm" and slots % 8 == 0 else 8
+        per_chunk = 4 * slots * sk.m // sk.n if sk.kind == "nm" else 64  # columns per 4-lane chunk of a row
+        ptr = {name: env[name].data.ptr if hasattr(env[name], "data") else env[name].bits.data.ptr
+               for name in (sk.values, sk.dense, sk.crd or sk.mask)}
+        if not (cols % 16 == 0 and 16 <= cols <= 64 and extent % per_chunk == 0 and extent > 0 and rows > 0
+                and ptr[sk.dense] % 4 == 0 and ptr[sk.crd or sk.mask] % (8 if sk.kind == "nm" else 16) == 0
+                and (sk.kind == "bitmap" or ptr[sk.values] % 16 == 0)):
+            return None
+        blocks = math.ceil(rows / (16 * mtiles))
+        splitk = 1  # warps of a block splitting the columns: enough warps for the GPU, parts in shared memory
+        while splitk * 2 <= min(warps or 8, splitk_limit(cols // 16, mtiles)) and \
+                (warps or blocks * splitk * 2 <= sms * 64) and splitk * 2 <= extent // per_chunk:
+            splitk *= 2
+        return blocks, 32 * splitk, ("skinny", cols // 16, splitk, mtiles, minblocks, slots)
+
     def launch_parallel(self, k, step, env, state, sms):
         cp = cupy()
         loop = step.loop
-        lanes = self.choose_lanes(step, env, state) if step.reduction is not None else 1
+        got = self.skinny_launch(step, env, state, sms) if getattr(step, "skinny", None) is not None else None
+        if got is not None:
+            step.launched = got
+            self.last_launch = (self.kernel(k, got[2]), (got[0],), (got[1],), self.launch_args(env, state))
+            self.last_launch[0](*self.last_launch[1:])
+            return
+        lanes = self.choose_lanes(step, env, state) if step.reduction is not None else \
+            self.nested_lanes(step, env, state) if getattr(step, "nested", None) is not None else 1
         try:
             trip = self.host_eval(f"({loop.stop}) - ({loop.start})", env, state) if not \
                 ((_names(loop.start) | _names(loop.stop)) & set(self.types.arrays)) else None
@@ -312,6 +433,19 @@ class Specialised(KernelSource):
                     cp.full(n, _eval(a.fill, {}), dtype=a.dtype)
         step.launched = (blocks, block, lanes)
         self.kernel(k, lanes)((blocks,), (block,), self.launch_args(env, state))
+
+    def nested_lanes(self, step, env, state) -> int:
+        """Lanes splitting a nested reduction loop: a power of two, about 8 of its iterations per lane (fewer
+        shuffle rounds, more outer iterations in flight per warp: the entries' loads are a latency chain)."""
+        inner = step.nested[0]
+        try:
+            trip = self.host_eval(f"({inner.stop}) - ({inner.start})", env, state)
+        except Exception:  # bounds known only inside an iteration
+            trip = 8
+        lanes = 1
+        while lanes * 2 <= min(32, trip / 8):
+            lanes *= 2
+        return lanes
 
     def choose_lanes(self, step, env, state) -> int:
         """Threads per outer iteration: a power of two, a quarter of the average inner trip count, <= 32."""
@@ -348,9 +482,14 @@ class Specialised(KernelSource):
                 parts.append(f"step {k}: {step.assign.target} = {step.assign.value} on the host")
             elif step.kind == "parallel":
                 how = "one thread per iteration, atomicAdd into the output" if step.atomic else \
+                    "lanes per iteration split its inner reduction (xor shuffles), lane 0 stores" if \
+                    getattr(step, "nested", None) is not None else \
                     "threads per iteration chosen per call (shuffle reduction)" if step.reduction else \
                     f"one thread per ({step.loop.var}, {step.collapse.var}) pair" if step.collapse else \
                     "one thread per iteration (grid-stride)"
+                if getattr(step, "skinny", None) is not None:
+                    how += (f"; or the skinny {step.skinny.kind} template (cuda_schedules: a warp per 16 rows, "
+                            f"tensor-core mma) when the columns are 16..64")
                 got = getattr(step, "launched", None)
                 at = f"; last launch {got[0]} blocks x {got[1]} threads, {got[2]} per iteration" if got else ""
                 parts.append(f"step {k}: parallel loop over {step.loop.var}, {how}{at}")
@@ -358,8 +497,9 @@ class Specialised(KernelSource):
                 parts.append(f"step {k}: allocate {step.alloc.var}[{step.alloc.shape}] on the device")
             elif step.kind == "cumsum":
                 parts.append(f"step {k}: prefix sum (cupy.cumsum)")
-        for (k, lanes), src in sorted(self.sources.items()):
-            parts.append(f"// ---- step {k}, {lanes} thread(s) per iteration\n" + src.replace(PREAMBLE, ""))
+        for (k, lanes), src in sorted(self.sources.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+            what = f"{lanes} thread(s) per iteration" if isinstance(lanes, int) else f"schedule {lanes}"
+            parts.append(f"// ---- step {k}, {what}\n" + src.replace(PREAMBLE, ""))
         return "\n".join(parts)
 
 
@@ -419,7 +559,8 @@ class Compiled:
             elif isinstance(v, np.ndarray):
                 v = v[()]
             elif hasattr(v, "__cuda_array_interface__") and not v.flags.c_contiguous:
-                v = cp.ascontiguousarray(v)
+                v = BFloat16Array(cp.ascontiguousarray(v.bits)) if isinstance(v, BFloat16Array) else \
+                    cp.ascontiguousarray(v)
             named[name] = v
         if "out_cap" in named:  # the first guess of a growable output's size: as large as the inputs
             named["out_cap"] = max(int(named["out_cap"]), sum(int(v.size) for v in named.values()

@@ -1,14 +1,19 @@
 """Loop IR as CUDA C++: the renderer of the CUDA backend (``cuda_cupy`` compiles and runs it).
 
 Expressions are parsed with ``ast`` and printed as C with inferred types (numpy promotion, Python
-literals weak as in NEP 50, so float32 data accumulates in float32). A function's top-level
-statements become *steps* (``plan_steps``): host work (scalars, allocations, prefix sums) or kernels.
-A parallel ``For`` is one kernel, rendered in one of three shapes chosen from the loop body:
+literals weak as in NEP 50, so float32 data accumulates in float32; float16 and bfloat16 are storage
+only: loads widen to float32, stores round). A function's top-level statements become *steps*
+(``cuda_plan.plan_steps``): host work (scalars, allocations, prefix sums) or kernels. A parallel
+``For``, cleared of dead scalars, is one kernel, rendered in one of these shapes chosen from the loop:
 
 - a scalar reduction (``acc op= ...`` in one inner loop, then a store): ``L`` lanes per outer
   iteration stride the inner loop and combine ``acc`` with ``__shfl_down_sync`` (CSR-vector SpMV);
 - ``head; for v: ...`` with independent inner iterations (an output index): one thread per
-  (outer, inner) pair, the inner index fastest (SpMM, SDDMM);
+  (outer, inner) pair, the inner index fastest (SpMM);
+- a reduction loop nested in sequential code (SDDMM's fill pass): ``L`` lanes run the body alike,
+  split that loop and all-reduce with ``__shfl_xor_sync``; lane 0 stores;
+- weights in ``nm(2, M)`` / ``bitmap`` times a few dense columns: the tensor-core template of
+  ``cuda_schedules`` (chosen at launch when its run-time conditions hold);
 - otherwise one thread per iteration over a grid-stride loop.
 
 A serial outer loop that only adds into the output becomes parallel with ``atomicAdd``; other
@@ -23,12 +28,29 @@ import ast as pyast
 import numpy as np
 
 from ..lang import loopir as L
+from .cuda_plan import (  # noqa: F401 (re-exported: the IR helpers and the plan)
+    ATOMIC_DTYPES,
+    Step,
+    _assigned,
+    _exprs,
+    _names,
+    _parse,
+    _read,
+    _walk,
+    drop_dead,
+    plan_steps,
+)
+from .cuda_schedules import render_skinny, skinny_shape
 
 # ---- types -----------------------------------------------------------------------------------
 
 CTYPES = {"float64": "double", "float32": "float", "int64": "long long", "int32": "int", "int16": "short",
           "int8": "signed char", "uint8": "unsigned char", "uint16": "unsigned short", "uint32": "unsigned int",
-          "uint64": "unsigned long long", "bool": "bool"}
+          "uint64": "unsigned long long", "bool": "bool",
+          # 16-bit floats are storage only: the bits travel as unsigned short, a load widens them to
+          # float (PTX cvt; no cuda_fp16.h / cuda_bf16.h needed under NVRTC), a store rounds to nearest
+          "float16": "unsigned short", "bfloat16": "unsigned short"}
+HALF = {"float16": ("sd_h2f", "sd_f2h"), "bfloat16": ("sd_bf2f", "sd_f2bf")}  # dtype -> (widen, narrow)
 WEAK_INT, WEAK_FLOAT = "weak_int", "weak_float"  # Python literals: they take the other operand's type
 FLOAT_FUNCS = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid"}
 
@@ -64,8 +86,8 @@ def concrete(t) -> str:
 def ctype(t) -> str:
     t = concrete(t)
     if t not in CTYPES:
-        raise NotImplementedError(f"the CUDA backend does not support dtype {t} yet (float32, float64, "
-                                  f"int8..int64, uint8..uint64 and bool are)")
+        raise NotImplementedError(f"the CUDA backend does not support dtype {t} yet (float16, bfloat16, "
+                                  f"float32, float64, int8..int64, uint8..uint64 and bool are)")
     return CTYPES[t]
 
 
@@ -109,6 +131,15 @@ template <class T> __device__ void sd_sort(T* a, long long n) {  // heapsort: in
   for (long long s = n / 2 - 1; s >= 0; --s) sd_sift(a, s, n);
   for (long long e = n - 1; e > 0; --e) { T t = a[0]; a[0] = a[e]; a[e] = t; sd_sift(a, 0, e); }
 }
+__device__ __forceinline__ float sd_h2f(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ unsigned short sd_f2h(float f) {
+  unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float sd_bf2f(unsigned short h) { return __uint_as_float(((unsigned)h) << 16); }
+__device__ __forceinline__ unsigned short sd_f2bf(float f) {  // round to nearest even, NaN stays NaN
+  unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);
+  return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); }
 template <class T> __device__ __forceinline__ T sd_load(const long long* s) { return *(const T*)s; }
 template <class T> __device__ __forceinline__ void sd_store(long long* s, T v) { *(T*)s = v; }
 """
@@ -116,62 +147,6 @@ template <class T> __device__ __forceinline__ void sd_store(long long* s, T v) {
 _BINOPS = {pyast.Add: "+", pyast.Sub: "-", pyast.Mult: "*", pyast.Div: "/", pyast.FloorDiv: "//",
            pyast.Mod: "%", pyast.Pow: "**"}
 _CMPOPS = {pyast.Lt: "<", pyast.LtE: "<=", pyast.Gt: ">", pyast.GtE: ">=", pyast.Eq: "==", pyast.NotEq: "!="}
-
-
-def _parse(text: str):
-    return pyast.parse(text, mode="eval").body
-
-
-def _names(text: str) -> set:
-    return {n.id for n in pyast.walk(pyast.parse(text, mode="eval")) if isinstance(n, pyast.Name)}
-
-
-def _walk(stmts):
-    for s in stmts:
-        yield s
-        for attr in ("private", "body", "then", "orelse"):
-            yield from _walk(getattr(s, attr, None) or [])
-
-
-def _exprs(s) -> list:
-    """The expression strings a statement holds (not its children's)."""
-    if isinstance(s, L.For):
-        return [s.start, s.stop]
-    if isinstance(s, (L.While, L.If)):
-        return [s.cond]
-    if isinstance(s, L.Assign):
-        return [s.target, s.value]
-    if isinstance(s, L.Alloc):
-        return [s.shape] + ([s.fill] if s.fill else [])
-    if isinstance(s, L.SortRange):
-        return [s.array, s.start, s.stop]
-    if isinstance(s, L.Emit):
-        return [*s.coords, s.value]
-    if isinstance(s, L.Return):
-        return list(s.values)
-    return []
-
-
-def _assigned(stmts) -> set:
-    out = set()
-    for s in _walk(stmts):
-        if isinstance(s, L.Assign) and isinstance(_parse(s.target), pyast.Name):
-            out.add(s.target)
-        elif isinstance(s, L.For):
-            out.add(s.var)
-        elif isinstance(s, L.Emit):
-            out.add("out_n")
-    return out
-
-
-def _read(stmts) -> set:
-    out = set()
-    for s in _walk(stmts):
-        for e in _exprs(s):
-            out |= _names(e)
-        if isinstance(s, L.Emit):
-            out |= {"out_n", "out_cap"}
-    return out
 
 
 class Types:
@@ -216,7 +191,8 @@ class Types:
         if isinstance(e, pyast.Attribute):
             return WEAK_FLOAT  # np.inf
         if isinstance(e, pyast.Subscript):
-            return self.arrays[e.value.id][0] if e.value.id in self.arrays else None
+            t = self.arrays[e.value.id][0] if e.value.id in self.arrays else None
+            return "float32" if t in HALF else t  # 16-bit floats widen on load: float32 arithmetic
         if isinstance(e, pyast.UnaryOp):
             return "bool" if isinstance(e.op, pyast.Not) else self.of(e.operand)
         if isinstance(e, (pyast.Compare, pyast.BoolOp)):
@@ -265,6 +241,8 @@ class CExpr:
         and overloads must match exactly)."""
         if want is None or t == want:
             return code
+        if want in HALF:  # a store into 16-bit float storage: compute in float32, round once
+            return f"{HALF[want][1]}({self.cast(code, t, 'float32')})"
         want = concrete(want)
         if t == want:
             return code
@@ -287,7 +265,8 @@ class CExpr:
                 return "SD_INF", t
             raise NotImplementedError(f"np.{e.attr} in generated code")
         if isinstance(e, pyast.Subscript):
-            return self.subscript(e), t
+            stored = self.types.arrays.get(e.value.id, (None,))[0]
+            return (f"{HALF[stored][0]}({self.subscript(e)})" if stored in HALF else self.subscript(e)), t
         if isinstance(e, pyast.UnaryOp):
             if isinstance(e.op, pyast.Not):
                 return f"(!{self.expr(e.operand)[0]})", t
@@ -352,6 +331,7 @@ class CStmts:
         self.types, self.c = types, cexpr
         self.n = 0
         self.atomic = atomic  # out[..] += v becomes atomicAdd (iterations run in parallel)
+        self.split = None  # (loop, lanes, op, touched): the loop lanes split (KernelSource.nested)
 
     def fresh(self, stem):
         self.n += 1
@@ -366,7 +346,9 @@ class CStmts:
     def put(self, stmts, ind: int, lines: list):
         pad = "  " * ind
         for s in stmts:
-            if isinstance(s, L.For):
+            if isinstance(s, L.For) and self.split is not None and s is self.split[0]:
+                self.split_loop(s, ind, lines)
+            elif isinstance(s, L.For):
                 if s.private:
                     raise NotImplementedError("private allocations below the top level")
                 i, stop = self.fresh("i"), self.fresh("stop")
@@ -403,8 +385,48 @@ class CStmts:
             else:
                 raise NotImplementedError(f"{type(s).__name__} below the top level of a CUDA kernel")
 
+    def split_loop(self, s: L.For, ind: int, lines: list):
+        _, lanes, op, touched = self.split
+        pad = "  " * ind
+        i, stop = self.fresh("i"), self.fresh("stop")
+        lines.append(f"{pad}{{ const long long {stop} = {self.c(s.stop)};")
+        lines.append(f"{pad}for (long long {i} = {self.c(s.start)} + sd_lane; {i} < {stop}; {i} += {lanes}) {{")
+        lines.append(f"{pad}  {s.var} = {i};")
+        self.put(s.body, ind + 1, lines)
+        lines.append(f"{pad}}}")
+        acc_t = self.types.scalars["acc"]
+        ct = ctype(acc_t)
+        combine = {"+": "acc + sd_o", "max": "sd_max(acc, sd_o)", "min": "sd_min(acc, sd_o)",
+                   "or": "acc || sd_o", "and": "acc && sd_o"}[op]
+        every = any(isinstance(x, L.Assign) and x.target == "touched" and x.value == "True" for x in s.body)
+        lines.append(f"{pad}for (int sd_off = {lanes // 2}; sd_off > 0; sd_off >>= 1) {{  // every lane gets the total")
+        lines.append(f"{pad}  {ct} sd_o = ({ct})__shfl_xor_sync(sd_gmask, ({'int' if acc_t == 'bool' else ct})acc, "
+                     f"sd_off, {lanes});")
+        lines.append(f"{pad}  acc = {combine};")
+        if touched and not every:
+            lines.append(f"{pad}  touched = touched || (bool)__shfl_xor_sync(sd_gmask, (int)touched, sd_off, {lanes});")
+        lines.append(f"{pad}}}")
+        if touched and every:  # set by every iteration: it ran iff the loop was not empty, no shuffle needed
+            lines.append(f"{pad}if ({self.c(s.start)} < {stop}) touched = true;")
+        lines.append(f"{pad}}}")
+
     def assign(self, s: L.Assign) -> str:
+        if self.split is not None and isinstance(_parse(s.target), pyast.Subscript):
+            return "if (sd_lane == 0) " + self._assign(s)  # the lanes agree: one stores
+        return self._assign(s)
+
+    def _assign(self, s: L.Assign) -> str:
         t = self.target_type(s.target)
+        if t in HALF:  # 16-bit float storage: read-modify-write through float32
+            lv = self.c.subscript(_parse(s.target))
+            if s.op is None:
+                return f"{lv} = {self.c(s.value, t)};"
+            old = f"{HALF[t][0]}({lv})"
+            new = {"+": f"{old} + {{v}}", "-": f"{old} - {{v}}", "*": f"{old} * {{v}}",
+                   "max": f"sd_max({old}, {{v}})", "min": f"sd_min({old}, {{v}})"}.get(s.op)
+            if new is None:
+                raise NotImplementedError(f"reduction {s.op!r} into a {t} array")
+            return f"{lv} = {HALF[t][1]}({new.format(v=self.c(s.value, 'float32'))});"
         target = self.c(s.target)
         if s.op is None:
             return f"{target} = {self.c(s.value, t)};"
@@ -422,167 +444,6 @@ class CStmts:
         raise NotImplementedError(f"reduction {s.op!r} in the CUDA backend")
 
 
-# ---- the plan of one function: host steps and kernels -----------------------------------------
-
-
-class Step:
-    def __init__(self, kind: str, **kw):
-        self.kind = kind
-        self.__dict__.update(kw)
-
-
-def plan_steps(fn: L.Function, scalars=()) -> list:
-    """Split the top level into host steps: host (a scalar of the ``scalars`` parameters), alloc,
-    cumsum, parallel launch, serial launch, return."""
-    steps, serial = [], []
-    host_vars: set = set()
-
-    def flush():
-        if serial:
-            steps.append(Step("serial", body=list(serial)))
-            serial.clear()
-
-    for s in fn.body:
-        if isinstance(s, L.Comment):
-            continue
-        if isinstance(s, L.Assign) and s.op is None and isinstance(_parse(s.target), pyast.Name) and \
-                not serial and _names(s.value) <= set(scalars) | host_vars:
-            steps.append(Step("host", assign=s))  # a scalar of scalars: no kernel needed
-            host_vars.add(s.target)
-        elif isinstance(s, L.Alloc):
-            flush()
-            steps.append(Step("alloc", alloc=s))
-        elif isinstance(s, L.Return):
-            flush()
-            steps.append(Step("return", values=list(s.values)))
-        elif isinstance(s, L.For) and _is_prefix_sum(s):
-            flush()
-            steps.append(Step("cumsum", loop=s))
-        elif isinstance(s, L.For) and not s.parallel and _atomic_scatter(s, fn.body):
-            flush()
-            steps.append(Step("parallel", loop=s, reduction=None, collapse=None, atomic=True))
-        elif isinstance(s, L.For) and s.parallel:
-            flush()
-            steps.append(Step("parallel", loop=s, reduction=_reduction_shape(s), collapse=_collapse_shape(s),
-                              atomic=False))
-        elif isinstance(s, L.For) and s.private:
-            for a in s.private:
-                if isinstance(a, L.Alloc):
-                    flush()
-                    steps.append(Step("alloc", alloc=a))
-                else:
-                    serial.append(a)
-            serial.append(L.For(s.var, s.start, s.stop, s.body))
-        else:
-            serial.append(s)
-    flush()
-    return steps
-
-
-ATOMIC_DTYPES = {"float32", "float64", "int32", "int64", "uint32", "uint64"}
-
-
-def _atomic_scatter(loop: L.For, top: list) -> bool:
-    """A serial outer loop whose iterations only add into ``out`` (``out[..] += v``; the output is
-    zeroed first) and otherwise keep to their own scalars: run it in parallel with atomicAdd."""
-    if loop.private:
-        return False
-    stores = [x for x in _walk(loop.body) if isinstance(x, L.Assign) and isinstance(_parse(x.target), pyast.Subscript)]
-    if not stores or any(_parse(x.target).value.id != "out" or x.op != "+" for x in stores):
-        return False
-    if any(isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private)
-           for x in _walk(loop.body)):
-        return False
-    local = _assigned(loop.body) | {loop.var}
-    plain = {x.target for x in _walk(loop.body) if isinstance(x, L.Assign) and x.op is None}
-    if any(isinstance(x, L.Assign) and x.op and x.target in local and x.target not in plain for x in _walk(loop.body)):
-        return False  # carried from one iteration to the next (a merge cursor over the outer level)
-    rest = [x for x in top if x is not loop]
-    return not (local & _read(rest)) and not ((_names(loop.start) | _names(loop.stop)) & local)
-
-
-def _is_prefix_sum(s: L.For) -> bool:
-    """``for r in [0, n): X[r + 1] = X[r] + Y[r]`` (a two-phase assembly's offsets)."""
-    if s.start != "0" or len(s.body) != 1 or not isinstance(s.body[0], L.Assign) or s.body[0].op:
-        return False
-    a = s.body[0]
-    t, v = _parse(a.target), _parse(a.value)
-    return (isinstance(t, pyast.Subscript) and pyast.unparse(t.slice) == f"{s.var} + 1"
-            and isinstance(v, pyast.BinOp) and isinstance(v.op, pyast.Add)
-            and pyast.unparse(v.left) == f"{t.value.id}[{s.var}]"
-            and isinstance(v.right, pyast.Subscript) and pyast.unparse(v.right.slice) == s.var)
-
-
-def _reduction_shape(loop: L.For):
-    """For a parallel loop whose body is ``head; inner for (acc op= ...); tail``, where the inner
-    loop's iterations are independent apart from the reduction into ``acc`` (and ``touched``), return
-    (head, inner, tail, op, init); else None. Lanes may then split the inner loop."""
-    body = loop.body
-    if loop.private:
-        return None
-    red = [k for k, s in enumerate(body) if any(isinstance(x, L.Assign) and x.target == "acc" and x.op
-                                                 for x in _walk([s]))]
-    if len(red) != 1 or not isinstance(body[red[0]], L.For):
-        return None
-    k = red[0]
-    head, inner, tail = body[:k], body[k], body[k + 1:]
-    ops = {x.op for x in _walk([inner]) if isinstance(x, L.Assign) and x.target == "acc" and x.op}
-    init = [s.value for s in head if isinstance(s, L.Assign) and s.target == "acc" and s.op is None]
-    if len(ops) != 1 or not init or next(iter(ops)) not in ("+", "max", "min", "or", "and"):
-        return None
-    for x in _walk(inner.body):
-        if isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private):
-            return None
-        if isinstance(x, L.Assign):
-            if x.target == "touched" and x.value == "True" and x.op is None:
-                continue
-            if x.target == "acc":
-                if x.op is None:
-                    return None
-                continue
-            if not isinstance(_parse(x.target), pyast.Name):
-                return None  # a store to memory
-    local = _assigned(inner.body) - {"acc", "touched"}
-    if local & (_assigned(head) | _read(tail)) or inner.var in _read(tail):
-        return None
-    plain = {x.target for x in _walk(inner.body) if isinstance(x, L.Assign) and x.op is None}
-    if any(isinstance(x, L.Assign) and x.op and x.target in local and x.target not in plain
-           for x in _walk(inner.body)):
-        return None  # carried from one inner iteration to the next
-    return head, inner, tail, next(iter(ops)), init[0]
-
-
-def _collapse_shape(loop: L.For):
-    """For a parallel loop whose body is ``head; for v in [a, b): inner`` with the inner loop's bounds
-    independent of the outer iteration and its iterations independent (an output index: each writes
-    its own elements), return the inner loop: threads then take (outer, inner) pairs, so neighbouring
-    threads read neighbouring dense columns (SpMM, SDDMM). Else None."""
-    body = loop.body
-    if loop.private or not body or not isinstance(body[-1], L.For) or body[-1].private:
-        return None
-    head, inner = body[:-1], body[-1]
-    if (_names(inner.start) | _names(inner.stop)) & (_assigned(head) | {loop.var}):
-        return None
-    if any(not isinstance(x, (L.Assign, L.Comment)) for x in head):
-        return None
-    for x in _walk(inner.body):
-        if isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private):
-            return None
-    local = _assigned(inner.body) | {inner.var}
-    if local & _assigned(head):
-        return None
-    plain = {x.target for x in _walk(inner.body) if isinstance(x, L.Assign) and x.op is None}
-    if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Name) and x.target not in plain
-           for x in _walk(inner.body)):
-        return None
-    if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Subscript)
-           for x in _walk(inner.body)):
-        return None  # a scatter (out[..] += ..): the inner index may be a reduction index
-    return inner
-
-
-
-
 class KernelSource:
     """One function analysed for one signature of argument types, and the C++ of its kernels."""
 
@@ -597,6 +458,8 @@ class KernelSource:
         for st in self.steps:
             if st.kind == "parallel" and st.atomic and out_t not in ATOMIC_DTYPES:
                 st.kind, st.body = "serial", [st.loop]  # no atomicAdd for this dtype: one thread
+            if st.kind == "parallel":  # a template for weights x a few dense columns (cuda_schedules)
+                st.skinny = None if st.atomic else skinny_shape(st.loop, self.types.arrays)
         allocs = [s.alloc for s in self.steps if s.kind == "alloc"]
         allocs += [a for s in self.steps if s.kind == "parallel" for a in s.loop.private if isinstance(a, L.Alloc)]
         self.allocs = list({a.var: a for a in reversed(allocs)}.values())[::-1]  # one parameter per name
@@ -652,9 +515,12 @@ class KernelSource:
         out.append("long long* __restrict__ sd_state")
         return out
 
-    def render(self, k: int, lanes: int = 1) -> str:
+    def render(self, k: int, lanes=1) -> str:
+        """Kernel ``k``: ``lanes`` threads per iteration, or ("skinny", column tiles, warps per block)."""
         step = self.steps[k]
-        name = f"{self.fn.name}_k{k}" + (f"_l{lanes}" if lanes > 1 else "")
+        if isinstance(lanes, tuple):
+            return render_skinny(self, k, step.skinny, *lanes[1:])
+        name = kernel_name(self.fn.name, k, lanes)
         lines = [f'extern "C" __global__ void {name}(' + ", ".join(self.params()) + ") {"]
         stm = CStmts(self.types, self.cexpr, atomic=getattr(step, "atomic", False))
         if step.kind == "serial":
@@ -663,6 +529,8 @@ class KernelSource:
             self.lanes(step, stm, lines, lanes)
         elif step.collapse is not None:
             self.collapsed(step.loop, step.collapse, stm, lines)
+        elif getattr(step, "nested", None) is not None and lanes > 1:
+            self.nested(step, stm, lines, lanes)
         else:
             self.grid_stride(step.loop, stm, lines)
         lines.append("}")
@@ -709,6 +577,23 @@ class KernelSource:
         # a thread's private scalars (a workspace generation) carry from one of its iterations to the next
         self.declare((_assigned(loop.body) | {loop.var}) - _assigned(loop.private), lines, "    ")
         lines.append(f"    {loop.var} = sd_it;")
+        stm.put(loop.body, 2, lines)
+        lines.append("  }")
+
+    def nested(self, step, stm, lines, lanes):
+        """``lanes`` threads per outer iteration run its body alike; they split the one reduction loop
+        (``step.nested``) and all-reduce acc with xor shuffles; only lane 0 stores."""
+        loop = step.loop
+        self.prologue(loop, lines)
+        lines.append(f"  const int sd_lane = threadIdx.x & {lanes - 1};")
+        mask = "0xffffffffu" if lanes == 32 else f"((({hex((1 << lanes) - 1)}u) << (threadIdx.x & {32 - lanes})))"
+        lines.append(f"  const unsigned sd_gmask = {mask};  // this group's lanes")
+        lines.append(f"  const long long sd_ngroups = sd_nthreads / {lanes};")
+        lines.append(f"  for (long long sd_it = sd_start + sd_tid / {lanes}; sd_it < sd_stop; sd_it += sd_ngroups) {{")
+        self.declare(_assigned(loop.body) | {loop.var}, lines, "    ")
+        lines.append(f"    {loop.var} = sd_it;")
+        stm.split = (step.nested[0], lanes, step.nested[1],
+                     "touched" in self.types.scalars and "touched" in _assigned([step.nested[0]]))
         stm.put(loop.body, 2, lines)
         lines.append("  }")
 
@@ -772,12 +657,20 @@ class KernelSource:
         lines.append("  }")
 
 
+def kernel_name(fn: str, k: int, lanes=1) -> str:
+    if isinstance(lanes, tuple):
+        return f"{fn}_k{k}_skinny" + "x".join(str(v) for v in lanes[1:])
+    return f"{fn}_k{k}" + (f"_l{lanes}" if lanes > 1 else "")
+
+
 def signature(args: dict) -> dict:
     """(kind, dtype, ndim) of each argument: "array" or "scalar"."""
     sig = {}
     for name, v in args.items():
-        if hasattr(v, "__cuda_array_interface__") or isinstance(v, np.ndarray) and v.ndim > 0:
-            if v.dtype.kind not in "biuf" or v.dtype == np.float16:
+        if getattr(v, "sd_storage", None) == "bfloat16":  # cuda_cupy.BFloat16Array: uint16 bits
+            sig[name] = ("array", "bfloat16", max(1, v.ndim))
+        elif hasattr(v, "__cuda_array_interface__") or isinstance(v, np.ndarray) and v.ndim > 0:
+            if v.dtype.kind not in "biuf":
                 raise NotImplementedError(f"the CUDA backend does not support dtype {v.dtype} yet")
             sig[name] = ("array", v.dtype.name, max(1, v.ndim))
         elif isinstance(v, (bool, np.bool_)):
@@ -803,4 +696,8 @@ def render(fn: L.Function, args: list) -> str:
             out.append(spec.render(k))
             if step.kind == "parallel" and step.reduction is not None:
                 out.append(spec.render(k, 32))
+            if step.kind == "parallel" and getattr(step, "nested", None) is not None:
+                out.append(spec.render(k, 32))
+            if step.kind == "parallel" and step.skinny is not None:
+                out.append(spec.render(k, ("skinny", 1, 8, 1, 1, 8)))
     return "\n".join(out)

@@ -1,0 +1,363 @@
+"""The plan of one loop-IR function for the CUDA backend, and the loop shapes its kernels take.
+
+``plan_steps`` splits a function's top level into host steps (a scalar of scalars, an allocation, a
+prefix sum, a parallel or serial kernel, the return). Each parallel loop is first cleared of dead
+scalars (``drop_dead``), then matched against the shapes the renderer has kernels for: a lane-split
+reduction (``_reduction_shape``), an (outer, inner) collapse (``_collapse_shape``), a reduction nested
+in sequential code (``_nested_reduction``), or a serial scatter run in parallel with atomics
+(``_atomic_scatter``). Expressions are the loop IR's strings, parsed with ``ast`` (cached).
+Nothing here needs cupy or a GPU.
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+import functools
+
+import numpy as np
+
+from ..lang import loopir as L
+
+# ---- expressions and statements ----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str):
+    """The expression's AST (cached: the launch path asks again at every call; never mutated)."""
+    return pyast.parse(text, mode="eval").body
+
+
+@functools.lru_cache(maxsize=4096)
+def _names(text: str) -> frozenset:
+    return frozenset(n.id for n in pyast.walk(pyast.parse(text, mode="eval")) if isinstance(n, pyast.Name))
+
+
+def _walk(stmts):
+    for s in stmts:
+        yield s
+        for attr in ("private", "body", "then", "orelse"):
+            yield from _walk(getattr(s, attr, None) or [])
+
+
+def _exprs(s) -> list:
+    """The expression strings a statement holds (not its children's)."""
+    if isinstance(s, L.For):
+        return [s.start, s.stop]
+    if isinstance(s, (L.While, L.If)):
+        return [s.cond]
+    if isinstance(s, L.Assign):
+        return [s.target, s.value]
+    if isinstance(s, L.Alloc):
+        return [s.shape] + ([s.fill] if s.fill else [])
+    if isinstance(s, L.SortRange):
+        return [s.array, s.start, s.stop]
+    if isinstance(s, L.Emit):
+        return [*s.coords, s.value]
+    if isinstance(s, L.Return):
+        return list(s.values)
+    return []
+
+
+def _assigned(stmts) -> set:
+    out = set()
+    for s in _walk(stmts):
+        if isinstance(s, L.Assign) and isinstance(_parse(s.target), pyast.Name):
+            out.add(s.target)
+        elif isinstance(s, L.For):
+            out.add(s.var)
+        elif isinstance(s, L.Emit):
+            out.add("out_n")
+    return out
+
+
+def _read(stmts) -> set:
+    out = set()
+    for s in _walk(stmts):
+        for e in _exprs(s):
+            out |= _names(e)
+        if isinstance(s, L.Emit):
+            out |= {"out_n", "out_cap"}
+    return out
+
+
+# ---- the plan of one function: host steps and kernels -----------------------------------------
+
+
+class Step:
+    def __init__(self, kind: str, **kw):
+        self.kind = kind
+        self.__dict__.update(kw)
+
+
+def plan_steps(fn: L.Function, scalars=()) -> list:
+    """Split the top level into host steps: host (a scalar of the ``scalars`` parameters), alloc,
+    cumsum, parallel launch, serial launch, return."""
+    steps, serial = [], []
+    host_vars: set = set()
+
+    def flush():
+        if serial:
+            steps.append(Step("serial", body=list(serial)))
+            serial.clear()
+
+    for s in fn.body:
+        if isinstance(s, L.Comment):
+            continue
+        if isinstance(s, L.Assign) and s.op is None and isinstance(_parse(s.target), pyast.Name) and \
+                not serial and _names(s.value) <= set(scalars) | host_vars:
+            steps.append(Step("host", assign=s))  # a scalar of scalars: no kernel needed
+            host_vars.add(s.target)
+        elif isinstance(s, L.Alloc):
+            flush()
+            steps.append(Step("alloc", alloc=s))
+        elif isinstance(s, L.Return):
+            flush()
+            steps.append(Step("return", values=list(s.values)))
+        elif isinstance(s, L.For) and _is_prefix_sum(s):
+            flush()
+            steps.append(Step("cumsum", loop=s))
+        elif isinstance(s, L.For) and not s.parallel and _atomic_scatter(s, fn.body):
+            flush()
+            steps.append(Step("parallel", loop=s, reduction=None, collapse=None, atomic=True, nested=None))
+        elif isinstance(s, L.For) and s.parallel:
+            flush()
+            s = drop_dead(s, set())  # a parallel loop's scalars are its iterations' own (no state crosses)
+            red, col = _reduction_shape(s), _collapse_shape(s)
+            steps.append(Step("parallel", loop=s, reduction=red, collapse=col, atomic=False,
+                              nested=_nested_reduction(s) if red is None and col is None else None))
+        elif isinstance(s, L.For) and s.private:
+            for a in s.private:
+                if isinstance(a, L.Alloc):
+                    flush()
+                    steps.append(Step("alloc", alloc=a))
+                else:
+                    serial.append(a)
+            serial.append(L.For(s.var, s.start, s.stop, s.body))
+        else:
+            serial.append(s)
+    flush()
+    return steps
+
+
+def _live_reads(stmts) -> set:
+    """Names read, a reduction's read of its own target not counted (``acc += x`` alone keeps no acc)."""
+    out = set()
+    for s in _walk(stmts):
+        if isinstance(s, L.Assign):
+            out |= _names(s.value) | (set() if isinstance(_parse(s.target), pyast.Name) else _names(s.target))
+        else:
+            for e in _exprs(s):
+                out |= _names(e)
+            if isinstance(s, L.Emit):
+                out |= {"out_n", "out_cap"}
+    return out
+
+
+def drop_dead(loop: L.For, keep: set) -> L.For:
+    """``loop`` without the scalars nobody reads (``keep``: names read after it), and with inner
+    loops that then only set constants turned into ``if start < stop``. The count pass of a sampled
+    product (SDDMM: count S's entries whose k loop ran) then no longer computes the dot products."""
+    body = loop.body
+    for _ in range(8):
+        live = _live_reads(body) | set(keep) | _names(loop.start) | _names(loop.stop) | _read(loop.private)
+        new = _prune(body, live)
+        if new == body:
+            break
+        body = new
+    if body == loop.body:
+        return loop
+    return L.For(loop.var, loop.start, loop.stop, body, loop.parallel, loop.weight, loop.private)
+
+
+def _prune(stmts, live) -> list:
+    out = []
+    for s in stmts:
+        if isinstance(s, L.Assign) and isinstance(_parse(s.target), pyast.Name) and s.target not in live:
+            continue
+        if isinstance(s, L.For) and not s.private:
+            body = _prune(s.body, live)
+            if not body and s.var not in live:
+                continue
+            if s.var not in live and all(isinstance(x, L.Assign) and x.op is None and isinstance(_parse(x.target),
+                                         pyast.Name) and isinstance(_parse(x.value), pyast.Constant) for x in body):
+                out.append(L.If(f"({s.start}) < ({s.stop})", body))
+                continue
+            s = L.For(s.var, s.start, s.stop, body, s.parallel, s.weight, s.private)
+        elif isinstance(s, L.If):
+            then, orelse = _prune(s.then, live), _prune(s.orelse, live)
+            if not then and not orelse:
+                continue
+            s = L.If(s.cond, then or [L.Comment("nothing")], orelse)
+        elif isinstance(s, L.While):
+            s = L.While(s.cond, _prune(s.body, live))
+        out.append(s)
+    return out
+
+
+ATOMIC_DTYPES = {"float32", "float64", "int32", "int64", "uint32", "uint64"}
+
+
+def _atomic_scatter(loop: L.For, top: list) -> bool:
+    """A serial outer loop whose iterations only add into ``out`` (``out[..] += v``; the output is
+    zeroed first) and otherwise keep to their own scalars: run it in parallel with atomicAdd."""
+    if loop.private:
+        return False
+    stores = [x for x in _walk(loop.body) if isinstance(x, L.Assign) and isinstance(_parse(x.target), pyast.Subscript)]
+    if not stores or any(_parse(x.target).value.id != "out" or x.op != "+" for x in stores):
+        return False
+    if any(isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private)
+           for x in _walk(loop.body)):
+        return False
+    local = _assigned(loop.body) | {loop.var}
+    plain = {x.target for x in _walk(loop.body) if isinstance(x, L.Assign) and x.op is None}
+    if any(isinstance(x, L.Assign) and x.op and x.target in local and x.target not in plain for x in _walk(loop.body)):
+        return False  # carried from one iteration to the next (a merge cursor over the outer level)
+    rest = [x for x in top if x is not loop]
+    return not (local & _read(rest)) and not ((_names(loop.start) | _names(loop.stop)) & local)
+
+
+def _is_prefix_sum(s: L.For) -> bool:
+    """``for r in [0, n): X[r + 1] = X[r] + Y[r]`` (a two-phase assembly's offsets)."""
+    if s.start != "0" or len(s.body) != 1 or not isinstance(s.body[0], L.Assign) or s.body[0].op:
+        return False
+    a = s.body[0]
+    t, v = _parse(a.target), _parse(a.value)
+    return (isinstance(t, pyast.Subscript) and pyast.unparse(t.slice) == f"{s.var} + 1"
+            and isinstance(v, pyast.BinOp) and isinstance(v.op, pyast.Add)
+            and pyast.unparse(v.left) == f"{t.value.id}[{s.var}]"
+            and isinstance(v.right, pyast.Subscript) and pyast.unparse(v.right.slice) == s.var)
+
+
+def _reduction_shape(loop: L.For):
+    """For a parallel loop whose body is ``head; inner for (acc op= ...); tail``, where the inner
+    loop's iterations are independent apart from the reduction into ``acc`` (and ``touched``), return
+    (head, inner, tail, op, init); else None. Lanes may then split the inner loop."""
+    body = loop.body
+    if loop.private:
+        return None
+    red = [k for k, s in enumerate(body) if any(isinstance(x, L.Assign) and x.target == "acc" and x.op
+                                                 for x in _walk([s]))]
+    if len(red) != 1 or not isinstance(body[red[0]], L.For):
+        return None
+    k = red[0]
+    head, inner, tail = body[:k], body[k], body[k + 1:]
+    ops = {x.op for x in _walk([inner]) if isinstance(x, L.Assign) and x.target == "acc" and x.op}
+    init = [s.value for s in head if isinstance(s, L.Assign) and s.target == "acc" and s.op is None]
+    if len(ops) != 1 or not init or next(iter(ops)) not in ("+", "max", "min", "or", "and"):
+        return None
+    for x in _walk(inner.body):
+        if isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private):
+            return None
+        if isinstance(x, L.Assign):
+            if x.target == "touched" and x.value == "True" and x.op is None:
+                continue
+            if x.target == "acc":
+                if x.op is None:
+                    return None
+                continue
+            if not isinstance(_parse(x.target), pyast.Name):
+                return None  # a store to memory
+    local = _assigned(inner.body) - {"acc", "touched"}
+    if local & (_assigned(head) | _read(tail)) or inner.var in _read(tail):
+        return None
+    plain = {x.target for x in _walk(inner.body) if isinstance(x, L.Assign) and x.op is None}
+    if any(isinstance(x, L.Assign) and x.op and x.target in local and x.target not in plain
+           for x in _walk(inner.body)):
+        return None  # carried from one inner iteration to the next
+    return head, inner, tail, next(iter(ops)), init[0]
+
+
+IDENTITY = {"+": 0, "max": -np.inf, "min": np.inf, "or": False, "and": True}
+
+
+def _nested_reduction(loop: L.For):
+    """For a parallel loop with exactly one loop that reduces into ``acc`` (``acc op= ..``, and
+    ``touched = True``), nested anywhere in sequential code that stores only into arrays it does not
+    read (the fill pass of a sampled product, SDDMM: per stored entry a dot product over k), return
+    (that loop, op). A group of lanes then runs the body redundantly, splits that loop and combines
+    ``acc`` with xor shuffles; lane 0 stores. Else None."""
+    if loop.private:
+        return None
+    reds = [x for x in _walk(loop.body) if isinstance(x, L.For)
+            and any(isinstance(y, L.Assign) and y.target == "acc" and y.op for y in x.body)]
+    if len(reds) != 1:
+        return None
+    inner = reds[0]
+    ops = {y.op for y in inner.body if isinstance(y, L.Assign) and y.target == "acc" and y.op}
+    if len(ops) != 1 or next(iter(ops)) not in IDENTITY:
+        return None
+    op = next(iter(ops))
+    for y in _walk(inner.body):
+        if not isinstance(y, (L.Assign, L.If, L.Comment)):
+            return None
+        if isinstance(y, L.Assign):
+            if not isinstance(_parse(y.target), pyast.Name):
+                return None  # a store inside the split loop
+            if y.target == "acc" and y.op is None or y.target != "acc" and y.op is not None:
+                return None
+            if y.target == "touched" and y.value != "True":
+                return None
+    outside = [x for x in _walk_skipping(loop.body, inner)]
+    if any(isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or isinstance(x, L.For) and x.private
+           for x in outside):
+        return None
+    for x in outside:  # every lane holds the same acc before the loop: it must be op's identity
+        if isinstance(x, L.Assign) and x.target == "acc":
+            if x.op is not None:
+                return None
+            try:
+                if eval(x.value, {"np": np, "True": True, "False": False}) != IDENTITY[op]:  # noqa: S307 (IR)
+                    return None
+            except Exception:
+                return None
+    local = (_assigned(inner.body) | {inner.var}) - {"acc", "touched"}
+    if local & set().union(*(_names(e) for x in outside for e in _exprs(x))):
+        return None
+    stored = {_parse(x.target).value.id for x in _walk(loop.body) if isinstance(x, L.Assign)
+              and isinstance(_parse(x.target), pyast.Subscript)}
+    read = set()
+    for x in _walk(loop.body):
+        for e in ([x.value] + ([pyast.unparse(_parse(x.target).slice)] if isinstance(_parse(x.target), pyast.Subscript)
+                               else []) if isinstance(x, L.Assign) else _exprs(x)):
+            read |= _names(e)
+    if stored & read:
+        return None  # a lane could read what lane 0 stored
+    return inner, op
+
+
+def _walk_skipping(stmts, skip):
+    for s in stmts:
+        if s is skip:
+            continue
+        yield s
+        for attr in ("body", "then", "orelse"):
+            yield from _walk_skipping(getattr(s, attr, None) or [], skip)
+
+
+def _collapse_shape(loop: L.For):
+    """For a parallel loop whose body is ``head; for v in [a, b): inner`` with the inner loop's bounds
+    independent of the outer iteration and its iterations independent (an output index: each writes
+    its own elements), return the inner loop: threads then take (outer, inner) pairs, so neighbouring
+    threads read neighbouring dense columns (SpMM, SDDMM). Else None."""
+    body = loop.body
+    if loop.private or not body or not isinstance(body[-1], L.For) or body[-1].private:
+        return None
+    head, inner = body[:-1], body[-1]
+    if (_names(inner.start) | _names(inner.stop)) & (_assigned(head) | {loop.var}):
+        return None
+    if any(not isinstance(x, (L.Assign, L.Comment)) for x in head):
+        return None
+    for x in _walk(inner.body):
+        if isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private):
+            return None
+    local = _assigned(inner.body) | {inner.var}
+    if local & _assigned(head):
+        return None
+    plain = {x.target for x in _walk(inner.body) if isinstance(x, L.Assign) and x.op is None}
+    if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Name) and x.target not in plain
+           for x in _walk(inner.body)):
+        return None
+    if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Subscript)
+           for x in _walk(inner.body)):
+        return None  # a scatter (out[..] += ..): the inner index may be a reduction index
+    return inner

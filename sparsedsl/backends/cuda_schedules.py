@@ -1,0 +1,483 @@
+"""Templates the CUDA renderer picks for loop-IR shapes that its generic kernels run badly.
+
+``skinny_shape`` recognises a weight matrix in an ``nm(2, M)`` (M a multiple of 4) or ``bitmap`` level
+times a few dense columns (``Y[i,n] = W[i,j] * X[j,n]``, the decode step of an LLM: Flash-LLM,
+"Flash-LLM: Enabling Cost-Effective and Highly-Efficient Large Generative Model Inference with
+Unstructured Sparsity", 2023; Mustafar, 2025) in the lowered loop nest of one parallel row loop::
+
+    for i (parallel):  head                      # the row's position (a0_0_q = i)
+      for n in [0, C):  acc = 0
+        nm:      for g in [0, G): for s in [0, N): q = base + g*N + s; k = crd[q]
+                   if k < M: j = g*M + k; acc += W[q] * X[j, n]
+        bitmap:  the mask's row base, pos[p]; for j in [0, D): where mask[base + j]: acc += W[q] * X[j, n]
+      out[i, n] = acc
+
+and renders it "load compressed, compute dense": a warp owns 16 or 32 rows (one or two m16 tiles, ``CONFIG``),
+each lane loads one or two 16-byte vectors of values (8 slots each) and their in-group indices (or 16
+mask bytes) per row, a chunk ahead of its use (register double buffering; a ``cp.async`` ring through
+shared memory measured 5-10% slower on an H100), expands them into the dense
+A fragment of a tensor-core ``mma.m16n8k16`` (float32 accumulation), and takes X's fragment from
+L1/L2. The k order inside an mma is free, so lane ``t`` of a quad of lanes gives its four k slots
+to four consecutive columns of the row (one 2:4 group): its values stay contiguous and load as one
+16-byte vector. Warps of a block split the row's columns (split-K) and add their parts through
+shared memory. Everything the template needs (array names, N, M, the slot and row-offset
+expressions, the output store) is read from the IR; the launch falls back to the generic kernel
+when a run-time condition (C a multiple of 16 up to 64, alignment, row length) does not hold.
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+import random
+from dataclasses import dataclass
+
+from ..lang import loopir as L
+
+HALF_MMA = {"float16": "f16", "bfloat16": "bf16"}
+
+
+def _p(text):
+    return pyast.parse(text, mode="eval").body
+
+
+def _names(text) -> set:
+    return {n.id for n in pyast.walk(_p(text)) if isinstance(n, pyast.Name)}
+
+
+def _int(text):
+    e = _p(text)
+    return e.value if isinstance(e, pyast.Constant) and isinstance(e.value, int) else None
+
+
+def _sub(text: str, values: dict) -> str:
+    """``text`` with names replaced by expressions."""
+    class T(pyast.NodeTransformer):
+        def visit_Name(self, n):
+            return _p(f"({values[n.id]})") if n.id in values else n
+    return pyast.unparse(T().visit(_p(text)))
+
+
+def _eval(text: str, env: dict):
+    return eval(compile(text, "<sd>", "eval"), {"__builtins__": {}, "min": min, "max": max}, dict(env))  # noqa: S307
+
+
+@dataclass
+class Skinny:
+    kind: str  # "nm" or "bitmap"
+    row: str  # the row loop's variable
+    head: list  # statements that give the row's position
+    col: str  # the dense column loop's variable
+    ncols: str  # its trip count (starts at 0)
+    values: str  # W's values array
+    dense: str  # X
+    store: L.Assign  # out[row, col] = acc
+    extent: str  # columns per row (nm: groups * M; bitmap: D)
+    # nm
+    crd: str = ""
+    n: int = 0
+    m: int = 0
+    groups: str = ""
+    slot0: str = ""  # the row's first slot (q at g = s = 0)
+    # bitmap
+    mask: str = ""
+    mask0: str = ""  # the row's first mask byte
+    pos0: str = ""  # the row's first packed value
+
+
+def _product(value: str, col: str, coord: str):
+    """(W, q expression, X) for ``W[q] * X[coord, col]`` (either order), else None."""
+    e = _p(value)
+    if not (isinstance(e, pyast.BinOp) and isinstance(e.op, pyast.Mult)):
+        return None
+    for w, x in ((e.left, e.right), (e.right, e.left)):
+        if isinstance(w, pyast.Subscript) and isinstance(x, pyast.Subscript) and isinstance(x.slice, pyast.Tuple) \
+                and [pyast.unparse(i) for i in x.slice.elts] == [coord, col] and not isinstance(w.slice, pyast.Tuple):
+            return w.value.id, pyast.unparse(w.slice), x.value.id
+    return None
+
+
+def skinny_shape(loop: L.For, arrays: dict):
+    """The ``Skinny`` description of a parallel row loop in the shape above, else None. ``arrays``:
+    name -> (dtype, ndim) of the kernel's arrays (W and X must hold the same 16-bit float)."""
+    if not loop.parallel or loop.private or not loop.body or not isinstance(loop.body[-1], L.For):
+        return None
+    head, cl = loop.body[:-1], loop.body[-1]
+    if any(not (isinstance(s, L.Assign) and s.op is None and isinstance(_p(s.target), pyast.Name)) for s in head):
+        return None
+    hv = {s.target for s in head} | {loop.var}
+    if cl.start != "0" or cl.private or _names(cl.stop) & hv or len(cl.body) < 3:
+        return None
+    init, store = cl.body[0], cl.body[-1]
+    if not (isinstance(init, L.Assign) and init.target == "acc" and init.op is None and _p(init.value).__class__
+            is pyast.Constant and float(_p(init.value).value) == 0.0):
+        return None
+    t = _p(store.target) if isinstance(store, L.Assign) else None
+    if not (isinstance(t, pyast.Subscript) and t.value.id == "out" and store.op is None and store.value == "acc"
+            and isinstance(t.slice, pyast.Tuple) and [pyast.unparse(i) for i in t.slice.elts] == [loop.var, cl.var]):
+        return None
+    nest = cl.body[1:-1]
+    found = _nm(loop, head, cl, nest, store) or _bitmap(loop, head, cl, nest, store)
+    if found is None:
+        return None
+    w, x = arrays.get(found.values, (None, 0)), arrays.get(found.dense, (None, 0))
+    if w[0] not in HALF_MMA or w[0] != x[0] or x[1] != 2 or found.values == "out":
+        return None
+    return found
+
+
+def _nm(loop, head, cl, nest, store):
+    if len(nest) != 1 or not isinstance(nest[0], L.For) or nest[0].start != "0":
+        return None
+    gl = nest[0]
+    if len(gl.body) != 1 or not isinstance(gl.body[0], L.For) or gl.body[0].start != "0":
+        return None
+    sl = gl.body[0]
+    n = _int(sl.stop)
+    b = sl.body
+    if n is None or len(b) != 3 or not all(isinstance(x, L.Assign) and x.op is None for x in b[:2]) \
+            or not isinstance(b[2], L.If) or b[2].orelse:
+        return None
+    q, k = b[0].target, b[1].target
+    kv = _p(b[1].value)
+    if not (isinstance(kv, pyast.Subscript) and pyast.unparse(kv.slice) == q):
+        return None
+    crd = kv.value.id
+    cond = _p(b[2].cond)
+    if not (isinstance(cond, pyast.Compare) and pyast.unparse(cond.left) == k and isinstance(cond.ops[0], pyast.Lt)):
+        return None
+    m = _int(pyast.unparse(cond.comparators[0]))
+    then = b[2].then
+    if m is None or m % 4 or n != 2 or len(then) != 2 or then[0].op is not None or then[1].target != "acc" \
+            or then[1].op != "+":
+        return None
+    j = then[0].target
+    prod = _product(then[1].value, cl.var, j)
+    if prod is None or prod[1] != q:
+        return None
+    # the slot is base + g*N + s, the coordinate g*M + k, and every row's base a multiple of its slot count:
+    # checked at a few points (the lowering's spelling is not relied on)
+    names = (_names(b[0].value) | _names(gl.stop)) - {gl.var, sl.var}
+    rng = random.Random(0)
+    for _ in range(4):
+        env = {v: rng.randrange(1, 40) * m * 8 for v in names}
+        groups = _eval(gl.stop, env)
+        g, s = rng.randrange(0, 50), rng.randrange(0, n)
+        base = _eval(_sub(b[0].value, {gl.var: "0", sl.var: "0"}), env)
+        if _eval(b[0].value, {**env, gl.var: g, sl.var: s}) != base + g * n + s or (groups and base % (groups * n)):
+            return None
+        if _eval(then[0].value, {gl.var: g, k: 3}) != g * m + 3:
+            return None
+    return Skinny("nm", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, f"({gl.stop}) * {m}",
+                  crd=crd, n=n, m=m, groups=gl.stop, slot0=_sub(b[0].value, {gl.var: "0", sl.var: "0"}))
+
+
+def _bitmap(loop, head, cl, nest, store):
+    """The bitmap level's sum in any of its spellings: a branch (``if mask[b + j]: acc += ..; q += 1``)
+    or branch-free (``m = mask[b + j]; ..; acc += (W[q] * X[j, n]) if m != 0 else 0``), locals inlined."""
+    fors = [s for s in nest if isinstance(s, L.For)]
+    ifs = [s for s in nest if isinstance(s, L.If)]
+    if len(fors) == 1:
+        pre, jl = [s for s in nest if s is not fors[0]], fors[0]
+    elif not fors and len(ifs) == 1 and not ifs[0].orelse and len(ifs[0].then) == 1 and \
+            isinstance(ifs[0].then[0], L.For):
+        pre, jl = [s for s in nest if s is not ifs[0]], ifs[0].then[0]
+    else:
+        return None
+    if jl.start != "0" or any(not (isinstance(s, L.Assign) and s.op is None) for s in pre):
+        return None
+    pos = [pyast.unparse(v) for v in (_p(s.value) for s in pre) if isinstance(v, pyast.Subscript)]
+    if not pos:
+        return None
+    j = jl.var
+    local = {x.target: x.value for x in _walk(jl.body) if isinstance(x, L.Assign) and x.op is None
+             and isinstance(_p(x.target), pyast.Name)}
+
+    def inline(text):
+        for _ in range(4):
+            text = _sub(text, {n: v for n, v in local.items() if n in _names(text)})
+        return text
+
+    mask = mask0 = prod = None
+    for x in _walk(jl.body):
+        if isinstance(x, (L.For, L.While, L.Alloc, L.Emit, L.SortRange, L.Return)):
+            return None
+        if isinstance(x, L.Assign) and not isinstance(_p(x.target), pyast.Name):
+            return None  # a store to memory
+        texts = [x.cond] if isinstance(x, L.If) else [x.value] if isinstance(x, L.Assign) else []
+        for e in (e for t in texts for e in pyast.walk(_p(inline(t)))):
+            if isinstance(e, pyast.Subscript) and isinstance(e.slice, pyast.BinOp) and \
+                    isinstance(e.slice.op, pyast.Add) and pyast.unparse(e.slice.right) == j:
+                mask, mask0 = e.value.id, pyast.unparse(e.slice.left)
+        if isinstance(x, L.Assign) and x.target == "acc":
+            if x.op != "+" or prod is not None:
+                return None
+            v = _p(inline(x.value))
+            if isinstance(v, pyast.IfExp):
+                if not (isinstance(v.orelse, pyast.Constant) and v.orelse.value == 0):
+                    return None
+                v = v.body
+            prod = _product(pyast.unparse(v), cl.var, j)
+            if prod is None:
+                return None
+    if mask is None or prod is None or mask in (prod[0], prod[2]):
+        return None
+    return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, jl.stop,
+                  mask=mask, mask0=mask0, pos0=pos[0])
+
+
+def _walk(stmts):
+    for s in stmts:
+        yield s
+        for attr in ("body", "then", "orelse"):
+            yield from _walk(getattr(s, attr, None) or [])
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+MMA = r"""
+__device__ __forceinline__ void sd_mma_{T}(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                          unsigned b0, unsigned b1) {{
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.{T}.{T}.f32 {{%0,%1,%2,%3}}, {{%4,%5,%6,%7}}, {{%8,%9}}, "
+               "{{%0,%1,%2,%3}};" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}}
+"""
+
+
+# The template's knobs per (level kind, M; 0 for bitmap): m16 tiles per warp (they share X's fragments;
+# more tiles, more registers), blocks per SM asked of the register allocator, N:M slots per lane and
+# row in a chunk (bitmap: 16 mask bytes, fixed), warps per block (None: as many as fill the GPU, <= 8).
+# Chosen by the sweep of benchmarks/gpu.py on an H100 (benchmarks/results/gpu-h100.json, skinny_sweep).
+CONFIG = {("nm", 4): (1, 2, 16, None), ("nm", 8): (2, 2, 8, 4), ("bitmap", 0): (1, 2, 16, None)}
+DEFAULT = (1, 2, 8, None)
+
+
+def config(sk: Skinny) -> tuple:
+    """(m tiles, min blocks, slots, warps per block or None) for this weight level."""
+    return CONFIG.get((sk.kind, sk.m if sk.kind == "nm" else 0), DEFAULT)
+
+
+def splitk_limit(nt: int, mtiles: int) -> int:
+    """Warps per block (<= 8) whose partial sums fit 48 KiB of static shared memory."""
+    return max(1, min(8, 12288 // (16 * mtiles * (16 * nt + 1))))
+
+
+def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2, minblocks: int = 1,
+                  slots: int = 8) -> str:
+    """The kernel of step ``k`` of ``ks`` (a ``KernelSource``) in the skinny schedule: ``nt`` tiles of
+    16 columns, ``splitk`` warps per block splitting each row's columns, ``mtiles`` m16 tiles per warp
+    (they share X's fragments), at least ``minblocks`` blocks per SM (a register cap), ``slots`` N:M
+    slots per lane and row in a chunk (8 or 16: one or two 16-byte vectors of values)."""
+    from .cuda_render import CStmts
+
+    loop = ks.steps[k].loop
+    mma = HALF_MMA[ks.types.arrays[sk.values][0]]
+    stm = CStmts(ks.types, ks.cexpr)
+    c = ks.cexpr
+    q = slots // sk.n * (sk.m // 4) if sk.kind == "nm" else 4  # column quads per lane and row per chunk
+    lines = [MMA.format(T=mma), f'extern "C" __global__ void __launch_bounds__({32 * splitk}, {minblocks}) '
+             f'{ks.fn.name}_k{k}_skinny{nt}x{splitk}x{mtiles}x{minblocks}x{slots}(' + ", ".join(ks.params()) + ") {"]
+    ks.prologue(loop, lines)
+    lines += [
+        "  const int sd_warp = threadIdx.x >> 5, sd_lane = threadIdx.x & 31, sd_t = sd_lane & 3, sd_r = sd_lane >> 2;",
+        f"  const long long sd_row0 = sd_start + (long long)blockIdx.x * {16 * mtiles};",
+        f"  const unsigned short* __restrict__ sd_x = (const unsigned short*){sk.dense};",
+        f"  const long long sd_ld = {sk.dense}_sh1;  // X's row length (the output's columns)",
+        f"  const long long sd_nchunk = ({c(sk.extent)}) / {16 * q};  // per row: 4 lanes x {4 * q} columns",
+        f"  const long long sd_per = (sd_nchunk + {splitk - 1}) / {splitk};",
+        "  const long long sd_c0 = sd_warp * sd_per;",
+        "  const long long sd_c1 = sd_c0 + sd_per < sd_nchunk ? sd_c0 + sd_per : sd_nchunk;",
+        f"  float sd_acc[{mtiles}][{nt}][2][4];  // [m tile][column tile][even / odd columns][mma C fragment]",
+        "#pragma unroll",
+        f"  for (int i = 0; i < {mtiles * nt * 8}; ++i) (&sd_acc[0][0][0][0])[i] = 0.f;",
+        f"  // the lane's rows: sd_r + 8h, h < {2 * mtiles} (m tile h / 2)",
+        f"  long long sd_base[{2 * mtiles}], sd_vbase[{2 * mtiles}]; bool sd_ok[{2 * mtiles}];",
+        "#pragma unroll",
+        f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
+        "    const long long sd_it = sd_row0 + sd_r + 8 * h;",
+        "    sd_ok[h] = sd_it < sd_stop; sd_base[h] = 0; sd_vbase[h] = 0;",
+        "    if (sd_ok[h]) {",
+    ]
+    ks.declare({s.target for s in sk.head} | {loop.var}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_it;")
+    stm.put(sk.head, 3, lines)
+    lines.append(f"      sd_base[h] = {c(sk.slot0)};" if sk.kind == "nm" else
+                 f"      sd_base[h] = {c(sk.mask0)}; sd_vbase[h] = {c(sk.pos0)};")
+    lines += ["    }", "  }"]
+    rows = 2 * mtiles
+    if sk.kind == "nm":
+        lines += _nm_lut(sk)
+        vec = slots // 8  # 16-byte vectors of values per lane and row (8 slots each)
+        regs = f"uint4 v[{rows}][{vec}]; uint2 kk[{rows}][{vec}];"
+        zero = "v[h][b] = make_uint4(0, 0, 0, 0); kk[h][b] = make_uint2(0xffffffffu, 0xffffffffu);"
+        at = f"sd_base[h] + cc * {4 * slots} + sd_t * {slots} + 8 * b"
+        load = [f"v[h][b] = __ldg((const uint4*)({sk.values} + {at}));",
+                f"kk[h][b] = __ldg((const uint2*)({sk.crd} + {at}));"]
+        names = ("v", "kk")
+    else:
+        lines += _bitmap_offsets(sk, splitk, mtiles)
+        vec = 1
+        regs, zero, names = f"uint4 v[{rows}][1];", "v[h][b] = make_uint4(0, 0, 0, 0);", ("v",)
+        load = [f"v[h][b] = __ldg((const uint4*)({sk.mask} + sd_base[h] + cc * 64 + sd_t * 16));"]
+    # register double buffering: each iteration loads the next chunk before it computes this one
+    fetch = ["#pragma unroll", f"      for (int h = 0; h < {rows}; ++h)", "#pragma unroll",
+             f"      for (int b = 0; b < {vec}; ++b) {{", f"        {zero}",
+             "        if (sd_ok[h] && cc < sd_c1) {", *[f"          {x}" for x in load], "        }", "      }"]
+    keep = [f"    for (int h = 0; h < {rows}; ++h) for (int b = 0; b < {vec}; ++b) sd_{n[0]}[h][b] = {n}[h][b];"
+            for n in names]
+    lines += [
+        f"  {regs.replace('v[', 'sd_v[').replace('kk[', 'sd_k[')}",
+        "  {",
+        "    const long long cc = sd_c0;",
+        f"    {regs}",
+        *fetch,
+        *keep,
+        "  }",
+        "  for (long long sd_c = sd_c0; sd_c < sd_c1; ++sd_c) {",
+        "    const long long cc = sd_c + 1;",
+        f"    {regs}",
+        *fetch,
+        f"    unsigned sd_lo[{rows}][{q}], sd_hi[{rows}][{q}];  // per row: {q} quads of dense 16-bit values",
+    ]
+    lines += _nm_lut_expand(sk, q, mtiles, slots) if sk.kind == "nm" else _bitmap_expand(sk, mtiles)
+    lines += keep
+    lines += [
+        f"    const long long sd_quad0 = (sd_c * 4 + sd_t) * {q};",
+        "#pragma unroll",
+        f"    for (int u = 0; u < {q}; ++u) {{",
+        "      const unsigned short* sd_xr = sd_x + (sd_quad0 + u) * 4 * sd_ld + 2 * sd_r;",
+        "#pragma unroll",
+        f"      for (int a = 0; a < {nt}; ++a) {{",
+        "        const unsigned w0 = __ldg((const unsigned*)(sd_xr + 16 * a));",
+        "        const unsigned w1 = __ldg((const unsigned*)(sd_xr + sd_ld + 16 * a));",
+        "        const unsigned w2 = __ldg((const unsigned*)(sd_xr + 2 * sd_ld + 16 * a));",
+        "        const unsigned w3 = __ldg((const unsigned*)(sd_xr + 3 * sd_ld + 16 * a));",
+        "        // even output columns in one mma, odd ones in the other: each lane's X word feeds both",
+        "        const unsigned be0 = __byte_perm(w0, w1, 0x5410), be1 = __byte_perm(w2, w3, 0x5410);",
+        "        const unsigned bo0 = __byte_perm(w0, w1, 0x7632), bo1 = __byte_perm(w2, w3, 0x7632);",
+        "#pragma unroll",
+        f"        for (int mt = 0; mt < {mtiles}; ++mt) {{",
+        "          const unsigned a0 = sd_lo[2 * mt][u], a1 = sd_lo[2 * mt + 1][u];",
+        "          const unsigned a2 = sd_hi[2 * mt][u], a3 = sd_hi[2 * mt + 1][u];",
+        f"          sd_mma_{mma}(sd_acc[mt][a][0], a0, a1, a2, a3, be0, be1);",
+        f"          sd_mma_{mma}(sd_acc[mt][a][1], a0, a1, a2, a3, bo0, bo1);",
+        "        }",
+        "      }",
+        "    }",
+        "  }",
+        # split-K: the warps' parts meet in shared memory
+        f"  __shared__ float sd_part[{splitk}][{16 * mtiles}][{16 * nt + 1}];",
+        "#pragma unroll",
+        f"  for (int h = 0; h < {2 * mtiles}; ++h)",
+        "#pragma unroll",
+        f"    for (int a = 0; a < {nt}; ++a) {{",
+        "      float* p = &sd_part[sd_warp][sd_r + 8 * h][16 * a + 4 * sd_t];",
+        "      const float* e = sd_acc[h >> 1][a][0]; const float* o = sd_acc[h >> 1][a][1];",
+        "      const int z = 2 * (h & 1);",
+        "      p[0] = e[z]; p[1] = o[z]; p[2] = e[z + 1]; p[3] = o[z + 1];",
+        "    }",
+        "  __syncthreads();",
+        f"  for (int i = threadIdx.x; i < {16 * mtiles * 16 * nt}; i += {32 * splitk}) {{",
+        f"    const int rr = i / {16 * nt}, cc = i % {16 * nt};",
+        "    float s = 0.f;",
+        f"    for (int w = 0; w < {splitk}; ++w) s += sd_part[w][rr][cc];",
+        "    if (sd_row0 + rr < sd_stop) {",
+    ]
+    ks.declare({loop.var, sk.col, "acc"}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_row0 + rr; {sk.col} = cc; acc = s;")
+    stm.put([sk.store], 3, lines)
+    lines += ["    }", "  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _nm_lut(sk: Skinny) -> list:
+    """N = 2: a group's two slots (one 32-bit word of values, indices c0 < c1 or empty) become its M
+    dense values through byte permutes; the selectors, one per output word, are looked up by (c0, c1)."""
+    m, words = sk.m, sk.m // 2
+    return [
+        f"  __shared__ unsigned sd_lut[{(m + 1) * (m + 1)}][{(words + 1) // 2}];",
+        f"  for (int e = threadIdx.x; e < {(m + 1) * (m + 1)}; e += blockDim.x) {{",
+        f"    const int c0 = e / {m + 1}, c1 = e % {m + 1};",
+        f"    for (int w = 0; w < {words}; w += 2) {{",
+        "      unsigned sel = 0;",
+        "      for (int x = 0; x < 4; ++x) {  // output halves 2w .. 2w + 3: byte pairs 0-1 (c0), 2-3 (c1), or zero",
+        "        const int p = 2 * w + x;",
+        "        sel |= (unsigned)(c0 == p ? 0x10 : c1 == p ? 0x32 : 0x44) << (8 * x);",
+        "      }",
+        "      sd_lut[e][w / 2] = sel;",
+        "    }",
+        "  }",
+        "  __syncthreads();",
+    ]
+
+
+def _nm_lut_expand(sk: Skinny, q: int, mtiles: int, slots: int) -> list:
+    m, per_q = sk.m, sk.m // 4
+    return [
+        "#pragma unroll",
+        f"    for (int h = 0; h < {2 * mtiles}; ++h) {{",
+        "#pragma unroll",
+        f"      for (int g = 0; g < {slots // 2}; ++g) {{  // the lane's groups: 2 slots each, 4 per vector",
+        "        const uint4 vv = sd_v[h][g >> 2]; const uint2 kv = sd_k[h][g >> 2];",
+        "        const unsigned vw = (g & 3) == 0 ? vv.x : (g & 3) == 1 ? vv.y : (g & 3) == 2 ? vv.z : vv.w;",
+        "        const unsigned pair = ((g & 2) ? kv.y : kv.x) >> (16 * (g & 1));",
+        f"        const unsigned e = min(pair & 0xffu, {m}u) * {m + 1} + min((pair >> 8) & 0xffu, {m}u);",
+        "#pragma unroll",
+        f"        for (int qq = 0; qq < {per_q}; ++qq) {{",
+        "          const unsigned sel = sd_lut[e][qq];",
+        f"          sd_lo[h][g * {per_q} + qq] = __byte_perm(vw, 0u, sel);",
+        f"          sd_hi[h][g * {per_q} + qq] = __byte_perm(vw, 0u, sel >> 16);",
+        "        }",
+        "      }",
+        "    }",
+    ]
+
+
+def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
+    """Each warp's first packed value in each of its rows: the mask bytes of the warps before it,
+    counted by those warps and summed through shared memory."""
+    return [
+        f"  __shared__ long long sd_cnt[{splitk}][{16 * mtiles}];",
+        "#pragma unroll",
+        f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
+        "    long long n = 0;",
+        "    if (sd_ok[h])",
+        "      for (long long cc = sd_c0; cc < sd_c1; ++cc) {",
+        f"        const uint4 m = __ldg((const uint4*)({sk.mask} + sd_base[h] + cc * 64 + sd_t * 16));",
+        "        n += __popc(m.x) + __popc(m.y) + __popc(m.z) + __popc(m.w);",
+        "      }",
+        "    n += __shfl_xor_sync(0xffffffffu, n, 1); n += __shfl_xor_sync(0xffffffffu, n, 2);",
+        "    if (sd_t == 0) sd_cnt[sd_warp][sd_r + 8 * h] = n;",
+        "  }",
+        "  __syncthreads();",
+        f"  for (int h = 0; h < {2 * mtiles}; ++h)",
+        "    for (int w = 0; w < sd_warp; ++w) sd_vbase[h] += sd_cnt[w][sd_r + 8 * h];",
+    ]
+
+
+def _bitmap_expand(sk: Skinny, mtiles: int) -> list:
+    """Each row: 16 mask bytes -> 4 quads; the lane's values start after the set bytes of the lanes
+    before it in its quad of lanes (a shuffle scan) and the row's running count."""
+    return [
+        "#pragma unroll",
+        f"    for (int h = 0; h < {2 * mtiles}; ++h) {{",
+        "      const uint4 m = sd_v[h][0];",
+        "      const unsigned mw[4] = {m.x, m.y, m.z, m.w};",
+        "      const int n = __popc(m.x) + __popc(m.y) + __popc(m.z) + __popc(m.w);",
+        "      int x = n, y = __shfl_up_sync(0xffffffffu, x, 1, 4); if (sd_t >= 1) x += y;",
+        "      y = __shfl_up_sync(0xffffffffu, x, 2, 4); if (sd_t >= 2) x += y;",
+        "      const int before = x - n, total = __shfl_sync(0xffffffffu, x, 3, 4);",
+        f"      const unsigned short* __restrict__ vp = (const unsigned short*){sk.values} + sd_vbase[h] + before;",
+        "      int idx = 0;",
+        "#pragma unroll",
+        "      for (int u = 0; u < 4; ++u) {",
+        "        unsigned lo = 0u, hi = 0u;",
+        "        if (mw[u] & 0x1u) lo = __ldg(vp + idx++);",
+        "        if (mw[u] & 0x100u) lo |= (unsigned)__ldg(vp + idx++) << 16;",
+        "        if (mw[u] & 0x10000u) hi = __ldg(vp + idx++);",
+        "        if (mw[u] & 0x1000000u) hi |= (unsigned)__ldg(vp + idx++) << 16;",
+        "        sd_lo[h][u] = lo; sd_hi[h][u] = hi;",
+        "      }",
+        "      sd_vbase[h] += total;",
+        "    }",
+    ]
