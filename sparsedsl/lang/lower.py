@@ -57,6 +57,7 @@ class Operand:
     parent: Parent = Parent(pos="0")
     present: str = "True"
     tag: str = "a0"
+    safe: bool = False  # its value position is in bounds even where it is not present (a merge's cursor)
 
     def names(self, k: int) -> dict:
         return {a: f"{self.tensor}{k}_{a}" for a in ("pos", "crd", "mask")}
@@ -97,6 +98,7 @@ class _Lowering:
     def __init__(self, checked: Checked, st: Statement, index: int, options: dict):
         self.c, self.st, self.index, self.options = checked, st, index, options
         self.hashed = False
+        self.assumed: set = set()  # presence conditions known to hold where code is being generated
         self.notes: list[str] = []
         self.accesses = [n for n in A.walk(st.value) if isinstance(n, A.Access)]
         self.out_type = checked.types[st.target.tensor]
@@ -518,7 +520,8 @@ class _Lowering:
                          "True" if k in S else "False") for k in keys}
             new = dict(ops)
             for k, cur in curs.items():
-                new[k] = replace(ops[k], level=ops[k].level + 1, parent=cur.child, present=flags[k])
+                new[k] = replace(ops[k], level=ops[k].level + 1, parent=cur.child, present=flags[k],
+                                 safe=k in S and not cur.child.is_segment)
             stmts, new = located(new)
             coords = {k: f"c_{ops[k].tag}_{ops[k].level}" for k in S}
             head = [Assign(coords[k], curs[k].coord) for k in keys if k in S]
@@ -528,13 +531,30 @@ class _Lowering:
                 head.append(If(f"{coords[k]} < {v.name}", [Assign(v.name, coords[k])]))
             head += [Assign(flags[k], f"{coords[k]} == {v.name}") for k in keys if k in S and len(S) > 1]
             cond = self.evaluate(self.formula, {**atoms, **flags})
+            # the least coordinate is present in at least one cursor of S: a condition true for
+            # every non-empty subset of S present holds throughout this loop
+            subsets = [T for n in range(1, len(S) + 1) for T in itertools.combinations(sorted(S), n)]
+            always = all(self.evaluate(self.formula, {**atoms, **{k: ("True" if k in T else "False")
+                                                                    for k in keys}}) == "True" for T in subsets)
             if cond == "False":
                 inner = []
             else:
+                if always and cond != "True":
+                    self.assumed.add(cond)
                 inner = stmts + self.gen(depth + 1, new)
-                inner = inner if cond == "True" else [If(cond, inner)]
-            advance = [s for k in keys if k in S for s in
-                       (curs[k].advance if flags[k] == "True" else [If(flags[k], curs[k].advance)])]
+                self.assumed.discard(cond)
+                inner = inner if cond == "True" or always else [If(cond, inner)]
+            advance = []
+            for k in keys:
+                if k not in S:
+                    continue
+                step = curs[k].advance
+                if flags[k] == "True":
+                    advance += step
+                elif len(step) == 1 and isinstance(step[0], Assign) and step[0].op == "+" and step[0].value == "1":
+                    advance.append(Assign(step[0].target, flags[k], "+"))  # branch-free
+                else:
+                    advance.append(If(flags[k], step))
             loops.append(While(" and ".join(valid[k] for k in keys if k in S), head + inner + advance))
         self.notes.append(f"co-iteration over {v.index + v.part}: {kind} of {len(curs)} operands, "
                           f"merge lattice of {len(points)} loops")
@@ -564,6 +584,8 @@ class _Lowering:
             k = self.canon[next(i for i, a in enumerate(self.accesses) if a is e)]
             if k in ops:
                 op = ops[k]
+                if op.safe and op.present != "True" and op.level == len(op.fmt.levels):
+                    return f"ld_{op.tag}", op.present  # loaded before the leaf: a select, not a branch
                 return f"{op.tensor}[{op.parent.pos}]", op.present
             idx = ", ".join(self.coord(ix.name) for ix in e.indices)
             return f"{tensor_name(e.tensor)}[{idx}]", "True"
@@ -593,6 +615,14 @@ class _Lowering:
 
     def leaf(self, ops) -> list:
         val, pres = self.value(self.st.value, ops)
+        loads = [Assign(f"ld_{op.tag}", f"{op.tensor}[{op.parent.pos}]") for op in ops.values()
+                 if op.safe and op.present != "True" and op.level == len(op.fmt.levels)
+                 and f"ld_{op.tag}" in val]
+        if pres in self.assumed:
+            pres = "True"
+        return loads + self.leaf_action(val, pres)
+
+    def leaf_action(self, val, pres) -> list:
         coords = [self.coord(n) for n in self.out_vars]
         idx = ", ".join(coords) if coords else "0"
         if self.mode == "store":
