@@ -272,6 +272,13 @@ def asformat(obj, fmt="dense") -> SparseTensor:
             return obj
         if obj.format.is_dense:
             return asformat(obj.values.reshape(obj.shape), fmt)
+        pair = (obj.format, fmt)
+        if obj.ndim == 2 and pair in ((as_format("csr"), as_format("csc")), (as_format("csc"), as_format("csr"))):
+            # a transposition of compressed storage: scipy's linear-time C++ conversion
+            m = (sp.csr_array if obj.format == as_format("csr") else sp.csc_array)(
+                (obj.values, obj.levels[1]["crd"], obj.levels[1]["pos"]), shape=obj.shape)
+            m = m.tocsc() if fmt == as_format("csc") else m.tocsr()
+            return SparseTensor(fmt, obj.shape, [{}, {"pos": m.indptr, "crd": m.indices}], m.data, check=False)
         coords, vals = obj.coordinates()
         return from_coordinates(coords, vals, obj.shape, fmt)
     if sp.issparse(obj):
