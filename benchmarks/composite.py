@@ -6,6 +6,11 @@ Cases (issue 5's done-when lines):
   the result is checked against B X Cᵀ (the same product, no materialisation).
 - (U Vᵀ + S)·X, rank 16, S 1% dense, 8192×8192, X 8192×64, against numpy's dense product.
 - monarch(L, R)·x, n = 4,096 (64 blocks of 64×64), against a dense matvec.
+
+On a shared machine parallel kernels (numba's and BLAS's) are at the mercy of other jobs; for a
+stable algorithmic comparison run single-threaded as well:
+``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python -m benchmarks.composite --out
+benchmarks/results/composite-cpu-1thread.json``.
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ import sparsedsl as sd
 from .timing import fmt_time, interleaved, machine_info, write_json
 
 
-def _time(fns: dict, reps: int) -> dict:
+def _time(fns: dict, reps: int, record: dict | None = None) -> dict:
+    """Median seconds per impl (interleaved repetitions); the minimum goes into ``record`` too, since on a
+    shared 2-core machine an occasional descheduled call (or BLAS threads spinning after a numpy call)
+    can move a median of a sub-millisecond kernel."""
     res = interleaved(fns, reps)
     errors = res.pop("_errors")
     if errors:
         raise RuntimeError(errors)
+    if record is not None:
+        record.update({f"{k}_min_s": v["min"] for k, v in res.items()})
     return {k: v["median"] for k, v in res.items()}
 
 
@@ -41,8 +51,9 @@ def kron_case(rng, reps, quick) -> dict:
     Bs, Cs, xs = rng.standard_normal((ns, ns)), rng.standard_normal((ns, ns)), rng.standard_normal(ns * ns)
     Ks, dense = sd.kron(Bs, Cs), np.kron(Bs, Cs)
     ok_small = bool(np.allclose(kernel(K=Ks, x=xs), dense @ xs))
+    mins: dict = {}
     t = _time({"sparsedsl": lambda: kernel(K=K, x=x), "sparsedsl_small": lambda: kernel(K=Ks, x=xs),
-               "numpy_dense_small": lambda: dense @ xs}, reps)
+               "numpy_dense_small": lambda: dense @ xs}, reps, mins)
     n, nsmall = n1 * n1, ns * ns
     dense_large = t["numpy_dense_small"] * (n / nsmall) ** 2
     return {
@@ -52,7 +63,7 @@ def kron_case(rng, reps, quick) -> dict:
         "speedup_at_n_small": t["numpy_dense_small"] / t["sparsedsl_small"],
         "flop_ratio_at_n": (2.0 * n * n) / (2.0 * n * (n1 + n1)),
         "equal_to_BXCt": ok, "equal_to_materialised_at_n_small": ok_small,
-        "explain": sd.explain(kernel, K=K, x=x).splitlines()[0],
+        "explain": sd.explain(kernel, K=K, x=x).splitlines()[0], **mins,
     }
 
 
@@ -66,14 +77,15 @@ def lowrank_case(rng, reps, quick) -> dict:
     Y = kernel(A=A, X=X)
     dense = A.to_numpy()
     ok = bool(np.allclose(Y, dense @ X))
+    mins: dict = {}
     t = _time({"sparsedsl": lambda: kernel(A=A, X=X), "numpy_dense": lambda: dense @ X,
-               "scipy_factored": lambda: U @ (V.T @ X) + S @ X}, reps)
+               "scipy_factored": lambda: U @ (V.T @ X) + S @ X}, reps, mins)
     return {
         "case": f"(U V^T + S) · X, {n}x{n}, rank {r}, S {dens:.0%}, X {n}x{k}",
         "sparsedsl_s": t["sparsedsl"], "numpy_dense_s": t["numpy_dense"], "scipy_factored_s": t["scipy_factored"],
         "speedup_vs_dense": t["numpy_dense"] / t["sparsedsl"],
         "flop_ratio": (n * n * k) / (2 * n * r * k + S.nnz * k), "equal_to_dense": ok,
-        "explain": [ln for ln in sd.explain(kernel, A=A, X=X).splitlines() if "contraction order" in ln],
+        "explain": [ln for ln in sd.explain(kernel, A=A, X=X).splitlines() if "contraction order" in ln], **mins,
     }
 
 
@@ -85,10 +97,12 @@ def monarch_case(rng, reps, quick) -> dict:
     y = kernel(M=M, x=x)
     dense = M.to_numpy()
     ok = bool(np.allclose(y, dense @ x))
-    t = _time({"sparsedsl": lambda: kernel(M=M, x=x), "numpy_dense": lambda: dense @ x}, reps)
-    return {"case": f"monarch({m} blocks of {m}x{m}) · x, n={m * m}", "sparsedsl_s": t["sparsedsl"],
+    mins: dict = {}
+    t = _time({"sparsedsl": lambda: kernel(M=M, x=x), "numpy_dense": lambda: dense @ x}, reps * 5, mins)
+    return {**mins, "case": f"monarch({m} blocks of {m}x{m}) · x, n={m * m}", "sparsedsl_s": t["sparsedsl"],
             "numpy_dense_s": t["numpy_dense"], "speedup_vs_dense": t["numpy_dense"] / t["sparsedsl"],
-            "flop_ratio": (m * m) / (2.0 * m), "equal_to_dense": ok}
+            "flop_ratio": (m * m) / (2.0 * m), "equal_to_dense": ok,
+            "speedup_vs_dense_by_min": mins["numpy_dense_min_s"] / mins["sparsedsl_min_s"]}
 
 
 def main(argv=None):
@@ -111,9 +125,14 @@ def main(argv=None):
               f"{c.get('equal_to_dense', c.get('equal_to_BXCt'))}")
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    "composite-cpu" + ("-quick" if args.quick else "") + ".json")
-    write_json(out, {"machine": machine_info({}), "cases": cases,
-                     "note": "run once, on a machine shared with other jobs (2 cores); times are medians of "
-                             "interleaved repetitions"})
+    import numba
+
+    threads = {"numba": numba.get_num_threads(),
+               **{v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+    write_json(out, {"machine": machine_info({}), "threads": threads, "cases": cases,
+                     "when_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                     "note": "run once per change at the end of a session, on a 2-core machine shared with other "
+                             "jobs; times are medians of interleaved repetitions (minimums in *_min_s)"})
     print(f"wrote {out}")
 
 
