@@ -212,7 +212,7 @@ class _Plan:
         self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
         self.steps, self.getters = [], []
         for k, st in enumerate(self.rewritten.statements):
-            low = lower(self.rewritten, st, k, schedule)         # loop IR
+            low = lower(self.rewritten, st, k, {**(schedule or {}), "backend": backend})  # loop IR
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))

@@ -20,6 +20,7 @@ from . import cache
 PREAMBLE = '''\
 import numpy as np
 from numba import njit, prange, uint64 as u8
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 exp, log, sqrt, sign = np.exp, np.log, np.sqrt, np.sign
 sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
@@ -43,6 +44,31 @@ def sort_range(a, start, stop):
             a[j + 1] = a[j]
             j -= 1
         a[j + 1] = x
+
+
+@njit
+def sort_bits(a, start, stop, bits):
+    """Sort a[start:stop], whose values have their bits set in ``bits``, and clear those bits: short
+    lists by insertion, long ones by scanning the bitset words between their least and greatest."""
+    if stop - start <= 32:
+        sort_range(a, start, stop)
+        for t in range(start, stop):
+            bits[u8(a[u8(t)] >> 6)] = 0
+        return
+    lo, hi = a[u8(start)], a[u8(start)]
+    for t in range(start + 1, stop):
+        w = a[u8(t)]
+        lo = min(lo, w)
+        hi = max(hi, w)
+    k = start
+    for word in range(lo >> 6, (hi >> 6) + 1):
+        b = bits[u8(word)]
+        if b != 0:
+            bits[u8(word)] = 0
+            while b != 0:
+                a[u8(k)] = (word << 6) + trailing_zeros(b)
+                k += 1
+                b &= b - 1
 
 
 @njit
@@ -133,6 +159,8 @@ def render(fn: L.Function, parallel: bool) -> str:
                 ctor = "np.empty" if s.fill is None else "np.full"
                 fill = "" if s.fill is None else f", {s.fill}"
                 lines.append(f"{pad}{s.var} = {ctor}({_x(s.shape)}{fill}, np.{_np_name(s.dtype)})")
+            elif isinstance(s, L.SortRange) and s.bits:
+                lines.append(f"{pad}sort_bits({s.array}, {_x(s.start)}, {_x(s.stop)}, {s.bits})")
             elif isinstance(s, L.SortRange) and s.marks:
                 lines.append(f"{pad}sort_marked({s.array}, {_x(s.start)}, {_x(s.stop)}, {s.marks}, {s.stamp}, "
                              f"{_x(s.universe)})")

@@ -68,7 +68,8 @@ class SortRange:
     """Sort ``array[start:stop]`` in place (used to order a workspace's touched coordinates).
 
     When ``marks`` is given, the values are exactly the ``w < universe`` with ``marks[w] == stamp``,
-    so a backend may rebuild the sorted list by scanning ``marks`` when that is cheaper."""
+    so a backend may rebuild the sorted list by scanning ``marks`` when that is cheaper. When
+    ``bits`` is given, the values' bits are set there; the sort must leave them cleared."""
 
     array: str
     start: str
@@ -76,6 +77,7 @@ class SortRange:
     marks: str | None = None
     stamp: str | None = None
     universe: str | None = None
+    bits: str | None = None  # a bitset with the values' bits set: scan it (and clear it) instead
 
 
 @dataclass

@@ -98,6 +98,8 @@ class _Lowering:
     def __init__(self, checked: Checked, st: Statement, index: int, options: dict):
         self.c, self.st, self.index, self.options = checked, st, index, options
         self.hashed = False
+        # CPU only: C-like backends would need 64-bit literals for the bit arithmetic
+        self.bitset = options.get("backend", "cpu") == "cpu"
         self.assumed: set = set()  # presence conditions known to hold where code is being generated
         self.notes: list[str] = []
         self.accesses = [n for n in A.walk(st.value) if isinstance(n, A.Access)]
@@ -295,6 +297,10 @@ class _Lowering:
                 private = [Alloc("ws_v", size, str(dt), None), Alloc("ws_f", size, "int64", "0"),
                            Alloc("ws_l", size, "int64", None), Assign("ws_gen", "0")]
                 self.notes.append(f"workspace: dense over {names} (row-wise, Gustavson)")
+                if self.bitset:
+                    private.append(Alloc("ws_b", f"({size}) // 64 + 1", "int64", "0"))
+                    self.notes.append("workspace order: a bitset of the touched coordinates, scanned between "
+                                      "the least and greatest (no comparison sort)")
         if self.mode == "scatter" and self.st.reduce_op in _TRACKED:
             pre += [Alloc("touched", " * ".join(f"n_{n}" for n in self.out_vars), "uint8", "0")]
             pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars)))}]",
@@ -647,9 +653,11 @@ class _Lowering:
                               If("ws_n * 2 > ws_cap", _hash_grow(str(self.out_type.dtype)))],
                              [Assign("ws_v[h]", val, self.st.reduce_op)])]
             else:
-                action = [If("ws_f[w] != ws_gen", [Assign("ws_f[w]", "ws_gen"), Assign("ws_l[ws_n]", "w"),
-                                                   Assign("ws_n", "1", "+"), Assign("ws_v[w]", val)],
-                             [Assign("ws_v[w]", val, self.st.reduce_op)])]
+                first = [Assign("ws_f[w]", "ws_gen"), Assign("ws_l[ws_n]", "w"), Assign("ws_n", "1", "+"),
+                         Assign("ws_v[w]", val)]
+                if self.bitset:
+                    first.append(Assign("ws_b[w >> 6]", "ws_b[w >> 6] | (1 << (w & 63))"))
+                action = [If("ws_f[w] != ws_gen", first, [Assign("ws_v[w]", val, self.st.reduce_op)])]
                 action.insert(0, Assign("w", lin))
         return action if pres == "True" else [If(pres, action)]
 
@@ -683,7 +691,7 @@ class _Lowering:
                      For("t", "0", "ws_n", [*decode, Assign("w", "ws_l[t]"), *_hash_probe("ws_f", "ws_k", "ws_cap"),
                                             Emit(coords, "ws_v[h]")])]
         else:
-            flush = [SortRange("ws_l", "0", "ws_n", "ws_f", "ws_gen", size),
+            flush = [SortRange("ws_l", "0", "ws_n", "ws_f", "ws_gen", size, "ws_b" if self.bitset else None),
                      For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]")])]
         # entries of ws_f equal to ws_gen were touched in this pass: no clearing between passes
         return [Assign("ws_gen", "1", "+"), Assign("ws_n", "0")] + body + flush
@@ -794,7 +802,7 @@ def _count_pass(stmts) -> list:
     def count(s):
         if isinstance(s, Emit):
             return [Assign("cnt", "1", "+")]
-        if isinstance(s, SortRange) or (isinstance(s, Assign) and s.target.startswith("ws_v")):
+        if isinstance(s, SortRange) or (isinstance(s, Assign) and s.target.startswith(("ws_v", "ws_b"))):
             return []
         if isinstance(s, Alloc) and s.var.startswith("ws_v"):
             return []
