@@ -234,7 +234,7 @@ class _Plan:
             converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
                          for st_acc in [_access(st, k)]} if low.converted else None
             args = [g(env, converted) for g in getters]
-            work = sum(a.size for a in args if type(a) is np.ndarray)
+            work = max(low.dense_volume, sum(a.size for a in args if type(a) is np.ndarray))
             result = fn(*args, work=work)
             env[target] = result if ttype.format.is_dense else _assemble(result, low, ttype)
         return composite.unsplit(c, {name: env[name] for name in c.outputs}) if c.derived else \

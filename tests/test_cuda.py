@@ -14,11 +14,12 @@ gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")
 
 def _step_args(kernel, **operands):
     """(loop-IR function, host arguments) of a one-statement kernel, as the driver would pass them."""
+    from sparsedsl.lang.lower import lower
+
     bound = kernel.bind((), operands)
-    plan = kernel.plan(bound)
-    (st, low, _, _), = plan.steps
-    if hasattr(plan, "getters"):
-        return low.function, [get(bound, {}) for get in plan.getters[0]]
+    plan = kernel.plan(bound)  # checked on the CPU; lowered again below as for the GPU (its schedules differ)
+    (st, _, _, _), = plan.steps
+    low = lower(plan.rewritten, st, 0, {"backend": "cuda"})
     ttype = plan.rewritten.types[st.target.tensor]
     return low.function, [plan.argument(low.arguments[p], bound, {}, ttype) for p in low.function.params]
 

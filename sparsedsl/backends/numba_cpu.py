@@ -111,7 +111,8 @@ VERSION = f"numba-{numba.__version__}-py{sys.version_info[0]}.{sys.version_info[
 def render(fn: L.Function, parallel: bool) -> str:
     """Python source of one loop-IR function, decorated for numba."""
     params = fn.params + (["n_threads_"] if parallel else [])  # a global call would defeat numba's cache
-    lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck=False, nogil=True)",
+    fast = ", fastmath={'reassoc', 'contract'}" if fn.hints.get("reassociate") else ""
+    lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck=False, nogil=True{fast})",
              f"def {fn.name}({', '.join(params)}):"]
     emits = any(isinstance(s, L.Emit) for s in _walk(fn.body))
 

@@ -103,6 +103,7 @@ class Function:
     name: str
     params: list
     body: list
+    hints: dict = field(default_factory=dict)  # backend hints, e.g. "reassociate": sums may be reordered
 
 
 @dataclass

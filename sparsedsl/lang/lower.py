@@ -77,6 +77,7 @@ class Lowered:
     arguments: dict = field(default_factory=dict)  # parameter -> what to pass (see params())
     sorted_output: bool = False  # a sparse output's entries come out in its level order
     assembly: str | None = None  # sparse output: "csr" (offs, crd, vals), "coords" (offs, coords, vals), "growable"
+    dense_volume: int = 0  # iterations of an all-dense loop nest (its work, for choosing parallel code)
 
 
 def tensor_name(name: str) -> str:
@@ -110,6 +111,8 @@ class _Lowering:
     # ---- plan -------------------------------------------------------------------------------
     def run(self) -> Lowered:
         self.converted: dict = {}
+        # on the CPU a contiguous inner axpy wins; the GPU renderer wants (row, column) threads
+        self.trailing = self.trailing_dense() if self.options.get("backend", "cpu") == "cpu" else set()
         self.blocks = self.split_blocked()
         self.sparse = {}
         self.canon = {}
@@ -132,10 +135,17 @@ class _Lowering:
         body = self.function_body()
         params = self.params()
         fn = Function(f"stmt{self.index}", params, body)
+        if not self.sparse:
+            # dense loops only: sums may be reassociated (vectorised, several accumulators); with
+            # sparse gathers that only produces slow vector gathers
+            fn.hints["reassociate"] = True
         self.notes.insert(0, f"statement {self.index}: {self.st.target.tensor}[{', '.join(self.out_vars)}]; "
                              f"loop order {', '.join(v.index + v.part for v in self.order)}")
+        volume = 1
+        for v in self.order:
+            volume *= v.block if v.part == "i" else self.c.extents[v.index] // (v.block if v.part else 1)
         return Lowered(fn, self.order, list(dict.fromkeys(self.notes)), self.converted, self.arguments,
-                       self.sorted_out(), self.assembly)
+                       self.sorted_out(), self.assembly, volume if not self.sparse else 0)
 
     def split_blocked(self) -> dict:
         """Block sizes of blocked indices. Operands that disagree (another block size, or a sparse
@@ -217,7 +227,23 @@ class _Lowering:
         return order
 
     def priority(self, v: Var):
-        return (v.index not in self.out_vars, (self.out_vars + list(self.st.reduce_indices)).index(v.index))
+        return (v.index in self.trailing, v.index not in self.out_vars,
+                (self.out_vars + list(self.st.reduce_indices)).index(v.index))
+
+    def trailing_dense(self) -> set:
+        """Output indices to loop innermost: indices of a dense output that only dense operands use,
+        always as their last (contiguous) index. ``Y[i,n] = A[i,j] * X[j,n]`` then runs i, j, n and
+        its inner loop is a contiguous axpy into a row of Y, not a strided dot product per (i, n)."""
+        if not self.out_type.format.is_dense or not self.st.reduce_indices:
+            return set()
+        accesses = self.accesses + [self.st.target]
+        found = set()
+        for n in self.out_vars:
+            users = [a for a in accesses if any(ix.name == n for ix in a.indices)]
+            if all((a is self.st.target or self.c.types[a.tensor].format.is_dense) and a.indices[-1].name == n
+                   for a in users) and n != self.out_vars[0]:
+                found.add(n)
+        return found
 
     # ---- presence formula -----------------------------------------------------------------
     def presence(self, e):
