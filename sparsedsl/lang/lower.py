@@ -135,9 +135,10 @@ class _Lowering:
         body = self.function_body()
         params = self.params()
         fn = Function(f"stmt{self.index}", params, body)
-        if not self.sparse:
-            # dense loops only: sums may be reassociated (vectorised, several accumulators); with
-            # sparse gathers that only produces slow vector gathers
+        innermost = self.order[-1] if self.order else None
+        if not any(innermost in op.vars for op in self.operands.values()):
+            # the innermost loop reads dense operands only: its sums may be reassociated (vectorised,
+            # several accumulators); over a sparse level that only produces slow vector gathers
             fn.hints["reassociate"] = True
         self.notes.insert(0, f"statement {self.index}: {self.st.target.tensor}[{', '.join(self.out_vars)}]; "
                              f"loop order {', '.join(v.index + v.part for v in self.order)}")
