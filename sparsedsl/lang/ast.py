@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import Span
 
@@ -109,6 +109,21 @@ def children(node):
     if isinstance(node, Program):
         return (*node.params, *node.outputs, *node.statements)
     return ()
+
+
+def map_children(node, fn):
+    """A copy of an expression node whose child expressions are replaced by ``fn(child)``."""
+    if isinstance(node, Access):
+        return replace(node, indices=tuple(fn(ix) for ix in node.indices))
+    if isinstance(node, BinOp):
+        return replace(node, left=fn(node.left), right=fn(node.right))
+    if isinstance(node, Neg):
+        return replace(node, operand=fn(node.operand))
+    if isinstance(node, Call):
+        return replace(node, args=tuple(fn(a) for a in node.args))
+    if isinstance(node, Reduce):
+        return replace(node, indices=tuple(fn(ix) for ix in node.indices), body=fn(node.body))
+    return node
 
 
 def shape_of(node) -> tuple:

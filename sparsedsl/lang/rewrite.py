@@ -532,17 +532,7 @@ def _indices(names):
 def _rename(e, mapping):
     if isinstance(e, A.Index):
         return replace(e, name=mapping.get(e.name, e.name))
-    if isinstance(e, A.Access):
-        return replace(e, indices=tuple(_rename(ix, mapping) for ix in e.indices))
-    if isinstance(e, A.Reduce):
-        return replace(e, indices=tuple(_rename(ix, mapping) for ix in e.indices), body=_rename(e.body, mapping))
-    if isinstance(e, A.BinOp):
-        return replace(e, left=_rename(e.left, mapping), right=_rename(e.right, mapping))
-    if isinstance(e, A.Neg):
-        return replace(e, operand=_rename(e.operand, mapping))
-    if isinstance(e, A.Call):
-        return replace(e, args=tuple(_rename(a, mapping) for a in e.args))
-    return e
+    return A.map_children(e, lambda c: _rename(c, mapping))
 
 
 # ---- 2. nested reductions -------------------------------------------------------------------
@@ -562,15 +552,7 @@ def _hoist(checked: Checked) -> Checked:
             target = A.Access(e.span, name, tuple(A.Index(e.span, v) for v in free))
             statements.append(A.Assign(e.span, target, replace(e, body=body), True))
             return A.Access(e.span, name, target.indices)
-        if isinstance(e, A.Reduce):
-            return replace(e, body=hoist(e.body, False))
-        if isinstance(e, A.BinOp):
-            return replace(e, left=hoist(e.left, False), right=hoist(e.right, False))
-        if isinstance(e, A.Neg):
-            return replace(e, operand=hoist(e.operand, False))
-        if isinstance(e, A.Call):
-            return replace(e, args=tuple(hoist(a, False) for a in e.args))
-        return e
+        return A.map_children(e, lambda c: hoist(c, False))
 
     changed = False
     for st in program.statements:
