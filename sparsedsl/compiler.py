@@ -89,8 +89,7 @@ class Kernel:
         for p in params:
             v = values.get(p.name)
             if type(v) is np.ndarray:
-                if p.format not in (None, "dense") or not v.flags.c_contiguous or v.dtype.kind not in "biuf" \
-                        or v.dtype.kind == "u" or v.dtype.itemsize > 8 or p.kind == "scalar":
+                if p.kind == "scalar" or not _dense_as_is(v, p):
                     return None
                 key.append((p.name, v.shape, v.dtype))
             elif type(v) is SparseTensor and getattr(v, "device", "cpu") == "cpu" and not v.format.is_dense:
@@ -162,12 +161,17 @@ def _type_of(v):
     return arr.dtype if arr.ndim == 0 else TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim))
 
 
+def _dense_as_is(value: np.ndarray, param: A.Param) -> bool:
+    """A numpy array a kernel can read as it is for a dense parameter: C-contiguous, signed or float."""
+    return (param.format in (None, "dense") and value.dtype.kind in "bif" and value.dtype.itemsize <= 8
+            and value.flags.c_contiguous)
+
+
 def _pack(value, param: A.Param):
     """Put an operand into its declared format (numpy arrays stay numpy for dense operands)."""
     if isinstance(value, composite.Composite):
         return value  # algebra over its factors, whatever format is declared: the rewrite stage expands it
-    if isinstance(value, np.ndarray) and param.format in (None, "dense") and value.dtype.kind in "biuf" \
-            and value.flags.c_contiguous and value.dtype.itemsize <= 8 and value.dtype.kind != "u":
+    if isinstance(value, np.ndarray) and _dense_as_is(value, param):
         return value  # the common case: a dense numpy operand, used as it is
     if isinstance(value, SparseTensor) and param.format is not None and not value.format.is_dense and \
             value.format == as_format(param.format, value.ndim):
