@@ -383,7 +383,7 @@ class Specialised(KernelSource):
             rows = self.host_eval(f"({step.loop.stop}) - ({step.loop.start})", env, state)
         except Exception:
             return None
-        mtiles, minblocks, slots, warps = cuda_schedules.config(sk)
+        mtiles, minblocks, slots, warps, mwarps = cuda_schedules.config(sk)
         slots = slots if sk.kind == "nm" and slots % 8 == 0 else 8
         per_chunk = 4 * slots * sk.m // sk.n if sk.kind == "nm" else 64  # columns per 4-lane chunk of a row
         ptr = {name: env[name].data.ptr if hasattr(env[name], "data") else env[name].bits.data.ptr
@@ -392,12 +392,12 @@ class Specialised(KernelSource):
                 and ptr[sk.dense] % 4 == 0 and ptr[sk.crd or sk.mask] % (8 if sk.kind == "nm" else 16) == 0
                 and (sk.kind == "bitmap" or ptr[sk.values] % 16 == 0)):
             return None
-        blocks = math.ceil(rows / (16 * mtiles))
-        splitk = 1  # warps of a block splitting the columns: enough warps for the GPU, parts in shared memory
-        while splitk * 2 <= min(warps or 8, splitk_limit(cols // 16, mtiles)) and \
-                (warps or blocks * splitk * 2 <= sms * 64) and splitk * 2 <= extent // per_chunk:
+        blocks = math.ceil(rows / (16 * mtiles * mwarps))
+        splitk = 1  # warps of a row group splitting the columns: enough warps for the GPU, parts in shared memory
+        while splitk * 2 <= min(warps or 8, splitk_limit(cols // 16, mtiles, mwarps)) and \
+                (warps or blocks * mwarps * splitk * 2 <= sms * 64) and splitk * 2 <= extent // per_chunk:
             splitk *= 2
-        return blocks, 32 * splitk, ("skinny", cols // 16, splitk, mtiles, minblocks, slots)
+        return blocks, 32 * splitk * mwarps, ("skinny", cols // 16, splitk, mtiles, minblocks, slots, mwarps)
 
     def launch_parallel(self, k, step, env, state, sms):
         cp = cupy()
@@ -410,6 +410,7 @@ class Specialised(KernelSource):
             return
         lanes = self.choose_lanes(step, env, state) if step.reduction is not None else \
             self.nested_lanes(step, env, state) if getattr(step, "nested", None) is not None else 1
+        width = self.vector_width_now(step, env, state) if lanes > 1 and getattr(step, "vector", None) else 1
         try:
             trip = self.host_eval(f"({loop.stop}) - ({loop.start})", env, state) if not \
                 ((_names(loop.start) | _names(loop.stop)) & set(self.types.arrays)) else None
@@ -431,8 +432,8 @@ class Specialised(KernelSource):
                 n = max(0, self.host_eval(a.shape, env, state)) * blocks * block
                 env[a.var] = cp.empty(n, dtype=a.dtype) if a.fill is None else \
                     cp.full(n, _eval(a.fill, {}), dtype=a.dtype)
-        step.launched = (blocks, block, lanes)
-        self.kernel(k, lanes)((blocks,), (block,), self.launch_args(env, state))
+        step.launched = (blocks, block, lanes if width == 1 else ("vector", lanes, width))
+        self.kernel(k, step.launched[2])((blocks,), (block,), self.launch_args(env, state))
 
     def nested_lanes(self, step, env, state) -> int:
         """Lanes splitting a nested reduction loop: a power of two, about 8 of its iterations per lane (fewer
@@ -446,6 +447,22 @@ class Specialised(KernelSource):
         while lanes * 2 <= min(32, trip / 8):
             lanes *= 2
         return lanes
+
+    def vector_width_now(self, step, env, state) -> int:
+        """The split loop's iterations per lane for these operands: ``vector_width`` when its trip count
+        and start are multiples of it and every row it reads starts on a vector boundary, else 1."""
+        width = self.vector_width(step)
+        inner = step.nested[0]
+        try:
+            start, stop = self.host_eval(inner.start, env, state), self.host_eval(inner.stop, env, state)
+        except Exception:  # bounds known only inside an iteration
+            return 1
+        for name in {name for name, _ in step.vector}:
+            v = env.get(name)
+            item = np.dtype(self.types.arrays[name][0]).itemsize
+            if not hasattr(v, "data") or v.data.ptr % (width * item) or (v.ndim > 1 and v.shape[-1] % width):
+                return 1
+        return width if start % width == 0 and (stop - start) % width == 0 and stop > start else 1
 
     def choose_lanes(self, step, env, state) -> int:
         """Threads per outer iteration: a power of two, a quarter of the average inner trip count, <= 32."""
@@ -482,7 +499,8 @@ class Specialised(KernelSource):
                 parts.append(f"step {k}: {step.assign.target} = {step.assign.value} on the host")
             elif step.kind == "parallel":
                 how = "one thread per iteration, atomicAdd into the output" if step.atomic else \
-                    "lanes per iteration split its inner reduction (xor shuffles), lane 0 stores" if \
+                    "lanes per iteration split its inner reduction (xor shuffles; 16-byte loads of the rows it " \
+                    "reads when aligned), lane 0 stores" if \
                     getattr(step, "nested", None) is not None else \
                     "threads per iteration chosen per call (shuffle reduction)" if step.reduction else \
                     f"one thread per ({step.loop.var}, {step.collapse.var}) pair" if step.collapse else \

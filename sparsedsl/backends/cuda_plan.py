@@ -325,6 +325,35 @@ def _nested_reduction(loop: L.For):
     return inner, op
 
 
+# element dtype -> C vector type of 16 bytes (or 8: the narrowest array of a loop sets its width)
+VECTOR_TYPES = {("float32", 4): "float4", ("float32", 2): "float2", ("float64", 2): "double2",
+                ("int32", 4): "int4", ("int32", 2): "int2", ("int64", 2): "longlong2",
+                ("uint32", 4): "uint4", ("uint32", 2): "uint2", ("uint64", 2): "ulonglong2"}
+
+
+def vector_accesses(loop: L.For, arrays: dict):
+    """The array reads ``X[.., v]`` of a split loop over ``v`` whose last index is ``v`` alone and whose
+    other indices do not involve it (a row of a dense factor: SDDMM's U[i, k] and V[j, k]), as sorted
+    (array, subscript text) pairs, when every read that involves ``v`` is one of them and each such
+    array holds a 4- or 8-byte type; else None. Consecutive iterations then read consecutive
+    elements, so a lane can take ``width`` iterations with one 16-byte load per array (the launch
+    checks alignment and trip count)."""
+    found = set()
+    for x in _walk(loop.body):
+        for e in _exprs(x):
+            for n in pyast.walk(_parse(e)):
+                if not isinstance(n, pyast.Subscript) or loop.var not in _names(pyast.unparse(n)):
+                    continue
+                idx = n.slice.elts if isinstance(n.slice, pyast.Tuple) else [n.slice]
+                last = idx[-1]
+                if not (isinstance(last, pyast.Name) and last.id == loop.var) or \
+                        any(loop.var in _names(pyast.unparse(i)) for i in idx[:-1]) or \
+                        (arrays.get(n.value.id, (None,))[0], 2) not in VECTOR_TYPES:
+                    return None
+                found.add((n.value.id, pyast.unparse(n)))
+    return sorted(found) or None
+
+
 def _walk_skipping(stmts, skip):
     for s in stmts:
         if s is skip:

@@ -11,7 +11,9 @@ only: loads widen to float32, stores round). A function's top-level statements b
 - ``head; for v: ...`` with independent inner iterations (an output index): one thread per
   (outer, inner) pair, the inner index fastest (SpMM);
 - a reduction loop nested in sequential code (SDDMM's fill pass): ``L`` lanes run the body alike,
-  split that loop and all-reduce with ``__shfl_xor_sync``; lane 0 stores;
+  split that loop and all-reduce with ``__shfl_xor_sync``; lane 0 stores; where the loop reads rows
+  of dense arrays along its index (``cuda_plan.vector_accesses``), each lane takes 2 or 4
+  consecutive iterations with one 16-byte load per row (chosen at launch: alignment, trip count);
 - weights in ``nm(2, M)`` / ``bitmap`` times a few dense columns: the tensor-core template of
   ``cuda_schedules`` (chosen at launch when its run-time conditions hold);
 - otherwise one thread per iteration over a grid-stride loop.
@@ -30,6 +32,7 @@ import numpy as np
 from ..lang import loopir as L
 from .cuda_plan import (  # noqa: F401 (re-exported: the IR helpers and the plan)
     ATOMIC_DTYPES,
+    VECTOR_TYPES,
     Step,
     _assigned,
     _exprs,
@@ -39,6 +42,7 @@ from .cuda_plan import (  # noqa: F401 (re-exported: the IR helpers and the plan
     _walk,
     drop_dead,
     plan_steps,
+    vector_accesses,
 )
 from .cuda_schedules import render_skinny, skinny_shape
 
@@ -231,6 +235,7 @@ class CExpr:
     def __init__(self, types: Types, shapes: dict):
         self.types = types
         self.shapes = shapes  # array name -> [C expressions of dims 1..ndim-1]
+        self.replace: dict = {}  # subscript text -> C code that holds its value (a vector's component)
 
     def __call__(self, text: str, want=None) -> str:
         code, t = self.expr(_parse(text))
@@ -265,6 +270,8 @@ class CExpr:
                 return "SD_INF", t
             raise NotImplementedError(f"np.{e.attr} in generated code")
         if isinstance(e, pyast.Subscript):
+            if self.replace and pyast.unparse(e) in self.replace:
+                return self.replace[pyast.unparse(e)], t
             stored = self.types.arrays.get(e.value.id, (None,))[0]
             return (f"{HALF[stored][0]}({self.subscript(e)})" if stored in HALF else self.subscript(e)), t
         if isinstance(e, pyast.UnaryOp):
@@ -331,7 +338,7 @@ class CStmts:
         self.types, self.c = types, cexpr
         self.n = 0
         self.atomic = atomic  # out[..] += v becomes atomicAdd (iterations run in parallel)
-        self.split = None  # (loop, lanes, op, touched): the loop lanes split (KernelSource.nested)
+        self.split = None  # (loop, lanes, op, touched, width, vector reads): the loop lanes split (KernelSource.nested)
 
     def fresh(self, stem):
         self.n += 1
@@ -386,13 +393,27 @@ class CStmts:
                 raise NotImplementedError(f"{type(s).__name__} below the top level of a CUDA kernel")
 
     def split_loop(self, s: L.For, ind: int, lines: list):
-        _, lanes, op, touched = self.split
+        _, lanes, op, touched, width, reads = self.split
         pad = "  " * ind
         i, stop = self.fresh("i"), self.fresh("stop")
         lines.append(f"{pad}{{ const long long {stop} = {self.c(s.stop)};")
-        lines.append(f"{pad}for (long long {i} = {self.c(s.start)} + sd_lane; {i} < {stop}; {i} += {lanes}) {{")
+        lines.append(f"{pad}for (long long {i} = {self.c(s.start)} + {width} * sd_lane; {i} < {stop}; "
+                     f"{i} += {width * lanes}) {{")
         lines.append(f"{pad}  {s.var} = {i};")
-        self.put(s.body, ind + 1, lines)
+        if width == 1:
+            self.put(s.body, ind + 1, lines)
+        else:  # iterations i .. i + width - 1: one vector load per row read, then the body per component
+            vec = {}
+            for name, text in reads:
+                vt = VECTOR_TYPES[(self.types.arrays[name][0], width)]
+                v = vec[text] = self.fresh("v")
+                lines.append(f"{pad}  const {vt} {v} = *(const {vt}*)(&{self.c(text)});")
+            for c in range(width):
+                if c:
+                    lines.append(f"{pad}  {s.var} = {i} + {c};")
+                self.c.replace = {text: f"{v}.{'xyzw'[c]}" for text, v in vec.items()}
+                self.put(s.body, ind + 1, lines)
+            self.c.replace = {}
         lines.append(f"{pad}}}")
         acc_t = self.types.scalars["acc"]
         ct = ctype(acc_t)
@@ -460,6 +481,7 @@ class KernelSource:
                 st.kind, st.body = "serial", [st.loop]  # no atomicAdd for this dtype: one thread
             if st.kind == "parallel":  # a template for weights x a few dense columns (cuda_schedules)
                 st.skinny = None if st.atomic else skinny_shape(st.loop, self.types.arrays)
+                st.vector = vector_accesses(st.nested[0], self.types.arrays) if st.nested else None
         allocs = [s.alloc for s in self.steps if s.kind == "alloc"]
         allocs += [a for s in self.steps if s.kind == "parallel" for a in s.loop.private if isinstance(a, L.Alloc)]
         self.allocs = list({a.var: a for a in reversed(allocs)}.values())[::-1]  # one parameter per name
@@ -516,9 +538,10 @@ class KernelSource:
         return out
 
     def render(self, k: int, lanes=1) -> str:
-        """Kernel ``k``: ``lanes`` threads per iteration, or ("skinny", column tiles, warps per block)."""
+        """Kernel ``k``: ``lanes`` threads per iteration, ("vector", lanes, width) for a split loop that
+        takes ``width`` iterations per lane, or ("skinny", column tiles, warps per block, ...)."""
         step = self.steps[k]
-        if isinstance(lanes, tuple):
+        if isinstance(lanes, tuple) and lanes[0] == "skinny":
             return render_skinny(self, k, step.skinny, *lanes[1:])
         name = kernel_name(self.fn.name, k, lanes)
         lines = [f'extern "C" __global__ void {name}(' + ", ".join(self.params()) + ") {"]
@@ -529,6 +552,8 @@ class KernelSource:
             self.lanes(step, stm, lines, lanes)
         elif step.collapse is not None:
             self.collapsed(step.loop, step.collapse, stm, lines)
+        elif isinstance(lanes, tuple):
+            self.nested(step, stm, lines, lanes[1], lanes[2])
         elif getattr(step, "nested", None) is not None and lanes > 1:
             self.nested(step, stm, lines, lanes)
         else:
@@ -580,9 +605,17 @@ class KernelSource:
         stm.put(loop.body, 2, lines)
         lines.append("  }")
 
-    def nested(self, step, stm, lines, lanes):
+    def vector_width(self, step) -> int:
+        """Iterations per lane of a split loop that reads rows along its index: 16 bytes of its
+        narrowest array (1 when it reads none)."""
+        if not getattr(step, "vector", None):
+            return 1
+        return min(16 // np.dtype(self.types.arrays[name][0]).itemsize for name, _ in step.vector)
+
+    def nested(self, step, stm, lines, lanes, width=1):
         """``lanes`` threads per outer iteration run its body alike; they split the one reduction loop
-        (``step.nested``) and all-reduce acc with xor shuffles; only lane 0 stores."""
+        (``step.nested``, ``width`` consecutive iterations per lane) and all-reduce acc with xor
+        shuffles; only lane 0 stores."""
         loop = step.loop
         self.prologue(loop, lines)
         lines.append(f"  const int sd_lane = threadIdx.x & {lanes - 1};")
@@ -593,7 +626,8 @@ class KernelSource:
         self.declare(_assigned(loop.body) | {loop.var}, lines, "    ")
         lines.append(f"    {loop.var} = sd_it;")
         stm.split = (step.nested[0], lanes, step.nested[1],
-                     "touched" in self.types.scalars and "touched" in _assigned([step.nested[0]]))
+                     "touched" in self.types.scalars and "touched" in _assigned([step.nested[0]]), width,
+                     step.vector if width > 1 else None)
         stm.put(loop.body, 2, lines)
         lines.append("  }")
 
@@ -659,7 +693,7 @@ class KernelSource:
 
 def kernel_name(fn: str, k: int, lanes=1) -> str:
     if isinstance(lanes, tuple):
-        return f"{fn}_k{k}_skinny" + "x".join(str(v) for v in lanes[1:])
+        return f"{fn}_k{k}_{lanes[0]}" + "x".join(str(v) for v in lanes[1:])
     return f"{fn}_k{k}" + (f"_l{lanes}" if lanes > 1 else "")
 
 
@@ -698,6 +732,8 @@ def render(fn: L.Function, args: list) -> str:
                 out.append(spec.render(k, 32))
             if step.kind == "parallel" and getattr(step, "nested", None) is not None:
                 out.append(spec.render(k, 32))
+                if spec.vector_width(step) > 1:
+                    out.append(spec.render(k, ("vector", 8, spec.vector_width(step))))
             if step.kind == "parallel" and step.skinny is not None:
-                out.append(spec.render(k, ("skinny", 1, 8, 1, 1, 8)))
+                out.append(spec.render(k, ("skinny", 1, 8, 1, 1, 8, 1)))
     return "\n".join(out)

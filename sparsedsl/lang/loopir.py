@@ -55,12 +55,14 @@ class Assign:
 
 @dataclass
 class Alloc:
-    """``var = new array(shape) of dtype`` filled with ``fill`` (None: uninitialised)."""
+    """``var = new array(shape) of dtype`` filled with ``fill`` (None: uninitialised). ``written``:
+    every element will be written (an assembled output), so backends may back it with huge pages."""
 
     var: str
     shape: str
     dtype: str
     fill: str | None = "0"
+    written: bool = False
 
 
 @dataclass

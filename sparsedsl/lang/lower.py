@@ -404,8 +404,8 @@ class _Lowering:
                    For("r_", "0", "n_outer", [Assign("offs[r_ + 1]", "offs[r_] + counts[r_]")])]
         small = all(self.c.extents[n] < 2**31 for n in self.out_vars)
         crd_type = "int32" if skip is not None and small else "int64"
-        outputs = [Alloc(f"out_c{d}", "offs[n_outer]", crd_type, None) for d in coords]
-        outputs.append(Alloc("out_v", "offs[n_outer]", str(dt), None))
+        outputs = [Alloc(f"out_c{d}", "offs[n_outer]", crd_type, None, written=True) for d in coords]
+        outputs.append(Alloc("out_v", "offs[n_outer]", str(dt), None, written=True))
         self.notes.append("assembly: two-phase (count entries per outer iteration, prefix sum, fill)"
                           + (", counts become the CSR pos array" if skip is not None else ""))
         return (loops[:k] + [Assign("n_outer", n_outer), Alloc("counts", "n_outer", "int64", "0"), counting]

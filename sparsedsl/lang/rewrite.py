@@ -364,7 +364,7 @@ class _Expansion:
                 sides = [leaf_sets[s] if isinstance(s, int) else result(s) for s in tree]
                 red = sorted(set().union(*sides) - set(target_order),
                              key=lambda v: self.innermost_rank(v, tree, factors, ops))
-                loop = list(target_order) + red
+                loop = self.loop_model(list(target_order), red, tree, factors)
                 # a sparse operand drives its loops (the lowering gathers the dense side): no relayout then
                 all_dense = all(not isinstance(s, int) or ops[s].density >= 1 for s in tree)
                 nodes = []
@@ -404,12 +404,32 @@ class _Expansion:
                 best = max(best, ops[s].indices.index(v) + 1 - len(ops[s].indices))
         return best
 
+    def loop_model(self, target_order, red, tree, factors) -> list:
+        """The loop order the CPU lowering will give a statement (``lower.trailing_dense``): output
+        indices, then sums, except that a last output index which every factor using it stores last
+        runs innermost, as a contiguous axpy. Temporaries are laid out in this order."""
+        last = target_order[-1] if len(target_order) > 1 and red else None
+        stack = [tree]
+        while stack and last is not None:
+            s = stack.pop()
+            if isinstance(s, tuple):
+                stack += list(s)
+                continue
+            f = factors[s]
+            names = [ix.name for ix in f.indices] if isinstance(f, A.Access) else _free(f, set())
+            if last in names and (not isinstance(f, A.Access) or names[-1] != last):
+                last = None
+        if last is None:
+            return target_order + red
+        return target_order[:-1] + red + [last]
+
     def relayout(self, acc, loop):
-        """A dense input read in the order of ``loop``: transposed copy when its layout disagrees."""
+        """A dense input read in the order of ``loop``: transposed copy when its layout disagrees in
+        the innermost loop (an operand the innermost loop does not index is read once per its trip)."""
         if not isinstance(acc, A.Access) or len(acc.indices) < 2 or acc.tensor in self.defined:
             return acc
         names = [ix.name for ix in acc.indices]
-        if any(v not in loop for v in names):
+        if any(v not in loop for v in names) or loop[-1] not in names:
             return acc
         want = sorted(range(len(names)), key=lambda d: loop.index(names[d]))
         if want[-1] == len(names) - 1:
