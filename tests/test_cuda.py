@@ -172,7 +172,7 @@ def test_skinny_product_renders_the_tensor_core_template_for_16_bit_weights(fmt)
     half = [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype == np.float32 and p != "out" else a
             for p, a in zip(fn.params, args)]
     src = cuda_render.render(fn, half)
-    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src and "_skinny1x8x1x1x8(" in src
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src and "_skinny1x8x1x1x8x1(" in src
     assert "sd_h2f(" in src  # the generic kernel widens 16-bit loads to float32 as well
 
 
@@ -265,6 +265,8 @@ def test_sddmm_count_pass_skips_the_dot_products_and_fill_pass_splits_k():
     assert count.nested is None and fill.nested is not None and fill.nested[1] == "+"
     src = cuda_render.render(fn, args)
     assert "__shfl_xor_sync(sd_gmask" in src and "if (sd_lane == 0) out_v[oq]" in src
+    # the rows of U and V along k: one 16-byte load per row and 4 iterations per lane
+    assert "const float4 sd_v" in src and "*(const float4*)(&t_V[(v_j) * t_V_sh1 + v_k])" in src
 
 
 @gpu
@@ -277,4 +279,9 @@ def test_sddmm_on_device_matches_dense(rank):
     kernel = sd.compile("C[i,j] = S[i,j] * U[i,k] * V[j,k]", S="csr", out_format="csr")
     C = kernel(S=sd.asformat(s, "csr").to("cuda"), U=cp.asarray(u), V=cp.asarray(v))
     assert C.device == "cuda" and C.nnz == s.nnz
+    np.testing.assert_allclose(C.to_numpy(), s.toarray() * (u @ v.T), rtol=1e-5, atol=1e-5)
+    # U's rows off a 16-byte boundary: the launch falls back to one iteration per lane
+    shifted = cp.zeros(u.size + 1, dtype=np.float32)[1:].reshape(u.shape)
+    shifted[...] = cp.asarray(u)
+    C = kernel(S=sd.asformat(s, "csr").to("cuda"), U=shifted, V=cp.asarray(v))
     np.testing.assert_allclose(C.to_numpy(), s.toarray() * (u @ v.T), rtol=1e-5, atol=1e-5)

@@ -339,7 +339,10 @@ class Specialised(KernelSource):
         cp = cupy()
         sms = device_sms()
         self.known = {}  # state values the host holds (set by host steps, dropped by serial kernels)
+        sizes: dict = {}  # sizes of the allocations since the last step that was not one
         for k, step in enumerate(self.steps):
+            if step.kind != "alloc":
+                sizes.clear()
             if step.kind == "host":
                 a = step.assign
                 ns = {n: env[n] for n in _names(a.value) if n in env}
@@ -354,7 +357,9 @@ class Specialised(KernelSource):
                 env[a.target] = value
             elif step.kind == "alloc":
                 a = step.alloc
-                n = max(0, self.host_eval(a.shape, env, state))
+                if a.shape not in sizes:  # a two-phase output's arrays share one size: one device read (a sync)
+                    sizes[a.shape] = max(0, self.host_eval(a.shape, env, state))
+                n = sizes[a.shape]
                 env[a.var] = cp.empty(n, dtype=a.dtype) if a.fill is None else \
                     cp.full(n, _eval(a.fill, {}), dtype=a.dtype)
             elif step.kind == "cumsum":
