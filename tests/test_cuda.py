@@ -172,7 +172,7 @@ def test_skinny_product_renders_the_tensor_core_template_for_16_bit_weights(fmt)
     half = [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype == np.float32 and p != "out" else a
             for p, a in zip(fn.params, args)]
     src = cuda_render.render(fn, half)
-    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src and "_skinny1x8x1x1x8x1(" in src
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src and "_skinny1x8x1x1x8(" in src
     assert "sd_h2f(" in src  # the generic kernel widens 16-bit loads to float32 as well
 
 

@@ -388,7 +388,7 @@ class Specialised(KernelSource):
             rows = self.host_eval(f"({step.loop.stop}) - ({step.loop.start})", env, state)
         except Exception:
             return None
-        mtiles, minblocks, slots, warps, mwarps = cuda_schedules.config(sk)
+        mtiles, minblocks, slots, warps = cuda_schedules.config(sk)
         slots = slots if sk.kind == "nm" and slots % 8 == 0 else 8
         per_chunk = 4 * slots * sk.m // sk.n if sk.kind == "nm" else 64  # columns per 4-lane chunk of a row
         ptr = {name: env[name].data.ptr if hasattr(env[name], "data") else env[name].bits.data.ptr
@@ -397,12 +397,12 @@ class Specialised(KernelSource):
                 and ptr[sk.dense] % 4 == 0 and ptr[sk.crd or sk.mask] % (8 if sk.kind == "nm" else 16) == 0
                 and (sk.kind == "bitmap" or ptr[sk.values] % 16 == 0)):
             return None
-        blocks = math.ceil(rows / (16 * mtiles * mwarps))
-        splitk = 1  # warps of a row group splitting the columns: enough warps for the GPU, parts in shared memory
-        while splitk * 2 <= min(warps or 8, splitk_limit(cols // 16, mtiles, mwarps)) and \
-                (warps or blocks * mwarps * splitk * 2 <= sms * 64) and splitk * 2 <= extent // per_chunk:
+        blocks = math.ceil(rows / (16 * mtiles))
+        splitk = 1  # warps of a block splitting the columns: enough warps for the GPU, parts in shared memory
+        while splitk * 2 <= min(warps or 8, splitk_limit(cols // 16, mtiles)) and \
+                (warps or blocks * splitk * 2 <= sms * 64) and splitk * 2 <= extent // per_chunk:
             splitk *= 2
-        return blocks, 32 * splitk * mwarps, ("skinny", cols // 16, splitk, mtiles, minblocks, slots, mwarps)
+        return blocks, 32 * splitk, ("skinny", cols // 16, splitk, mtiles, minblocks, slots)
 
     def launch_parallel(self, k, step, env, state, sms):
         cp = cupy()

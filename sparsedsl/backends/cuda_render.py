@@ -735,5 +735,5 @@ def render(fn: L.Function, args: list) -> str:
                 if spec.vector_width(step) > 1:
                     out.append(spec.render(k, ("vector", 8, spec.vector_width(step))))
             if step.kind == "parallel" and step.skinny is not None:
-                out.append(spec.render(k, ("skinny", 1, 8, 1, 1, 8, 1)))
+                out.append(spec.render(k, ("skinny", 1, 8, 1, 1, 8)))
     return "\n".join(out)

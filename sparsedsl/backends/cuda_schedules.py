@@ -246,30 +246,28 @@ __device__ __forceinline__ void sd_mma_{T}(float* c, unsigned a0, unsigned a1, u
 
 # The template's knobs per (level kind, M; 0 for bitmap): m16 tiles per warp (they share X's fragments;
 # more tiles, more registers), blocks per SM asked of the register allocator, N:M slots per lane and
-# row in a chunk (bitmap: 16 mask bytes, fixed), warps splitting a row's columns (None: as many as
-# fill the GPU, <= 8), groups of those warps per block on consecutive rows (they share X through L1).
+# row in a chunk (bitmap: 16 mask bytes, fixed), warps per block (None: as many as fill the GPU, <= 8).
 # Chosen by the sweep of benchmarks/gpu.py on an H100 (benchmarks/results/gpu-h100.json, skinny_sweep).
-CONFIG = {("nm", 4): (1, 2, 16, None, 1), ("nm", 8): (2, 2, 8, 4, 1), ("bitmap", 0): (1, 2, 16, None, 1)}
-DEFAULT = (1, 2, 8, None, 1)
+CONFIG = {("nm", 4): (1, 2, 16, None), ("nm", 8): (2, 2, 8, 4), ("bitmap", 0): (1, 2, 16, None)}
+DEFAULT = (1, 2, 8, None)
 
 
 def config(sk: Skinny) -> tuple:
-    """(m tiles, min blocks, slots, warps per row group or None, row groups per block) for this level."""
+    """(m tiles, min blocks, slots, warps per block or None) for this weight level."""
     return CONFIG.get((sk.kind, sk.m if sk.kind == "nm" else 0), DEFAULT)
 
 
-def splitk_limit(nt: int, mtiles: int, mwarps: int = 1) -> int:
-    """Warps per row group (<= 8) whose partial sums fit 48 KiB of static shared memory."""
-    return max(1, min(8, 12288 // (16 * mtiles * mwarps * (16 * nt + 1))))
+def splitk_limit(nt: int, mtiles: int) -> int:
+    """Warps per block (<= 8) whose partial sums fit 48 KiB of static shared memory."""
+    return max(1, min(8, 12288 // (16 * mtiles * (16 * nt + 1))))
 
 
 def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2, minblocks: int = 1,
-                  slots: int = 8, mwarps: int = 1) -> str:
+                  slots: int = 8) -> str:
     """The kernel of step ``k`` of ``ks`` (a ``KernelSource``) in the skinny schedule: ``nt`` tiles of
     16 columns, ``splitk`` warps per block splitting each row's columns, ``mtiles`` m16 tiles per warp
     (they share X's fragments), at least ``minblocks`` blocks per SM (a register cap), ``slots`` N:M
-    slots per lane and row in a chunk (8 or 16: one or two 16-byte vectors of values), ``mwarps``
-    groups of such warps per block on consecutive rows (they read the same X: L1 hits)."""
+    slots per lane and row in a chunk (8 or 16: one or two 16-byte vectors of values)."""
     from .cuda_render import CStmts
 
     loop = ks.steps[k].loop
@@ -277,16 +275,12 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
     stm = CStmts(ks.types, ks.cexpr)
     c = ks.cexpr
     q = slots // sk.n * (sk.m // 4) if sk.kind == "nm" else 4  # column quads per lane and row per chunk
-    rows_b = 16 * mtiles * mwarps  # rows per block
-    lines = [MMA.format(T=mma), f'extern "C" __global__ void __launch_bounds__({32 * splitk * mwarps}, {minblocks}) '
-             f'{ks.fn.name}_k{k}_skinny{nt}x{splitk}x{mtiles}x{minblocks}x{slots}x{mwarps}(' +
-             ", ".join(ks.params()) + ") {"]
+    lines = [MMA.format(T=mma), f'extern "C" __global__ void __launch_bounds__({32 * splitk}, {minblocks}) '
+             f'{ks.fn.name}_k{k}_skinny{nt}x{splitk}x{mtiles}x{minblocks}x{slots}(' + ", ".join(ks.params()) + ") {"]
     ks.prologue(loop, lines)
     lines += [
-        f"  const int sd_warp = (threadIdx.x >> 5) / {mwarps}, sd_mw = (threadIdx.x >> 5) % {mwarps};",
-        "  const int sd_lane = threadIdx.x & 31, sd_t = sd_lane & 3, sd_r = sd_lane >> 2;",
-        f"  const long long sd_blk0 = sd_start + (long long)blockIdx.x * {rows_b};",
-        f"  const long long sd_row0 = sd_blk0 + sd_mw * {16 * mtiles};  // this warp's rows",
+        "  const int sd_warp = threadIdx.x >> 5, sd_lane = threadIdx.x & 31, sd_t = sd_lane & 3, sd_r = sd_lane >> 2;",
+        f"  const long long sd_row0 = sd_start + (long long)blockIdx.x * {16 * mtiles};",
         f"  const unsigned short* __restrict__ sd_x = (const unsigned short*){sk.dense};",
         f"  const long long sd_ld = {sk.dense}_sh1;  // X's row length (the output's columns)",
         f"  const long long sd_nchunk = ({c(sk.extent)}) / {16 * q};  // per row: 4 lanes x {4 * q} columns",
@@ -321,7 +315,7 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
                 f"kk[h][b] = __ldg((const uint2*)({sk.crd} + {at}));"]
         names = ("v", "kk")
     else:
-        lines += _bitmap_offsets(sk, splitk, mtiles, mwarps)
+        lines += _bitmap_offsets(sk, splitk, mtiles)
         vec = 1
         regs, zero, names = f"uint4 v[{rows}][1];", "v[h][b] = make_uint4(0, 0, 0, 0);", ("v",)
         load = [f"v[h][b] = __ldg((const uint4*)({sk.mask} + sd_base[h] + cc * 64 + sd_t * 16));"]
@@ -372,25 +366,25 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
         "    }",
         "  }",
         # split-K: the warps' parts meet in shared memory
-        f"  __shared__ float sd_part[{splitk}][{rows_b}][{16 * nt + 1}];",
+        f"  __shared__ float sd_part[{splitk}][{16 * mtiles}][{16 * nt + 1}];",
         "#pragma unroll",
         f"  for (int h = 0; h < {2 * mtiles}; ++h)",
         "#pragma unroll",
         f"    for (int a = 0; a < {nt}; ++a) {{",
-        f"      float* p = &sd_part[sd_warp][sd_mw * {16 * mtiles} + sd_r + 8 * h][16 * a + 4 * sd_t];",
+        "      float* p = &sd_part[sd_warp][sd_r + 8 * h][16 * a + 4 * sd_t];",
         "      const float* e = sd_acc[h >> 1][a][0]; const float* o = sd_acc[h >> 1][a][1];",
         "      const int z = 2 * (h & 1);",
         "      p[0] = e[z]; p[1] = o[z]; p[2] = e[z + 1]; p[3] = o[z + 1];",
         "    }",
         "  __syncthreads();",
-        f"  for (int i = threadIdx.x; i < {rows_b * 16 * nt}; i += {32 * splitk * mwarps}) {{",
+        f"  for (int i = threadIdx.x; i < {16 * mtiles * 16 * nt}; i += {32 * splitk}) {{",
         f"    const int rr = i / {16 * nt}, cc = i % {16 * nt};",
         "    float s = 0.f;",
         f"    for (int w = 0; w < {splitk}; ++w) s += sd_part[w][rr][cc];",
-        "    if (sd_blk0 + rr < sd_stop) {",
+        "    if (sd_row0 + rr < sd_stop) {",
     ]
     ks.declare({loop.var, sk.col, "acc"}, lines, "      ")
-    lines.append(f"      {loop.var} = sd_blk0 + rr; {sk.col} = cc; acc = s;")
+    lines.append(f"      {loop.var} = sd_row0 + rr; {sk.col} = cc; acc = s;")
     stm.put([sk.store], 3, lines)
     lines += ["    }", "  }", "}"]
     return "\n".join(lines) + "\n"
@@ -439,12 +433,11 @@ def _nm_lut_expand(sk: Skinny, q: int, mtiles: int, slots: int) -> list:
     ]
 
 
-def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int, mwarps: int) -> list:
+def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
     """Each warp's first packed value in each of its rows: the mask bytes of the warps before it,
     counted by those warps and summed through shared memory."""
-    row = f"sd_mw * {16 * mtiles} + sd_r + 8 * h"
     return [
-        f"  __shared__ long long sd_cnt[{splitk}][{16 * mtiles * mwarps}];",
+        f"  __shared__ long long sd_cnt[{splitk}][{16 * mtiles}];",
         "#pragma unroll",
         f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
         "    long long n = 0;",
@@ -454,11 +447,11 @@ def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int, mwarps: int) -> list:
         "        n += __popc(m.x) + __popc(m.y) + __popc(m.z) + __popc(m.w);",
         "      }",
         "    n += __shfl_xor_sync(0xffffffffu, n, 1); n += __shfl_xor_sync(0xffffffffu, n, 2);",
-        f"    if (sd_t == 0) sd_cnt[sd_warp][{row}] = n;",
+        "    if (sd_t == 0) sd_cnt[sd_warp][sd_r + 8 * h] = n;",
         "  }",
         "  __syncthreads();",
         f"  for (int h = 0; h < {2 * mtiles}; ++h)",
-        f"    for (int w = 0; w < sd_warp; ++w) sd_vbase[h] += sd_cnt[w][{row}];",
+        "    for (int w = 0; w < sd_warp; ++w) sd_vbase[h] += sd_cnt[w][sd_r + 8 * h];",
     ]
 
 
