@@ -257,6 +257,7 @@ class Specialised(KernelSource):
         self.lanes_cache: dict = {}
         self.state_buf = None
         self.known: dict = {}
+        self.placeholders: dict = {}
 
     # -- running
     def kernel(self, k: int, lanes: int = 1):
@@ -306,6 +307,8 @@ class Specialised(KernelSource):
         raw = state.get()
         out = self.known
         for k, v in enumerate(self.state):
+            if v in out:  # set on the host (its device slot may not have been written)
+                continue
             t = concrete(self.types.scalars[v])
             out[v] = raw[k:k + 1].view(np.dtype(t))[0] if np.dtype(t).itemsize == 8 else \
                 raw[k:k + 1].view(np.uint8)[:np.dtype(t).itemsize].view(np.dtype(t))[0]
@@ -320,7 +323,6 @@ class Specialised(KernelSource):
         return int(value)
 
     def launch_args(self, env, state):
-        cp = cupy()
         out = []
         for name in self.fn.params:
             kind, dt, nd = self.sig[name]
@@ -331,9 +333,15 @@ class Specialised(KernelSource):
             else:
                 out.append(np.dtype(concrete(dt)).type(v))
         for a in self.allocs:
-            out.append(env.get(a.var, cp.empty(0, dtype=np.dtype(a.dtype))))
+            out.append(env[a.var] if a.var in env else self.unallocated(a.dtype))
         out.append(state)
         return tuple(out)
+
+    def unallocated(self, dtype):
+        """An empty device array standing for an allocation a later step makes (one per dtype)."""
+        if dtype not in self.placeholders:
+            self.placeholders[dtype] = cupy().empty(0, dtype=np.dtype(dtype))
+        return self.placeholders[dtype]
 
     def run_once(self, env: dict, state):
         cp = cupy()
@@ -351,6 +359,7 @@ class Specialised(KernelSource):
                 if a.target in self.state:
                     t = np.dtype(concrete(self.types.scalars[a.target]))
                     self.known[a.target] = t.type(value)
+                if a.target in self.state and a.target in self.kernel_reads:
                     slot = np.zeros(1, np.int64)
                     slot.view(np.uint8)[:t.itemsize] = np.array([value], dtype=t).view(np.uint8)
                     state[self.state.index(a.target):self.state.index(a.target) + 1] = cp.asarray(slot)
@@ -367,8 +376,9 @@ class Specialised(KernelSource):
                 t, v = _parse(a.target), _parse(a.value)
                 n = self.host_eval(step.loop.stop, env, state)
                 dst, src = env[t.value.id], env[v.right.value.id]
-                if n > 0:
-                    dst[1:n + 1] = cp.cumsum(src[:n]) + dst[0:1]
+                if n > 0:  # in place: no temporary, no copy
+                    cp.cumsum(src[:n], dtype=dst.dtype, out=dst[1:n + 1])
+                    dst[1:n + 1] += dst[0:1]
             elif step.kind == "serial":
                 self.kernel(k)((1,), (1,), self.launch_args(env, state))
                 self.known = {v: x for v, x in self.known.items() if v not in _assigned(step.body)}

@@ -519,6 +519,8 @@ class KernelSource:
                     state |= w & r
         if self.emits:
             state.add("out_n")
+        # the host writes a scalar it sets into sd_state only when a kernel reads it there
+        self.kernel_reads = set().union(*(r for s, (_, r) in zip(self.steps, uses) if s.kind in ("serial", "parallel")))
         return sorted(v for v in state if v in self.types.scalars and v not in self.sig)
 
     # -- kernel parameters, the same for every kernel of the function
