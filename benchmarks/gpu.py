@@ -4,11 +4,11 @@ CSR SpMV float32 on a banded and a random-column matrix (16 entries per row), CS
 dense columns, SDDMM (rank 64, against torch.sparse.sampled_addmm), SpGEMM A*A (against cuSPARSE),
 fp16 weights in nm(2,4) / nm(2,8) / bitmap (70% sparse), 8192 x 8192, times 16 fp16 columns (against
 dense cuBLAS fp16 through torch.matmul and torch's 2:4 semi-structured matmul; kernel-only and whole
-call),
-device copy bandwidth, and NVRTC compile times (cold, and from the disk cache in a
-fresh process). Times are medians of batches timed with CUDA events; a batch is `batch` back-to-back
-calls of the whole Python entry point (operand checks and launch included), so the GPU stays busy
-when a call is longer than its host overhead. Results are checked against cuSPARSE before timing.
+call), device copy bandwidth, and NVRTC compile times (cold, and from the disk cache in a fresh process,
+with and without the CUDA initialisation). Times are medians of batches timed with CUDA events; a batch
+is `batch` back-to-back calls of the whole Python entry point (operand checks and launch included), so
+the GPU stays busy when a call is longer than its host overhead. Results are checked against cuSPARSE
+before timing.
 """
 
 from __future__ import annotations
@@ -283,25 +283,35 @@ def skinny_sweep(results, rows=8192, cols=8192, ncols=16):
 
 
 COMPILE_PROBE = """
-import time, numpy as np, scipy.sparse as sp, sparsedsl as sd
+import sys, time, numpy as np, scipy.sparse as sp, sparsedsl as sd
 a = sd.asformat(sp.random(64, 64, density=0.2, format="csr", random_state=0, dtype=np.float32), "csr")
 k = sd.compile("y[i] = A[i,j] * x[j] + b[i]", A="csr")
-t = time.perf_counter(); k(A=a, x=np.ones(64, np.float32), b=np.ones(64, np.float32), backend="cuda")
-print(time.perf_counter() - t)
+t = time.perf_counter()
+if sys.argv[1] == "cuda-ready":  # the process has used the GPU already: cupy imported, a context made
+    import cupy
+    cupy.zeros(1)
+    cupy.cuda.Device().synchronize()
+t0 = time.perf_counter(); k(A=a, x=np.ones(64, np.float32), b=np.ones(64, np.float32), backend="cuda")
+print(t0 - t, time.perf_counter() - t0)
 """
 
 
 def compile_times() -> dict:
-    """First call of a new kernel in a fresh process: with empty caches, then with the disk caches."""
+    """First call of a new kernel in a fresh process, with empty caches and then with the disk
+    caches: the whole call (importing cupy and making the CUDA context included), and the call in a
+    process that has used the GPU already (the kernel's own cost: lowering, rendering, loading the
+    compiled module from the disk cache)."""
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, SPARSEDSL_CACHE_DIR=os.path.join(d, "sd"), CUPY_CACHE_DIR=os.path.join(d, "cupy"))
         runs = []
-        for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", COMPILE_PROBE], env=env, capture_output=True, text=True)
+        for how in ("cold", "cold", "cuda-ready", "cuda-ready"):
+            out = subprocess.run([sys.executable, "-c", COMPILE_PROBE, how], env=env, capture_output=True, text=True)
             if out.returncode:
                 return {"error": out.stderr[-500:]}
-            runs.append(float(out.stdout.strip().splitlines()[-1]))
-    return {"first_call_cold_s": runs[0], "first_call_disk_cache_s": runs[1]}
+            runs.append([float(v) for v in out.stdout.strip().splitlines()[-1].split()])
+    return {"first_call_cold_s": runs[0][1], "first_call_disk_cache_s": runs[1][1],
+            "cuda_init_s": runs[2][0], "first_call_disk_cache_cuda_ready_s": runs[2][1],
+            "first_call_disk_cache_cuda_ready_again_s": runs[3][1]}
 
 
 def main(argv=None):
