@@ -61,6 +61,7 @@ def machine_info(peer_versions: dict) -> dict:
         "platform": platform.platform(),
         **vers,
         "peers": peer_versions,
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")},
     }
 
 

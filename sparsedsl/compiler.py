@@ -251,6 +251,8 @@ class _Plan:
     def getter(self, what: tuple, ttype):
         """A function (env, converted copies) -> the argument ``what`` describes (see ``Lowered.arguments``)."""
         kind = what[0]
+        if kind == "out" and len(what) > 1:  # added to: the array an earlier statement wrote
+            return lambda env, conv: env[what[1]]
         if kind == "out":
             zeros, shape, dtype = self.zeros, ttype.shape, ttype.dtype
             return lambda env, conv: zeros(shape, dtype=dtype)

@@ -176,6 +176,21 @@ def test_spgemm_rows_long_and_short_match_scipy(n, density):
     np.testing.assert_allclose(C.data, ref.data, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_spmm_rows_of_every_length_match_scipy(dtype):
+    """Row i holds i entries (0..10): the CPU lowering adds sparse entries to a dense row four at a time
+    with a remainder loop, so every remainder and the empty row are exercised; Aᵀ·X scatters into the
+    entry's own row and must not be combined."""
+    rng = np.random.default_rng(4)
+    rows = [(i, j) for i in range(11) for j in rng.choice(12, size=i, replace=False)]
+    i, j = np.array(rows).T
+    a = sp.csr_array((rng.integers(-5, 6, len(i)).astype(dtype), (i, j)), shape=(11, 12))
+    x = rng.integers(-5, 6, (12, 7)).astype(dtype)
+    np.testing.assert_array_equal(sd.compute("Y[i,n] = A[i,j] * X[j,n]", A=a, X=x), a @ x)
+    xt = rng.integers(-5, 6, (11, 7)).astype(dtype)
+    np.testing.assert_array_equal(sd.compute("Y[j,n] = A[i,j] * X[i,n]", A=a, X=xt), a.T @ xt)
+
+
 def test_sparse_row_softmax_is_one_kernel():
     rng = np.random.default_rng(3)
     a = sp.random(30, 20, density=0.2, format="csr", random_state=4)

@@ -69,6 +69,7 @@ class Assign(Node):
     target: Access = None
     value: Node = None
     is_let: bool = False
+    accumulate: bool = False  # target += value (made by the rewrite stage for sums of terms; not in the syntax)
 
 
 @dataclass(frozen=True)

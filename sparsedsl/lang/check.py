@@ -62,6 +62,7 @@ class Statement:
     reduce_indices: tuple[str, ...]
     mul_op: str  # what "*" means in this statement ("*" unless a semiring says otherwise)
     span: object = None
+    accumulate: bool = False  # add to the target's values (a dense target assigned just before)
 
 
 @dataclass
@@ -119,9 +120,10 @@ class _Checker:
         outputs = {o.name: o for o in p.outputs}
         defined = set(self.ranks) | set(self.scalars)
         statements, temps = [], []
+        assigned = set()
         for st in p.statements:
             name = st.target.tensor
-            if name in defined:
+            if name in defined and not (st.accumulate and name in assigned):
                 what = "an input" if any(q.name == name for q in p.params) else "already assigned"
                 raise DSLError(f"{name!r} is {what}; assign each output or temporary once", st.target.span)
             if not st.is_let and name not in outputs:
@@ -129,7 +131,8 @@ class _Checker:
                                f"write 'let {name}[...] = ...' for a temporary", st.target.span)
             statements.append(self.statement(st))
             defined.add(name)
-            if st.is_let:
+            assigned.add(name)
+            if st.is_let and name not in temps:
                 temps.append(name)
         for o in p.outputs:
             if o.name not in defined:
@@ -195,7 +198,7 @@ class _Checker:
             dtype = self.dtype(body, op)
             fmt = self.target_format(st, body, shape)
             self.types[name] = TensorType(shape, dtype, fmt)
-        return Statement(target, body, op, reduce, mul, st.span)
+        return Statement(target, body, op, reduce, mul, st.span, st.accumulate)
 
     def reducer(self, r: A.Reduce):
         if r.op in REDUCERS:

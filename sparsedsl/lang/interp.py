@@ -45,6 +45,8 @@ def interpret(checked: Checked, operands: dict) -> dict:
         red = tuple(range(len(out_vars), len(axes)))
         val, present = _reduce(val, present, st.reduce_op, red)
         val = np.where(present, val, 0).astype(ttype.dtype)
+        if st.accumulate:
+            val = env[st.target.tensor][0] + val
         if ttype.format.is_dense:
             present = np.ones_like(present)
         env[st.target.tensor] = (val, present)

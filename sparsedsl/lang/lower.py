@@ -18,6 +18,7 @@ reduction variable comes before an output variable (Gustavson's row-wise SpGEMM)
 
 from __future__ import annotations
 
+import ast as pyast
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -133,6 +134,8 @@ class _Lowering:
         self.formula = self.presence(self.st.value)
         self.assembly = None
         body = self.function_body()
+        if self.options.get("backend", "cpu") == "cpu":
+            body = _unroll_axpys(body)
         params = self.params()
         fn = Function(f"stmt{self.index}", params, body)
         innermost = self.order[-1] if self.order else None
@@ -425,7 +428,8 @@ class _Lowering:
     def params(self) -> list:
         """The function's parameters; ``self.arguments`` says what the driver passes for each:
         ("values", tensor, conv) / ("level", tensor, conv, level, array) / ("dim", tensor, conv, d) /
-        ("extent", index) / ("scalar", name) / ("out",) / ("out_cap",); ``conv`` names a converted copy."""
+        ("extent", index) / ("scalar", name) / ("out",) / ("out", target) (the array to add to) /
+        ("out_cap",); ``conv`` names a converted copy."""
         args: dict[str, tuple] = {}
         for k, acc in enumerate(self.accesses):
             if self.canon[k] != k:
@@ -447,8 +451,8 @@ class _Lowering:
                 args[f"s_{x.name}"] = ("scalar", x.name)
         for v in dict.fromkeys(self.out_vars + list(self.st.reduce_indices)):
             args[f"n_{v}"] = ("extent", v)
-        if self.out_type.format.is_dense:
-            args["out"] = ("out",)
+        if self.out_type.format.is_dense:  # an accumulating statement adds to the target's values
+            args["out"] = ("out", self.st.target.tensor) if self.st.accumulate else ("out",)
         else:
             args["out_cap"] = ("out_cap",)
         self.arguments = args
@@ -659,7 +663,7 @@ class _Lowering:
         coords = [self.coord(n) for n in self.out_vars]
         idx = ", ".join(coords) if coords else "0"
         if self.mode == "store":
-            action = [Assign(f"out[{idx}]", val)]
+            action = [Assign(f"out[{idx}]", val, "+" if self.st.accumulate else None)]
         elif self.mode == "emit":
             action = [Emit(coords, val)]
         elif self.mode == "scalar":
@@ -695,7 +699,7 @@ class _Lowering:
         init = [Assign("acc", self.acc_init)] + ([] if always else [Assign("touched", "False")])
         body = self.gen_after_switch(depth, ops)
         if always:
-            done = [Assign(f"out[{idx}]", "acc")]
+            done = [Assign(f"out[{idx}]", "acc", "+" if self.st.accumulate else None)]
         elif self.out_type.format.is_dense:
             done = [If("touched", [Assign(f"out[{idx}]", "acc")])]
         else:
@@ -822,6 +826,59 @@ def _map_stmts(stmts, fn) -> list:
             s = replace(s, then=_map_stmts(s.then, fn), orelse=_map_stmts(s.orelse, fn))
         out += fn(s)
     return out
+
+
+UNROLL = 4  # sparse entries combined per pass over a dense row (_unroll_axpys)
+
+
+def _unroll_axpys(stmts) -> list:
+    """Unroll a sparse loop whose body is an axpy into a fixed row, four entries at a time.
+
+    ``for q: j = crd[q]; for n: out[i, n] += A[q] * X[j, n]`` becomes a loop over groups of four
+    entries with one inner pass ``out[i, n] += (A[q]*X[j0, n] + A[q+1]*X[j1, n]) + (...)``: the row
+    of ``out`` is loaded and stored once per four entries, and four rows of ``X`` are in flight (the
+    SpMM inner loop; CSR SpMM 8192^2 at 1%, 64 columns: 6.6 -> 4.3 ms on two cores). Only where the
+    accumulated element does not depend on the entry, so combining entries first is a reassociation.
+    """
+    def unroll(f):
+        if not isinstance(f, For) or f.parallel or f.private or not f.body:
+            return [f]
+        *pre, inner = f.body
+        if not (all(isinstance(a, Assign) and a.op is None and a.target.isidentifier() for a in pre)
+                and isinstance(inner, For) and len(inner.body) == 1 and isinstance(inner.body[0], Assign)
+                and inner.body[0].op == "+"):
+            return [f]
+        acc = inner.body[0]
+        per_entry = {f.var, *(a.target for a in pre)}
+        if _names(acc.target) & per_entry or (_names(inner.start) | _names(inner.stop)) & per_entry:
+            return [f]
+        end = f"{f.var}_end"
+
+        def entry(u):  # the statements and the added term of entry q + u
+            names = {f.var: f"({f.var} + {u})", **{a.target: f"{a.target}_{u}" for a in pre}}
+            return [Assign(names[a.target], _renamed(a.value, names)) for a in pre], _renamed(acc.value, names)
+
+        groups = [entry(u) for u in range(UNROLL)]
+        terms = [t for _, t in groups]
+        total = " + ".join(f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2]))
+        return [Assign(f.var, f.start), Assign(end, f.stop),
+                While(f"{f.var} + {UNROLL - 1} < {end}",
+                      [a for stmts, _ in groups for a in stmts]
+                      + [replace(inner, body=[Assign(acc.target, total, "+")]), Assign(f.var, str(UNROLL), "+")]),
+                While(f"{f.var} < {end}", [*pre, inner, Assign(f.var, "1", "+")])]
+    return _map_stmts(stmts, unroll)
+
+
+def _names(expr: str) -> set:
+    return {n.id for n in pyast.walk(pyast.parse(expr, mode="eval")) if isinstance(n, pyast.Name)}
+
+
+def _renamed(expr: str, names: dict) -> str:
+    """``expr`` with the variables in ``names`` replaced by the given expressions."""
+    class Rename(pyast.NodeTransformer):
+        def visit_Name(self, node):
+            return pyast.parse(names[node.id], mode="eval").body if node.id in names else node
+    return pyast.unparse(Rename().visit(pyast.parse(expr, mode="eval")))
 
 
 def _count_pass(stmts) -> list:

@@ -277,6 +277,9 @@ class _Expansion:
             coef = coef * math.prod(self.extent[v] for v in missing)
             full.append((coef, factors, [v for v in top if v in present] + [v for v in sums if v not in top]))
         dense_target = self.c.types[st.target.tensor].format.is_dense
+        if dense_target and len(full) > 1 and all(
+                f and set(out_names) <= {v for x in f for v in _free(x, set())} for _, f, _ in full):
+            return self.accumulate_terms(k, assign, st, full, out_names)
         direct = len(full) == 1 and full[0][1]
         stmts, finals = [], []
         for t, (coef, factors, sums) in enumerate(full):
@@ -304,6 +307,22 @@ class _Expansion:
             for f in finals[1:]:
                 value = A.BinOp(assign.span, "+", value, f)
             stmts.append(A.Assign(assign.span, target, value, assign.is_let))
+        return stmts
+
+    def accumulate_terms(self, k, assign, st, full, out_names) -> list:
+        """A dense target that is a sum of terms, each over all its indices: the first term is written
+        into the target and the others are added to it (``accumulate``), with no temporary per term
+        and no final pass adding them up."""
+        span, name = assign.span, st.target.tensor
+        stmts: list = []
+        for t, (coef, factors, sums) in enumerate(full):
+            if len(factors) == 1 and not sums:
+                stmts.append(A.Assign(span, A.Access(span, name, _indices(out_names)), _scaled(coef, factors[0]),
+                                      assign.is_let))
+            else:
+                self.contract_term(k, t, factors, sums, coef, name, out_names, assign.is_let, stmts, span)
+            if t:
+                stmts[-1] = replace(stmts[-1], accumulate=True)
         return stmts
 
     def terms(self, e):
