@@ -29,6 +29,20 @@ HUGE_PAGES = {huge_pages}
 
 
 @intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint that arr[idx] will be read soon (llvm.prefetch: a read, kept in the outer caches)."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p] + [ir.IntType(32)] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr] + [ir.Constant(ir.IntType(32), v) for v in (0, 1, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen
+
+
+@intrinsic
 def madvise_hugepage(typingctx, start, length):
     """madvise(start, length, MADV_HUGEPAGE), called by symbol name so the machine code stays cacheable."""
     def codegen(context, builder, signature, args):
@@ -216,6 +230,9 @@ def render(fn: L.Function, parallel: bool) -> str:
                     lines.append(f"{pad}out_c{d}[out_n] = {_x(c)}")
                 lines.append(f"{pad}out_v[out_n] = {_x(s.value)}")
                 lines.append(f"{pad}out_n += 1")
+            elif isinstance(s, L.Prefetch):
+                ahead = f"min({s.pos} + {s.distance}, {s.crd}.shape[0] - 1)"
+                lines.append(f"{pad}prefetch({s.array}, {s.crd}[u8({ahead})])")
             elif isinstance(s, L.Comment):
                 lines.append(f"{pad}pass  # {s.text}" if s.text in ("empty", "nothing") else f"{pad}# {s.text}")
             elif isinstance(s, L.Return):

@@ -96,6 +96,17 @@ class Comment:
 
 
 @dataclass
+class Prefetch:
+    """A hint, no effect on results: ``array[crd[pos + distance]]`` will be read soon (a gather
+    through a compressed level's coordinates; ``pos + distance`` is clamped to ``crd``'s length)."""
+
+    array: str
+    crd: str
+    pos: str
+    distance: int = 64
+
+
+@dataclass
 class Return:
     values: list
 
@@ -117,7 +128,7 @@ class Module:
     notes: list = field(default_factory=list)
 
 
-STATEMENTS = (For, While, If, Assign, Alloc, SortRange, Emit, Comment, Return)
+STATEMENTS = (For, While, If, Assign, Alloc, SortRange, Emit, Comment, Return, Prefetch)
 
 
 def verify(module: Module) -> list[str]:
@@ -194,6 +205,8 @@ def dump(module: Module) -> str:
                 lines.append(f"{pad}# {s.text}")
             elif isinstance(s, Return):
                 lines.append(f"{pad}return {', '.join(s.values)}")
+            elif isinstance(s, Prefetch):
+                lines.append(f"{pad}prefetch {s.array}[{s.crd}[{s.pos} + {s.distance}]]")
 
     for f in module.functions:
         lines.append(f"def {f.name}({', '.join(f.params)}):")
