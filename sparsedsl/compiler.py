@@ -83,18 +83,22 @@ class Kernel:
         params = self.program.params
         if len(args) + len(kwargs) != len(params) or len(args) > len(params):
             return None
-        values = dict(zip((p.name for p in params), args)) if args else {}
-        values.update(kwargs)
+        if args:
+            values = dict(zip((p.name for p in params), args))
+            values.update(kwargs)
+        else:
+            values = kwargs  # a fresh dict of this call's own
         key = ["cpu"]
         for p in params:
             v = values.get(p.name)
-            if type(v) is np.ndarray:
-                if p.kind == "scalar" or not _dense_as_is(v, p):
+            t = type(v)
+            if t is np.ndarray:
+                if not _dense_as_is(v, p):
                     return None
                 key.append((p.name, v.shape, v.dtype))
-            elif type(v) is SparseTensor and getattr(v, "device", "cpu") == "cpu" and not v.format.is_dense:
-                if p.format is not None and as_format(p.format, v.ndim) != v.format:
-                    return None
+            elif t is SparseTensor and type(v.values) is np.ndarray and not v.format.is_dense:
+                # no check against a declared format here: plans are keyed by the bound (converted)
+                # formats, so an operand in another format finds no plan and goes through ``bind``
                 key.append((p.name, v.shape, v.dtype, v.format))
             else:
                 return None
@@ -118,6 +122,8 @@ class Kernel:
         if backend is None:
             fast = self._bind_ready(args, kwargs)
             plan = self._plans.get(fast[1]) if fast is not None else None
+            if plan is not None and plan.single is not None:
+                return plan.single(fast[0])
             if plan is not None:
                 results = plan.run(fast[0])
                 outs = [results[o.name] for o in self.program.outputs]
@@ -163,7 +169,8 @@ def _type_of(v):
 
 def _dense_as_is(value: np.ndarray, param: A.Param) -> bool:
     """A numpy array a kernel can read as it is for a dense parameter: C-contiguous, signed or float."""
-    return (param.format in (None, "dense") and value.dtype.kind in "bif" and value.dtype.itemsize <= 8
+    dt = value.dtype
+    return (param.kind == "tensor" and param.format in (None, "dense") and dt.kind in "bif" and dt.itemsize <= 8
             and value.flags.c_contiguous)
 
 
@@ -225,20 +232,39 @@ class _Plan:
             fn, source = build(low.function)                     # render + compile (cached)
             ttype = self.rewritten.types[st.target.tensor]
             getters = [self.getter(low.arguments[p], ttype) for p in low.function.params]
+            if backend == "cpu" and not low.converted:  # one generated function instead of the getters
+                getters = _argument_function([low.arguments[p] for p in low.function.params], ttype,
+                                             self.rewritten, low.dense_volume)
             self.steps.append((st, low, fn, source))
             self.getters.append(getters)
             _dump(low, source)
+        self.single = self._single()
+
+    def _single(self):
+        """For one CPU statement with one dense output: a function env -> that output, the whole
+        per-call path of a small kernel (run() does the same, with bookkeeping for many steps)."""
+        if len(self.steps) != 1 or not callable(self.getters[0]) or self.rewritten.derived:
+            return None
+        st, low, fn, _ = self.steps[0]
+        ttype = self.rewritten.types[st.target.tensor]
+        if self.rewritten.outputs != (st.target.tensor,) or not ttype.format.is_dense:
+            return None
+        return _argument_function([low.arguments[p] for p in low.function.params], ttype, self.rewritten,
+                                  low.dense_volume, fn)
 
     def run(self, bound: dict) -> dict:
         c = self.rewritten
-        env = composite.bind(c, bound) if c.derived else dict(bound)  # factors, split operands
+        env = composite.bind(c, bound) if c.derived else bound  # factors, split operands (bound: the caller's own)
         for (st, low, fn, _), getters in zip(self.steps, self.getters):
             target = st.target.tensor
             ttype = c.types[target]
-            converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
-                         for st_acc in [_access(st, k)]} if low.converted else None
-            args = [g(env, converted) for g in getters]
-            work = max(low.dense_volume, sum(a.size for a in args if type(a) is np.ndarray))
+            if callable(getters):  # generated: (arguments, work)
+                args, work = getters(env)
+            else:
+                converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
+                             for st_acc in [_access(st, k)]} if low.converted else None
+                args = [g(env, converted) for g in getters]
+                work = max(low.dense_volume, sum(a.size for a in args if type(a) is np.ndarray))
             result = fn(*args, work=work)
             env[target] = result if ttype.format.is_dense else _assemble(result, low, ttype)
         return composite.unsplit(c, {name: env[name] for name in c.outputs}) if c.derived else \
@@ -272,6 +298,53 @@ class _Plan:
             lv, arr = what[3], what[4]
             return lambda env, conv: tensor(env, conv).levels[lv][arr]
         return lambda env, conv: (lambda t: t.values if isinstance(t, SparseTensor) else t)(tensor(env, conv))
+
+
+def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=None):
+    """One Python function env -> (arguments, work) for a CPU step, generated from what each argument
+    is (``Lowered.arguments``): the per-call path of a small kernel is then one call, not a getter
+    per argument. ``work`` (array elements the call touches) picks the serial or parallel build.
+    Given ``compiled`` (the step's ``numba_cpu.Compiled``), the function calls it and returns its result."""
+    lines, names, sized, consts = [], [], [], {"zeros": np.zeros, "out_shape": ttype.shape,
+                                              "out_dtype": ttype.dtype}
+    tensors: dict = {}
+    for k, what in enumerate(whats):
+        kind, v = what[0], f"a{k}"
+        if kind == "out":
+            lines.append(f"{v} = env[{what[1]!r}]" if len(what) > 1 else f"{v} = zeros(out_shape, dtype=out_dtype)")
+            sized.append(v)
+        elif kind == "out_cap":
+            lines.append(f"{v} = 1024")
+        elif kind == "extent":
+            lines.append(f"{v} = {int(checked.extents[what[1]])}")
+        elif kind == "scalar":
+            lines.append(f"{v} = env[{what[1]!r}]")
+        else:
+            name = what[1]
+            if name not in tensors:
+                tensors[name] = f"t{len(tensors)}"
+                lines.append(f"{tensors[name]} = env[{name!r}]")
+            t = tensors[name]
+            if kind == "dim":
+                lines.append(f"{v} = {t}.shape[{int(what[3])}]")
+            elif kind == "level":
+                lines.append(f"{v} = {t}.levels[{int(what[3])}][{what[4]!r}]")
+                sized.append(v)
+            else:  # values: of a sparse tensor, or the dense array itself
+                dense = checked.types[name].format.is_dense
+                lines.append(f"{v} = {t}" if dense else f"{v} = {t}.values")
+                sized.append(v)
+        names.append(v)
+    work = f"max({int(dense_volume)}, {' + '.join(f'{v}.size' for v in sized) or '0'})"
+    listed = ", ".join(names)
+    if compiled is None:
+        tail = [f"return ({listed}{',' if len(names) == 1 else ''}), {work}"]
+    else:
+        consts.update(serial=compiled.serial, compiled=compiled, threshold=numba_cpu.PARALLEL_THRESHOLD)
+        tail = [f"work = {work}", f"return serial({listed}) if work < threshold else compiled({listed}, work=work)"]
+    src = "def arguments(env):\n" + "".join(f"    {ln}\n" for ln in lines + tail)
+    exec(src, consts)  # noqa: S102 - the source is built above from names the checker accepted
+    return consts["arguments"]
 
 
 def _assemble(result, low, ttype) -> SparseTensor:
