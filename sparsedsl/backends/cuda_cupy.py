@@ -4,6 +4,8 @@ cupy, run as a sequence of host steps:
 - an ``Alloc`` is a device allocation (its size is evaluated on the host);
 - a parallel ``For`` is one kernel launch (``cuda_render`` says in which shape); for a lane-split
   reduction the lanes per iteration (1..32) are chosen per call from the loop's average work;
+- a pass of SpGEMM's row-by-row assembly (``cuda_spgemm``) is up to three launches (a warp per row,
+  then a block per longer row, then a global workspace per longest row), the rows' bins read back once;
 - the prefix sum of a two-phase assembly (``offs[r + 1] = offs[r] + counts[r]``) is ``cupy.cumsum``;
 - any other run of statements is a kernel of one thread (correct, slow: ``explain`` says so).
 
@@ -25,7 +27,7 @@ import sys
 import numpy as np
 
 from ..lang import loopir as L
-from . import cache, cuda_schedules
+from . import cache, cuda_schedules, cuda_spgemm
 from .cuda_render import (
     ATOMIC_DTYPES,  # noqa: F401 (re-exported)
     PREAMBLE,
@@ -414,9 +416,53 @@ class Specialised(KernelSource):
             splitk *= 2
         return blocks, 32 * splitk, ("skinny", cols // 16, splitk, mtiles, minblocks, slots)
 
+    def spgemm_launch(self, k, step, env, state, sms) -> bool:
+        """The SpGEMM schedule (cuda_spgemm): the warp kernel over every row, which the count pass has
+        put the longer rows on two lists (read back here: one sync), then the block kernel over the
+        first list and the global-workspace kernel over the second. The fill pass reuses the lists.
+        False (the generic kernel runs) when keys or rows do not fit 32-bit integers."""
+        cp = cupy()
+        sg = step.spgemm
+        try:
+            rows = self.host_eval(f"({sg.row.stop}) - ({sg.row.start})", env, state)
+            wsize = self.host_eval(sg.wsize, env, state)
+        except Exception:
+            return False
+        if rows >= 2**30 or wsize >= 2**31 - 1:
+            return False
+        vdt = self.types.arrays[sg.vals][0] if sg.vals else "int32"
+        args = self.launch_args(env, state)
+        bins = env.get("sd_spgemm_bins")
+        push = bins is None or not sg.same_rows(bins[0])
+        lst = cp.zeros(2 + 2 * max(0, rows), dtype=np.int32) if push else bins[1]
+        extra = (lst, np.int32(push), self.unallocated("int32"), self.unallocated(vdt), np.int64(wsize),
+                 np.int64(rows))
+        if rows > 0:
+            blocks = min(math.ceil(rows / cuda_spgemm.WARPS), 2**31 - 1)
+            self.kernel(k, ("spgemm", "warp"))((blocks,), (32 * cuda_spgemm.WARPS,), args + extra)
+        if push:
+            n_mid, n_big = (int(v) for v in lst[:2].get())
+            env["sd_spgemm_bins"] = (sg, lst, n_mid, n_big)
+        else:
+            n_mid, n_big = bins[2], bins[3]
+        if n_mid:
+            self.kernel(k, ("spgemm", "block"))((min(n_mid, sms * 8),), (cuda_spgemm.BLOCK,), args + extra)
+        nb = 0
+        if n_big:  # a dense workspace per block in global memory, 256 MiB of them at most
+            per = wsize * (4 + np.dtype(vdt).itemsize)
+            nb = max(1, min(n_big, sms, (256 << 20) // max(1, per)))
+            mark = cp.zeros(nb * wsize, dtype=np.int32)
+            dval = cp.zeros(nb * wsize, dtype=vdt) if sg.vals else extra[3]
+            self.kernel(k, ("spgemm", "global"))((nb,), (cuda_spgemm.BLOCK,),
+                                                 args + (lst, np.int32(0), mark, dval) + extra[4:])
+        step.launched = (rows, n_mid, n_big, nb)
+        return True
+
     def launch_parallel(self, k, step, env, state, sms):
         cp = cupy()
         loop = step.loop
+        if getattr(step, "spgemm", None) is not None and self.spgemm_launch(k, step, env, state, sms):
+            return
         got = self.skinny_launch(step, env, state, sms) if getattr(step, "skinny", None) is not None else None
         if got is not None:
             step.launched = got
@@ -520,6 +566,14 @@ class Specialised(KernelSource):
                     "threads per iteration chosen per call (shuffle reduction)" if step.reduction else \
                     f"one thread per ({step.loop.var}, {step.collapse.var}) pair" if step.collapse else \
                     "one thread per iteration (grid-stride)"
+                if getattr(step, "spgemm", None) is not None:
+                    how = ("a row's products in a hash table in shared memory (cuda_spgemm): a warp per row, "
+                           "a block per row for longer rows, a dense global workspace for the longest")
+                    got = getattr(step, "launched", None)
+                    parts.append(f"step {k}: parallel loop over {step.loop.var}, {how}" + (
+                        f"; last launch {got[0]} rows, {got[1]} on blocks, {got[2]} on global workspaces "
+                        f"({got[3]} blocks)" if got and len(got) == 4 else ""))
+                    continue
                 if getattr(step, "skinny", None) is not None:
                     how += (f"; or the skinny {step.skinny.kind} template (cuda_schedules: a warp per 16 rows, "
                             f"tensor-core mma) when the columns are 16..64")

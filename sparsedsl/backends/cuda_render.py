@@ -16,6 +16,8 @@ only: loads widen to float32, stores round). A function's top-level statements b
   consecutive iterations with one 16-byte load per row (chosen at launch: alignment, trip count);
 - weights in ``nm(2, M)`` / ``bitmap`` times a few dense columns: the tensor-core template of
   ``cuda_schedules`` (chosen at launch when its run-time conditions hold);
+- either pass of a sparse output assembled row by row through a workspace (SpGEMM): the hash-table
+  kernels of ``cuda_spgemm`` (a warp or a block per row, rows binned by their upper bound);
 - otherwise one thread per iteration over a grid-stride loop.
 
 A serial outer loop that only adds into the output becomes parallel with ``atomicAdd``; other
@@ -45,6 +47,7 @@ from .cuda_plan import (  # noqa: F401 (re-exported: the IR helpers and the plan
     vector_accesses,
 )
 from .cuda_schedules import render_skinny, skinny_shape
+from .cuda_spgemm import render_spgemm, spgemm_shape
 
 # ---- types -----------------------------------------------------------------------------------
 
@@ -481,6 +484,7 @@ class KernelSource:
                 st.kind, st.body = "serial", [st.loop]  # no atomicAdd for this dtype: one thread
             if st.kind == "parallel":  # a template for weights x a few dense columns (cuda_schedules)
                 st.skinny = None if st.atomic else skinny_shape(st.loop, self.types.arrays)
+                st.spgemm = None if st.atomic else spgemm_shape(st.loop, self.types.arrays)
                 st.vector = vector_accesses(st.nested[0], self.types.arrays) if st.nested else None
         allocs = [s.alloc for s in self.steps if s.kind == "alloc"]
         allocs += [a for s in self.steps if s.kind == "parallel" for a in s.loop.private if isinstance(a, L.Alloc)]
@@ -545,6 +549,8 @@ class KernelSource:
         step = self.steps[k]
         if isinstance(lanes, tuple) and lanes[0] == "skinny":
             return render_skinny(self, k, step.skinny, *lanes[1:])
+        if isinstance(lanes, tuple) and lanes[0] == "spgemm":
+            return render_spgemm(self, k, step.spgemm, lanes[1])
         name = kernel_name(self.fn.name, k, lanes)
         lines = [f'extern "C" __global__ void {name}(' + ", ".join(self.params()) + ") {"]
         stm = CStmts(self.types, self.cexpr, atomic=getattr(step, "atomic", False))
@@ -738,4 +744,6 @@ def render(fn: L.Function, args: list) -> str:
                     out.append(spec.render(k, ("vector", 8, spec.vector_width(step))))
             if step.kind == "parallel" and step.skinny is not None:
                 out.append(spec.render(k, ("skinny", 1, 8, 1, 1, 8)))
+            if step.kind == "parallel" and step.spgemm is not None:
+                out += [spec.render(k, ("spgemm", mode)) for mode in ("warp", "block", "global")]
     return "\n".join(out)
