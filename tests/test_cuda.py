@@ -285,3 +285,116 @@ def test_sddmm_on_device_matches_dense(rank):
     shifted[...] = cp.asarray(u)
     C = kernel(S=sd.asformat(s, "csr").to("cuda"), U=shifted, V=cp.asarray(v))
     np.testing.assert_allclose(C.to_numpy(), s.toarray() * (u @ v.T), rtol=1e-5, atol=1e-5)
+
+
+# ---- SpGEMM: a row's products in a hash table in shared memory (cuda_spgemm) ----------------------
+
+
+def test_spgemm_renders_the_hash_table_schedule_for_both_passes():
+    from sparsedsl.backends import cuda_spgemm
+
+    a = sp.random(30, 30, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    kernel = sd.compile("C[i,j] = A[i,k] * B[k,j]", A="csr", B="csr", out_format="csr")
+    fn, args = _step_args(kernel, A=a, B=a)
+    spec = cuda_render.KernelSource(fn, cuda_render.signature(dict(zip(fn.params, args))))
+    count, fill = [st.spgemm for st in spec.steps if st.kind == "parallel"]
+    assert count is not None and count.value is None and not count.stores and count.carried == {"cnt": 1}
+    assert fill is not None and fill.value == "(t_A[a0_1_q] * t_B[a1_1_q])" and fill.stores
+    assert fill.carried == {"oq": 1} and fill.same_rows(count)
+    src = cuda_render.render(fn, args)
+    for mode in ("warp", "block", "global"):
+        assert src.count(f"_spgemm{mode}(") == 2
+    assert "atomicCAS(&sd_tk[sd_s], 0xffffffffu, sd_key)" in src  # the shared-memory hash table
+    assert "atomicAdd(&sd_tv[sd_s], sd_val);" in src and "atomicAdd(&sd_dv[sd_key], sd_val);" in src
+    assert "sd_rank += (sd_q.x < sd_k)" in src  # the fill pass ranks each key: the row comes out sorted
+    assert f"if (sd_ub > {cuda_spgemm.WARP_UB})" in src and "counts[(v_i - 0)] = cnt;" in src
+    assert "out_c1[oq] = ((int)(v_j));" in src and "out_v[oq] = sd_v;" in src
+    # other sparse outputs keep the generic kernels
+    s = sp.random(30, 30, density=0.2, format="csr", random_state=1)
+    fn, args = _step_args(sd.compile("C[i,j] = A[i,j] * B[i,j]", A="csr", B="csr", out_format="csr"), A=s, B=s)
+    assert "_spgemm" not in cuda_render.render(fn, args)
+
+
+def _skewed(rows, cols, rng, long_rows=(), empty_rows=(), only_from=None):
+    """A CSR matrix with Pareto-distributed row lengths, some rows of given lengths, some rows empty,
+    and (``only_from``) columns drawn from a given set. Positive values: no product cancels, so
+    scipy (which drops exact zeros) keeps the whole pattern."""
+    lengths = np.minimum((rng.pareto(1.5, rows) * 2).astype(int) + 1, cols)
+    for r, n in long_rows:
+        lengths[r] = n
+    lengths[list(empty_rows)] = 0
+    pool = np.arange(cols) if only_from is None else np.asarray(only_from)
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, len(pool)))])
+    indices = np.concatenate([np.sort(rng.choice(pool, min(n, len(pool)), replace=False)) for n in lengths]
+                             + [np.zeros(0, int)])
+    return sp.csr_matrix((rng.random(indptr[-1]) + 0.5, indices, indptr), shape=(rows, cols))
+
+
+def _spgemm_matches_scipy(a, b, dtype, bins=None):
+    a, b = a.astype(dtype), b.astype(dtype)
+    kernel = sd.compile("C[i,j] = A[i,k] * B[k,j]", A="csr", B="csr", out_format="csr")
+    A, B = sd.asformat(a, "csr").to("cuda"), sd.asformat(b, "csr").to("cuda")
+    C = kernel(A=A, B=B)
+    assert isinstance(C, sd.SparseTensor) and C.device == "cuda" and C.dtype == dtype
+    want = (a @ b).tocsr()
+    want.sort_indices()
+    np.testing.assert_array_equal(cp.asnumpy(C.levels[1]["pos"]), want.indptr)
+    np.testing.assert_array_equal(cp.asnumpy(C.levels[1]["crd"]), want.indices)  # sorted rows, as scipy's
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(cp.asnumpy(C.values), want.data, rtol=tol, atol=tol)
+    text = sd.explain(kernel, A=A, B=B)
+    assert "hash table in shared memory" in text
+    if bins is not None:  # rows on (block, global) lists of both passes
+        launched = [line for line in text.splitlines() if "last launch" in line and "on blocks" in line]
+        assert len(launched) == 2
+        for line in launched:
+            got = line.split("last launch ")[1]
+            on_blocks, on_global = int(got.split(", ")[1].split()[0]), int(got.split(", ")[2].split()[0])
+            assert (on_blocks > 0, on_global > 0) == bins, line
+    return C
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_spgemm_random_matches_scipy(dtype):
+    rng = np.random.default_rng(11)
+    a = sp.random(700, 500, density=0.02, format="csr", random_state=rng)
+    b = sp.random(500, 900, density=0.01, format="csr", random_state=rng)
+    _spgemm_matches_scipy(a, b, dtype, bins=(False, False))  # upper bounds ~90: warps only
+    sq = sp.random(2000, 2000, density=0.004, format="csr", random_state=rng)  # A A, as the benchmark
+    _spgemm_matches_scipy(sq, sq, dtype)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_spgemm_power_law_rows_take_every_bin(dtype):
+    rng = np.random.default_rng(12)
+    # B rows ~10 entries: A rows of 40 / 150 entries have upper bounds in the block bin, 600 / 1500 in the
+    # global one; the Pareto tail puts more rows there
+    b = _skewed(3000, 4000, rng, long_rows=[(5, 3000), (7, 2500)])
+    a = _skewed(1200, 3000, rng, long_rows=[(0, 40), (1, 150), (2, 600), (3, 1500)])
+    _spgemm_matches_scipy(a, b, dtype, bins=(True, True))
+    _spgemm_matches_scipy(b[:, :3000], b[:3000], dtype, bins=(True, True))
+
+
+@gpu
+@pytest.mark.gpu
+def test_spgemm_empty_rows_and_rows_whose_product_is_empty():
+    rng = np.random.default_rng(13)
+    empty_b = rng.choice(600, 200, replace=False)
+    b = _skewed(600, 700, rng, long_rows=[(int(empty_b[0]) ^ 1, 400)], empty_rows=empty_b)
+    # A's rows 0..99 only select empty B rows (their product is empty), rows 100..149 are empty
+    a_dead = _skewed(100, 600, rng, only_from=empty_b)
+    a_live = _skewed(300, 600, rng, long_rows=[(0, 100), (1, 5)], empty_rows=range(0, 50))
+    a = sp.vstack([a_dead, a_live]).tocsr()
+    C = _spgemm_matches_scipy(a, b, np.float32)
+    counts = np.diff(cp.asnumpy(C.levels[1]["pos"]))
+    assert not counts[:150].any() and counts[150:].any()
+    # all of it empty, and no rows at all
+    z = sp.csr_matrix((50, 60), dtype=np.float32)
+    C = _spgemm_matches_scipy(z, sp.random(60, 40, density=0.1, format="csr", random_state=rng), np.float32)
+    assert C.nnz == 0
+    _spgemm_matches_scipy(sp.csr_matrix((0, 60)), sp.random(60, 40, density=0.1, format="csr", random_state=1),
+                          np.float32)
