@@ -30,7 +30,8 @@ HUGE_PAGES = {huge_pages}
 
 @intrinsic
 def prefetch(typingctx, arr, idx):
-    """Hint that arr[idx] will be read soon (llvm.prefetch: a read, kept in the outer caches)."""
+    """Hint that element ``idx`` of arr's data (flat, C order) will be read soon (llvm.prefetch: a
+    read, kept in the outer caches)."""
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
         i8p = ir.IntType(8).as_pointer()
@@ -54,6 +55,14 @@ def madvise_hugepage(typingctx, start, length):
 
 exp, log, sqrt, sign = np.exp, np.log, np.sqrt, np.sign
 sin, cos, tanh, pow = np.sin, np.cos, np.tanh, np.power
+
+
+@njit(inline="always")
+def prefetch_row(a, row):
+    """Hint that row ``row`` of a C-contiguous 2-D array will be read soon, a cache line at a time."""
+    n = a.shape[1]
+    for k in range(0, n, max(64 // a.itemsize, 1)):
+        prefetch(a, row * n + k)
 
 
 @njit(inline="always")
@@ -232,7 +241,7 @@ def render(fn: L.Function, parallel: bool) -> str:
                 lines.append(f"{pad}out_n += 1")
             elif isinstance(s, L.Prefetch):
                 ahead = f"min({s.pos} + {s.distance}, {s.crd}.shape[0] - 1)"
-                lines.append(f"{pad}prefetch({s.array}, {s.crd}[u8({ahead})])")
+                lines.append(f"{pad}prefetch{'_row' if s.row else ''}({s.array}, {s.crd}[u8({ahead})])")
             elif isinstance(s, L.Comment):
                 lines.append(f"{pad}pass  # {s.text}" if s.text in ("empty", "nothing") else f"{pad}# {s.text}")
             elif isinstance(s, L.Return):

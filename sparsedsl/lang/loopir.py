@@ -97,13 +97,15 @@ class Comment:
 
 @dataclass
 class Prefetch:
-    """A hint, no effect on results: ``array[crd[pos + distance]]`` will be read soon (a gather
-    through a compressed level's coordinates; ``pos + distance`` is clamped to ``crd``'s length)."""
+    """A hint, no effect on results: ``array[crd[pos + distance]]`` (with ``row``, that whole row of a
+    2-D array) will be read soon: a gather through a compressed level's coordinates; ``pos +
+    distance`` is clamped to ``crd``'s length."""
 
     array: str
     crd: str
     pos: str
     distance: int = 64
+    row: bool = False
 
 
 @dataclass
@@ -206,7 +208,7 @@ def dump(module: Module) -> str:
             elif isinstance(s, Return):
                 lines.append(f"{pad}return {', '.join(s.values)}")
             elif isinstance(s, Prefetch):
-                lines.append(f"{pad}prefetch {s.array}[{s.crd}[{s.pos} + {s.distance}]]")
+                lines.append(f"{pad}prefetch {s.array}[{s.crd}[{s.pos} + {s.distance}]{', :' if s.row else ''}]")
 
     for f in module.functions:
         lines.append(f"def {f.name}({', '.join(f.params)}):")
