@@ -307,6 +307,9 @@ def test_spgemm_renders_the_hash_table_schedule_for_both_passes():
     assert "atomicCAS(&sd_tk[sd_s], 0xffffffffu, sd_key)" in src  # the shared-memory hash table
     assert "atomicAdd(&sd_tv[sd_s], sd_val);" in src and "atomicAdd(&sd_dv[sd_key], sd_val);" in src
     assert "sd_rank += (sd_q.x < sd_k)" in src  # the fill pass ranks each key: the row comes out sorted
+    assert "if ((sd_a > sd_b) == ((sd_i & sd_k2) == 0))" in src  # the block kernel's bitonic sort
+    assert "extern __shared__ __align__(16) unsigned char sd_dyn[];" in src  # block tables, global bitmap
+    assert "atomicOr(&sd_bm[sd_off >> 5], 1u << (sd_off & 31));" in src
     assert f"if (sd_ub > {cuda_spgemm.WARP_UB})" in src and "counts[(v_i - 0)] = cnt;" in src
     assert "out_c1[oq] = ((int)(v_j));" in src and "out_v[oq] = sd_v;" in src
     # other sparse outputs keep the generic kernels
@@ -371,12 +374,24 @@ def test_spgemm_random_matches_scipy(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_spgemm_power_law_rows_take_every_bin(dtype):
     rng = np.random.default_rng(12)
-    # B rows ~10 entries: A rows of 40 / 150 entries have upper bounds in the block bin, 600 / 1500 in the
-    # global one; the Pareto tail puts more rows there
+    # A rows of 40 / 150 / 600 entries have upper bounds 120 / 470 / 6059 (warp, block bins), 1500 entries
+    # 12,903 (global, > BLOCK_UB); the Pareto tail puts more rows in the block bins
     b = _skewed(3000, 4000, rng, long_rows=[(5, 3000), (7, 2500)])
     a = _skewed(1200, 3000, rng, long_rows=[(0, 40), (1, 150), (2, 600), (3, 1500)])
     _spgemm_matches_scipy(a, b, dtype, bins=(True, True))
     _spgemm_matches_scipy(b[:, :3000], b[:3000], dtype, bins=(True, True))
+
+
+@gpu
+@pytest.mark.gpu
+def test_spgemm_global_rows_in_several_windows_of_columns(monkeypatch):
+    from sparsedsl.backends import cuda_spgemm
+
+    monkeypatch.setattr(cuda_spgemm, "BITMAP_WORDS", 16)  # 512 columns a window: 8 windows of 4000
+    rng = np.random.default_rng(12)
+    b = _skewed(3000, 4000, rng, long_rows=[(5, 3000), (7, 2500)])
+    a = _skewed(1200, 3000, rng, long_rows=[(0, 40), (1, 150), (2, 600), (3, 1500)])
+    _spgemm_matches_scipy(a, b, np.float32, bins=(True, True))
 
 
 @gpu

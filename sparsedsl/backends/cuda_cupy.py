@@ -418,9 +418,10 @@ class Specialised(KernelSource):
 
     def spgemm_launch(self, k, step, env, state, sms) -> bool:
         """The SpGEMM schedule (cuda_spgemm): the warp kernel over every row, which the count pass has
-        put the longer rows on two lists (read back here: one sync), then the block kernel over the
-        first list and the global-workspace kernel over the second. The fill pass reuses the lists.
-        False (the generic kernel runs) when keys or rows do not fit 32-bit integers."""
+        put the longer rows on the block bins' and the global kernel's lists (their lengths read back
+        here: one sync), then the block kernel over each block bin (its table in dynamic shared memory)
+        and the global kernel over the last list. The fill pass reuses the lists. False (the generic
+        kernel runs) when keys or rows do not fit 32-bit integers."""
         cp = cupy()
         sg = step.spgemm
         try:
@@ -428,34 +429,46 @@ class Specialised(KernelSource):
             wsize = self.host_eval(sg.wsize, env, state)
         except Exception:
             return False
-        if rows >= 2**30 or wsize >= 2**31 - 1:
+        if rows >= 2**28 or wsize >= 2**31 - 1:
             return False
         vdt = self.types.arrays[sg.vals][0] if sg.vals else "int32"
+        vsize = np.dtype(vdt).itemsize if sg.vals else 0
         args = self.launch_args(env, state)
         bins = env.get("sd_spgemm_bins")
         push = bins is None or not sg.same_rows(bins[0])
-        lst = cp.zeros(2 + 2 * max(0, rows), dtype=np.int32) if push else bins[1]
-        extra = (lst, np.int32(push), self.unallocated("int32"), self.unallocated(vdt), np.int64(wsize),
-                 np.int64(rows))
+        if push:
+            lst = cp.empty(cuda_spgemm.HEAD + cuda_spgemm.LISTS * max(0, rows), dtype=np.int32)
+            lst[:cuda_spgemm.HEAD] = 0
+        else:
+            lst = bins[1]
+        words = int(min(cuda_spgemm.BITMAP_WORDS, max(1, (wsize + 31) // 32)))
+        tail = (np.int64(wsize), np.int64(rows), np.int32(words))
+        none = self.unallocated(vdt)
+        nbins = sum(cuda_spgemm.block_slots(b) * (4 + vsize) <= cuda_spgemm.TABLE_BYTES
+                    for b in range(cuda_spgemm.BLOCK_BINS))  # the rest of the rows: the global kernel
         if rows > 0:
             blocks = min(math.ceil(rows / cuda_spgemm.WARPS), 2**31 - 1)
-            self.kernel(k, ("spgemm", "warp"))((blocks,), (32 * cuda_spgemm.WARPS,), args + extra)
+            self.kernel(k, ("spgemm", "warp"))((blocks,), (32 * cuda_spgemm.WARPS,),
+                                                args + (lst, np.int32(push), np.int32(nbins), none) + tail)
         if push:
-            n_mid, n_big = (int(v) for v in lst[:2].get())
-            env["sd_spgemm_bins"] = (sg, lst, n_mid, n_big)
+            counts = [int(v) for v in lst[:cuda_spgemm.LISTS].get()]
+            env["sd_spgemm_bins"] = (sg, lst, counts)
         else:
-            n_mid, n_big = bins[2], bins[3]
-        if n_mid:
-            self.kernel(k, ("spgemm", "block"))((min(n_mid, sms * 8),), (cuda_spgemm.BLOCK,), args + extra)
-        nb = 0
-        if n_big:  # a dense workspace per block in global memory, 256 MiB of them at most
-            per = wsize * (4 + np.dtype(vdt).itemsize)
-            nb = max(1, min(n_big, sms, (256 << 20) // max(1, per)))
-            mark = cp.zeros(nb * wsize, dtype=np.int32)
-            dval = cp.zeros(nb * wsize, dtype=vdt) if sg.vals else extra[3]
-            self.kernel(k, ("spgemm", "global"))((nb,), (cuda_spgemm.BLOCK,),
-                                                 args + (lst, np.int32(0), mark, dval) + extra[4:])
-        step.launched = (rows, n_mid, n_big, nb)
+            counts = bins[2]
+        for b in range(cuda_spgemm.BLOCK_BINS):
+            if counts[b]:
+                smem = cuda_spgemm.block_slots(b) * (4 + vsize)
+                fn = dynamic_shared(self.kernel(k, ("spgemm", "block")), smem)
+                fn((min(counts[b], sms * 8),), (cuda_spgemm.BLOCK,),
+                   args + (lst, np.int32(0), np.int32(b), none) + tail, shared_mem=smem)
+        n_big, nb = counts[cuda_spgemm.BLOCK_BINS], 0
+        if n_big:  # a dense value workspace per block in global memory, 256 MiB of them at most
+            nb = max(1, min(n_big, 2 * sms, (256 << 20) // max(1, wsize * vsize)))
+            dval = cp.zeros(nb * wsize, dtype=vdt) if sg.vals else none
+            fn = dynamic_shared(self.kernel(k, ("spgemm", "global")), 4 * words)
+            fn((nb,), (cuda_spgemm.BLOCK,), args + (lst, np.int32(0), np.int32(cuda_spgemm.BLOCK_BINS), dval) + tail,
+               shared_mem=4 * words)
+        step.launched = (rows, sum(counts[:cuda_spgemm.BLOCK_BINS]), n_big, nb)
         return True
 
     def launch_parallel(self, k, step, env, state, sms):
@@ -568,7 +581,8 @@ class Specialised(KernelSource):
                     "one thread per iteration (grid-stride)"
                 if getattr(step, "spgemm", None) is not None:
                     how = ("a row's products in a hash table in shared memory (cuda_spgemm): a warp per row, "
-                           "a block per row for longer rows, a dense global workspace for the longest")
+                           "a block per row for longer rows (tables of up to 16,384 slots in dynamic shared memory, bitonic-sorted), "
+                           "for the longest a bitmap of the columns in shared memory over dense values in global memory")
                     got = getattr(step, "launched", None)
                     parts.append(f"step {k}: parallel loop over {step.loop.var}, {how}" + (
                         f"; last launch {got[0]} rows, {got[1]} on blocks, {got[2]} on global workspaces "
@@ -602,6 +616,21 @@ def device_sms() -> int:
 
 
 _modules: dict = {}
+
+
+def dynamic_shared(fn, nbytes: int):
+    """``fn`` allowed ``nbytes`` of dynamic shared memory (the kernel's static shared memory and this
+    above 48 KiB in all must opt in: set whenever it might be)."""
+    if nbytes > 32 << 10 and getattr(fn, "_sd_smem", 0) < nbytes:
+        try:
+            cupy().cuda.driver.funcSetAttribute(fn.ptr, 8, nbytes)  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        except AttributeError:
+            fn.max_dynamic_shared_size_bytes = nbytes
+        try:
+            fn._sd_smem = nbytes
+        except AttributeError:  # a cython object without a __dict__: set it every time
+            pass
+    return fn
 
 
 def version() -> str:

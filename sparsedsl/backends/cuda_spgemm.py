@@ -48,9 +48,19 @@ from ..lang import loopir as L
 from .cuda_plan import ATOMIC_DTYPES, _assigned, _exprs, _names, _parse, _walk
 
 WARP_UB = 256  # rows whose products fit a warp's table (512 slots) at half load
-BLOCK_UB = 1024  # rows whose products fit a block's table (2048 slots) at half load
+BLOCK_UB = 8192  # rows whose products fit a block's table (16,384 slots, dynamic shared memory) at half load
+BLOCK_BINS = 4  # block bins: upper bounds <= 1024 << b, tables of 2048 << b slots (b < BLOCK_BINS)
+LISTS = BLOCK_BINS + 1  # the row lists the warp kernel fills: the block bins, then the global one
+HEAD = 8  # ints before the lists in the list array (their lengths)
 WARPS = 4  # warps (rows) per block of the warp kernel
 BLOCK = 256  # threads of the block and global kernels
+BITMAP_WORDS = 32768  # the global kernel's window of columns: 2^20 bits of shared memory (128 KiB)
+TABLE_BYTES = 128 << 10  # the largest block table (keys and values) in dynamic shared memory
+
+
+def block_slots(b: int) -> int:
+    """The table size (slots) of block bin ``b``."""
+    return 2048 << b
 
 
 @dataclass
@@ -245,8 +255,8 @@ def kernel_params(ks, sg: SpGEMM) -> list:
     from .cuda_render import ctype
 
     vt = ctype(ks.types.arrays[sg.vals][0]) if sg.vals else "int"
-    return ks.params() + ["int* __restrict__ sd_list", "int sd_push", "int* __restrict__ sd_mark",
-                          f"{vt}* __restrict__ sd_dval", "long long sd_wsize", "long long sd_rows"]
+    return ks.params() + ["int* __restrict__ sd_list", "int sd_push", "int sd_which",
+                          f"{vt}* __restrict__ sd_dval", "long long sd_wsize", "long long sd_rows", "int sd_words"]
 
 
 def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
@@ -275,29 +285,32 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
     ]
     if group > 32:
         lines.append(f"  __shared__ long long sd_part[{group // 32}]; __shared__ int sd_cnt[{group // 32}];")
-    if mode != "global":
+    if mode == "warp":
         per = threads // group
         lines.append(f"  __shared__ __align__(16) unsigned sd_tk_all[{per}][{table}];")
         lines.append(f"  unsigned* sd_tk = sd_tk_all[threadIdx.x / {group}];")
         if vdt:
             lines.append(f"  __shared__ __align__(16) {vt} sd_tv_all[{per}][{table}];")
             lines.append(f"  {vt}* sd_tv = sd_tv_all[threadIdx.x / {group}];")
-    else:
-        lines.append("  int* sd_mk = sd_mark + (long long)blockIdx.x * sd_wsize;")
+    elif mode == "block":  # the bin's table in dynamic shared memory: keys, then values
+        lines.append("  extern __shared__ __align__(16) unsigned char sd_dyn[];")
+        lines.append("  unsigned* sd_tk = (unsigned*)sd_dyn;")
+        if vdt:
+            lines.append(f"  {vt}* sd_tv = ({vt}*)(sd_dyn + 4 * ({block_slots(0)} << sd_which));")
+    else:  # a bitmap of a window of columns in dynamic shared memory, the values dense in global memory
+        lines.append("  extern __shared__ __align__(16) unsigned char sd_dyn[];")
+        lines.append("  unsigned* sd_bm = (unsigned*)sd_dyn;")
         if vdt:
             lines.append(f"  {vt}* sd_dv = sd_dval + (long long)blockIdx.x * sd_wsize;")
-        lines.append("  int sd_gen = 0;")
     if mode == "warp":
         lines += [f"  for (long long sd_r = (long long)blockIdx.x * {WARPS} + sd_warp; sd_r < sd_stop - sd_start; "
                   f"sd_r += (long long)gridDim.x * {WARPS}) {{",
                   "    const long long sd_it = sd_start + sd_r;"]
     else:
-        which = "0" if mode == "block" else "1"
+        which = "sd_which" if mode == "block" else str(BLOCK_BINS)
         lines += [f"  const int sd_nlist = sd_list[{which}];",
                   "  for (int sd_j = blockIdx.x; sd_j < sd_nlist; sd_j += gridDim.x) {",
-                  f"    const long long sd_it = sd_start + sd_list[2 + {which} * sd_rows + sd_j];"]
-        if mode == "global":
-            lines.append("    sd_gen += 1;")
+                  f"    const long long sd_it = sd_start + sd_list[{HEAD} + {which} * sd_rows + sd_j];"]
     ks.declare(_assigned(loop.body) | {loop.var}, lines, "    ")
     lines.append(f"    {loop.var} = sd_it;")
     stm.put(sg.head, 2, lines)
@@ -313,11 +326,14 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
     lines += [f"      sd_ub += ({c(b.stop)}) - ({c(b.start)});", "    }"]
     lines += _group_sum("sd_ub", group, sync)
     if mode == "warp":
-        lines += [f"    if (sd_ub > {WARP_UB}) {{  // a longer row: onto the block or the global kernel's list",
+        lines += [f"    if (sd_ub > {WARP_UB}) {{  // a longer row: onto a block bin's or the global kernel's list",
                   "      if (sd_push && sd_lane == 0) {",
-                  f"        const int sd_w = sd_ub > {BLOCK_UB};",
+                  "        // sd_which: the block bins whose tables fit in shared memory (fewer for wide values)",
+                  f"        int sd_w = 0; while (sd_w < sd_which && ({BLOCK_UB >> (BLOCK_BINS - 1)}LL << sd_w) < sd_ub) "
+                  "++sd_w;",
+                  f"        if (sd_w == sd_which) sd_w = {BLOCK_BINS};",
                   "        const int sd_at = atomicAdd(&sd_list[sd_w], 1);",
-                  "        sd_list[2 + sd_w * sd_rows + sd_at] = (int)sd_r;",
+                  f"        sd_list[{HEAD} + sd_w * sd_rows + sd_at] = (int)sd_r;",
                   "      }",
                   "      continue;",
                   "    }"]
@@ -327,7 +343,13 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
                   f"    for (int sd_s = sd_gt; sd_s < sd_tsize; sd_s += {group}) {{ sd_tk[sd_s] = 0xffffffffu;"
                   + (" sd_tv[sd_s] = 0;" if vdt else "") + " }",
                   f"    {sync};"]
-    lines.append("    int sd_new = 0;  // keys this thread inserted first")
+    lines.append("    int sd_new = 0;  // keys this thread inserted first (global: set bits it counted)")
+    if mode == "global":  # the products once per window of columns (one window when the bitmap holds them all)
+        lines += ["    int sd_done = 0;  // the row's entries in earlier windows (the same on every thread)",
+                  "    for (long long sd_lo = 0; sd_lo < sd_wsize; sd_lo += 32LL * sd_words) {",
+                  "    const int sd_nw = (int)min((long long)sd_words, (sd_wsize - sd_lo + 31) >> 5);",
+                  f"    for (int sd_s = sd_gt; sd_s < sd_nw; sd_s += {group}) sd_bm[sd_s] = 0u;",
+                  f"    {sync};"]
     # the products: per chunk of 32 A entries of a warp, a scan of their B row lengths; then
     # product p of the chunk goes to lane p % 32 (a binary search finds its A entry)
     wstep = 32 * (group // 32)
@@ -361,9 +383,12 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
     if vdt:
         lines.append(f"        const {vt} sd_val = {c(sg.value, vdt)};")
     if mode == "global":
-        lines.append("        if (atomicMax(&sd_mk[sd_key], sd_gen) < sd_gen) ++sd_new;")
+        lines += ["        const long long sd_off = (long long)sd_key - sd_lo;",
+                  "        if (sd_off >= 0 && sd_off < 32LL * sd_nw) {",
+                  "          atomicOr(&sd_bm[sd_off >> 5], 1u << (sd_off & 31));"]
         if vdt:
-            lines.append("        " + ATOMIC_ADD[vdt].format(p="sd_dv[sd_key]", v="sd_val") + ";")
+            lines.append("          " + ATOMIC_ADD[vdt].format(p="sd_dv[sd_key]", v="sd_val") + ";")
+        lines.append("        }")
     else:
         lines += ["        unsigned sd_s = (sd_key * 2654435769u) >> (32 - sd_lg);  // Fibonacci hashing",
                   "        while (true) {",
@@ -379,8 +404,11 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
             lines.append("        " + ATOMIC_ADD[vdt].format(p="sd_tv[sd_s]", v="sd_val") + ";")
     lines += ["      }", "      __syncwarp();", "    }"]
     lines += [f"    {sync};"]
+    if mode == "global":
+        lines += _window(ks, sg, stm, group, sync, vt)
+        lines += ["    }  // the windows"]
     lines += _group_sum("sd_new", group, sync)
-    if sg.stores:
+    if sg.stores and mode != "global":
         lines += _emit(ks, sg, stm, mode, group, sync, vt)
     lines.append(f"    if (sd_gt == 0) {{  // the row's own statements after its entries: {len(sg.post)}")
     for v, inc in sorted(sg.carried.items()):
@@ -404,25 +432,6 @@ def _group_sum(var: str, group: int, sync: str) -> list:
 def _emit(ks, sg, stm, mode, group, sync, vt) -> list:
     """The fill pass: each entry's rank among the row's keys, then the tail's body for it."""
     out = []
-    if mode == "global":
-        # the dense workspace in key order: a group-wide scan of the stamped keys, 256 at a time
-        out += ["    int sd_base = 0;",
-                f"    for (long long sd_w0 = 0; sd_w0 < sd_wsize; sd_w0 += {group}) {{",
-                "      const long long sd_w = sd_w0 + sd_gt;",
-                "      const bool sd_f = sd_w < sd_wsize && sd_mk[sd_w] == sd_gen;",
-                "      const unsigned sd_bal = __ballot_sync(0xffffffffu, sd_f);",
-                "      if (sd_lane == 0) sd_cnt[sd_warp] = __popc(sd_bal);",
-                "      __syncthreads();",
-                "      int sd_rank = sd_base + __popc(sd_bal & ((1u << sd_lane) - 1u)), sd_all = 0;",
-                f"      for (int sd_x = 0; sd_x < {group // 32}; ++sd_x) {{ const int sd_y = sd_cnt[sd_x]; "
-                "sd_all += sd_y; if (sd_x < sd_warp) sd_rank += sd_y; }",
-                "      if (sd_f) {",
-                f"        const {vt} sd_v = sd_dv[sd_w]; sd_dv[sd_w] = 0;  // zero again for the next row" if sg.vals
-                else "        const int sd_v = 0;",
-                "        const unsigned sd_k = (unsigned)sd_w;"]
-        out += _entry(ks, sg, stm, "sd_rank", 4)
-        out += ["      }", "      sd_base += sd_all;", "      __syncthreads();", "    }"]
-        return out
     # compact the table in place, a window of `group` slots at a time (a slot moves only down, to a
     # place this window or an earlier one has read already), then rank each key among the others
     out += ["    int sd_n = 0;",
@@ -444,7 +453,33 @@ def _emit(ks, sg, stm, mode, group, sync, vt) -> list:
             "      sd_n += sd_all;",
             f"      {sync};",
             "    }",
-            "    if (sd_gt < 4) sd_tk[sd_n + sd_gt] = 0xffffffffu;  // pad to whole 16-byte vectors (never less)",
+            ]
+    if mode == "block":
+        # a bitonic sort of the compacted (key, value) pairs, padded with empty keys to a power of two
+        # (<= the table's size, >= 2 n): the entry at e has rank e
+        swap_v = f" const {vt} sd_t = sd_tv[sd_i]; sd_tv[sd_i] = sd_tv[sd_l]; sd_tv[sd_l] = sd_t;" if sg.vals else ""
+        out += ["    int sd_p = 1; while (sd_p < sd_n) sd_p <<= 1;",
+                f"    for (int sd_s = sd_n + sd_gt; sd_s < sd_p; sd_s += {group}) sd_tk[sd_s] = 0xffffffffu;",
+                f"    {sync};",
+                "    for (int sd_k2 = 2; sd_k2 <= sd_p; sd_k2 <<= 1) {",
+                "      for (int sd_j2 = sd_k2 >> 1; sd_j2 > 0; sd_j2 >>= 1) {",
+                f"        for (int sd_x = sd_gt; sd_x < (sd_p >> 1); sd_x += {group}) {{",
+                "          const int sd_i = ((sd_x & ~(sd_j2 - 1)) << 1) | (sd_x & (sd_j2 - 1)), sd_l = sd_i + sd_j2;",
+                "          const unsigned sd_a = sd_tk[sd_i], sd_b = sd_tk[sd_l];",
+                "          if ((sd_a > sd_b) == ((sd_i & sd_k2) == 0)) {",
+                "            sd_tk[sd_i] = sd_b; sd_tk[sd_l] = sd_a;" + swap_v,
+                "          }",
+                "        }",
+                f"        {sync};",
+                "      }",
+                "    }",
+                f"    for (int sd_e = sd_gt; sd_e < sd_n; sd_e += {group}) {{",
+                "      const unsigned sd_k = sd_tk[sd_e];",
+                f"      const {vt} sd_v = sd_tv[sd_e];" if sg.vals else "      const int sd_v = 0; (void)sd_v;"]
+        out += _entry(ks, sg, stm, "sd_e", 3)
+        out += ["    }"]
+        return out
+    out += ["    if (sd_gt < 4) sd_tk[sd_n + sd_gt] = 0xffffffffu;  // pad to whole 16-byte vectors (never less)",
             f"    {sync};",
             f"    for (int sd_e = sd_gt; sd_e < sd_n; sd_e += {group}) {{",
             "      const unsigned sd_k = sd_tk[sd_e];",
@@ -456,6 +491,41 @@ def _emit(ks, sg, stm, mode, group, sync, vt) -> list:
             "      }"]
     out += _entry(ks, sg, stm, "sd_rank", 3)
     out += ["    }"]
+    return out
+
+
+def _window(ks, sg, stm, group, sync, vt) -> list:
+    """The global kernel after a window's products: its set bits counted and (fill pass) the tail's body
+    run for each in column order, its rank a scan of the bit counts of each thread's run of words."""
+    out = ["    const int sd_per = (sd_nw + %d) / %d, sd_w0 = min(sd_gt * sd_per, sd_nw), "
+           "sd_w1 = min(sd_w0 + sd_per, sd_nw);" % (group - 1, group),
+           "    int sd_mine = 0;",
+           "    for (int sd_x = sd_w0; sd_x < sd_w1; ++sd_x) sd_mine += __popc(sd_bm[sd_x]);"]
+    if sg.stores:
+        out += ["    int sd_inc = sd_mine;",
+                "#pragma unroll",
+                "    for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
+                "      const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
+                "      if (sd_lane >= sd_o) sd_inc += sd_y;",
+                "    }",
+                "    if (sd_lane == 31) sd_cnt[sd_warp] = sd_inc;",
+                f"    {sync};",
+                "    int sd_rank = sd_done + sd_inc - sd_mine;",
+                f"    for (int sd_x = 0; sd_x < sd_warp; ++sd_x) sd_rank += sd_cnt[sd_x];",
+                f"    int sd_tot = 0; for (int sd_x = 0; sd_x < {group // 32}; ++sd_x) sd_tot += sd_cnt[sd_x];",
+                "    for (int sd_x = sd_w0; sd_x < sd_w1; ++sd_x) {",
+                "      unsigned sd_bits = sd_bm[sd_x];",
+                "      while (sd_bits) {",
+                "        const unsigned sd_k = (unsigned)(sd_lo + 32LL * sd_x + (__ffs(sd_bits) - 1));",
+                "        sd_bits &= sd_bits - 1;",
+                f"        const {vt} sd_v = sd_dv[sd_k]; sd_dv[sd_k] = 0;  // zero again for the next row" if sg.vals
+                else "        const int sd_v = 0; (void)sd_v;"]
+        out += _entry(ks, sg, stm, "sd_rank", 4)
+        out += ["        ++sd_rank;", "      }", "    }",
+                "    sd_done += sd_tot; sd_new += sd_mine;",
+                f"    {sync};  // the bitmap and the counts are reused"]
+    else:
+        out += ["    sd_new += sd_mine; (void)sd_done;", f"    {sync};  // the bitmap is cleared for the next window"]
     return out
 
 
