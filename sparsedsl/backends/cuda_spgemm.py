@@ -26,12 +26,16 @@ rows that A's row selects; it bounds the row's output entries), and
   of 32 A entries at a time, then a binary search per product), their keys ``w`` inserted into an
   open-addressing table (Fibonacci hash, linear probing, ``atomicCAS``) of the smallest power of
   two >= 2 ub slots, the values added with ``atomicAdd``;
-- ``block``: a block per row with ``ub <= BLOCK_UB``, the same code over a larger shared table;
-- ``global``: a block per longer row over a dense workspace in global memory (a generation stamp
-  per key, so it is never cleared), read back in key order.
+- ``block``: a block per row with ``ub <= BLOCK_UB``, the same code over a table in dynamic shared
+  memory, in four bins by ``ub`` (tables of 2048..16384 slots, at most ``TABLE_BYTES``; rows of a bin
+  whose table does not fit go to the global kernel);
+- ``global``: a block per longer row over a bitmap of the columns in shared memory (a window of
+  ``BITMAP_WORDS`` words at a time, the products re-read per window when the columns do not fit) and
+  the values dense in global memory (zeroed again as they are read), read back in column order.
 
 The count pass counts the keys a row inserted. The fill pass compacts the table, ranks each key
-among the row's keys (so the row comes out sorted: canonical CSR, like the CPU path and scipy) and
+among the row's keys (warp: by comparing with the others; block: a bitonic sort; so the row comes out
+sorted: canonical CSR, like the CPU path and scipy) and
 runs the tail's body for the entry of rank ``t``, with the tail's counters (``oq += 1``) advanced
 ``t`` times. Every piece of code inside (bounds, positions, the key, the value, the stores) is the
 loop IR's, printed by the renderer; the lists, the launch and the global workspace are the
