@@ -581,8 +581,9 @@ class Specialised(KernelSource):
                     "one thread per iteration (grid-stride)"
                 if getattr(step, "spgemm", None) is not None:
                     how = ("a row's products in a hash table in shared memory (cuda_spgemm): a warp per row, "
-                           "a block per row for longer rows (tables of up to 16,384 slots in dynamic shared memory, bitonic-sorted), "
-                           "for the longest a bitmap of the columns in shared memory over dense values in global memory")
+                           "a block per row for longer rows (tables of up to 16,384 slots in dynamic shared "
+                           "memory, bitonic-sorted), for the longest a bitmap of the columns in shared memory "
+                           "over dense values in global memory")
                     got = getattr(step, "launched", None)
                     parts.append(f"step {k}: parallel loop over {step.loop.var}, {how}" + (
                         f"; last launch {got[0]} rows, {got[1]} on blocks, {got[2]} on global workspaces "

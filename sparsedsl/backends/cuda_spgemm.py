@@ -333,8 +333,8 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
         lines += [f"    if (sd_ub > {WARP_UB}) {{  // a longer row: onto a block bin's or the global kernel's list",
                   "      if (sd_push && sd_lane == 0) {",
                   "        // sd_which: the block bins whose tables fit in shared memory (fewer for wide values)",
-                  f"        int sd_w = 0; while (sd_w < sd_which && ({BLOCK_UB >> (BLOCK_BINS - 1)}LL << sd_w) < sd_ub) "
-                  "++sd_w;",
+                  "        int sd_w = 0;",
+                  f"        while (sd_w < sd_which && ({BLOCK_UB >> (BLOCK_BINS - 1)}LL << sd_w) < sd_ub) ++sd_w;",
                   f"        if (sd_w == sd_which) sd_w = {BLOCK_BINS};",
                   "        const int sd_at = atomicAdd(&sd_list[sd_w], 1);",
                   f"        sd_list[{HEAD} + sd_w * sd_rows + sd_at] = (int)sd_r;",
@@ -501,8 +501,8 @@ def _emit(ks, sg, stm, mode, group, sync, vt) -> list:
 def _window(ks, sg, stm, group, sync, vt) -> list:
     """The global kernel after a window's products: its set bits counted and (fill pass) the tail's body
     run for each in column order, its rank a scan of the bit counts of each thread's run of words."""
-    out = ["    const int sd_per = (sd_nw + %d) / %d, sd_w0 = min(sd_gt * sd_per, sd_nw), "
-           "sd_w1 = min(sd_w0 + sd_per, sd_nw);" % (group - 1, group),
+    out = [f"    const int sd_per = (sd_nw + {group - 1}) / {group}, sd_w0 = min(sd_gt * sd_per, sd_nw), "
+           "sd_w1 = min(sd_w0 + sd_per, sd_nw);",
            "    int sd_mine = 0;",
            "    for (int sd_x = sd_w0; sd_x < sd_w1; ++sd_x) sd_mine += __popc(sd_bm[sd_x]);"]
     if sg.stores:
@@ -515,7 +515,7 @@ def _window(ks, sg, stm, group, sync, vt) -> list:
                 "    if (sd_lane == 31) sd_cnt[sd_warp] = sd_inc;",
                 f"    {sync};",
                 "    int sd_rank = sd_done + sd_inc - sd_mine;",
-                f"    for (int sd_x = 0; sd_x < sd_warp; ++sd_x) sd_rank += sd_cnt[sd_x];",
+                "    for (int sd_x = 0; sd_x < sd_warp; ++sd_x) sd_rank += sd_cnt[sd_x];",
                 f"    int sd_tot = 0; for (int sd_x = 0; sd_x < {group // 32}; ++sd_x) sd_tot += sd_cnt[sd_x];",
                 "    for (int sd_x = sd_w0; sd_x < sd_w1; ++sd_x) {",
                 "      unsigned sd_bits = sd_bm[sd_x];",
