@@ -284,6 +284,9 @@ class _Plan:
             return lambda env, conv: zeros(shape, dtype=dtype)
         if kind == "out_cap":
             return lambda env, conv: 1024
+        if kind == "scattered":
+            pos, crd = (self.getter(w, ttype) if w else (lambda env, conv: None) for w in what[1:])
+            return lambda env, conv: _scattered(pos(env, conv), crd(env, conv))
         if kind == "extent":
             n = self.rewritten.extents[what[1]]
             return lambda env, conv: n
@@ -306,11 +309,16 @@ def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=
     per argument. ``work`` (array elements the call touches) picks the serial or parallel build.
     Given ``compiled`` (the step's ``numba_cpu.Compiled``), the function calls it and returns its result."""
     lines, names, sized, consts = [], [], [], {"zeros": np.zeros, "out_shape": ttype.shape,
-                                              "out_dtype": ttype.dtype}
+                                              "out_dtype": ttype.dtype, "scattered": _scattered,
+                                              "threshold": numba_cpu.PARALLEL_THRESHOLD}
     tensors: dict = {}
+    late = []  # needs the work first: judging coordinates costs more than a small call
     for k, what in enumerate(whats):
         kind, v = what[0], f"a{k}"
-        if kind == "out":
+        if kind == "scattered":
+            pos, crd = (f"a{whats.index(w)}" if w else "None" for w in what[1:])
+            late.append(f"{v} = scattered({pos}, {crd}) if work >= threshold else 0")
+        elif kind == "out":
             lines.append(f"{v} = env[{what[1]!r}]" if len(what) > 1 else f"{v} = zeros(out_shape, dtype=out_dtype)")
             sized.append(v)
         elif kind == "out_cap":
@@ -335,16 +343,35 @@ def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=
                 lines.append(f"{v} = {t}" if dense else f"{v} = {t}.values")
                 sized.append(v)
         names.append(v)
-    work = f"max({int(dense_volume)}, {' + '.join(f'{v}.size' for v in sized) or '0'})"
     listed = ", ".join(names)
+    lines += [f"work = max({int(dense_volume)}, {' + '.join(f'{v}.size' for v in sized) or '0'})", *late]
     if compiled is None:
-        tail = [f"return ({listed}{',' if len(names) == 1 else ''}), {work}"]
+        tail = [f"return ({listed}{',' if len(names) == 1 else ''}), work"]
     else:
-        consts.update(serial=compiled.serial, compiled=compiled, threshold=numba_cpu.PARALLEL_THRESHOLD)
-        tail = [f"work = {work}", f"return serial({listed}) if work < threshold else compiled({listed}, work=work)"]
+        consts.update(serial=compiled.serial, compiled=compiled)
+        tail = [f"return serial({listed}) if work < threshold else compiled({listed}, work=work)"]
     src = "def arguments(env):\n" + "".join(f"    {ln}\n" for ln in lines + tail)
     exec(src, consts)  # noqa: S102 - the source is built above from names the checker accepted
     return consts["arguments"]
+
+
+def _scattered(pos, crd, rows: int = 64, run: int = 8) -> int:
+    """1 when a level's stored coordinates lie far apart within a row (random gathers, which the
+    hardware prefetcher cannot follow and a software prefetch pays for), else 0: the median gap
+    between neighbours over the first ``run`` entries of up to ``rows`` rows spread over the level
+    (with no ``pos``, runs spread over ``crd``)."""
+    if pos is None:
+        starts = np.linspace(0, max(len(crd) - run, 0), min(rows, len(crd)), dtype=np.int64)
+        ends = np.minimum(starts + run, len(crd))
+    else:
+        r = np.linspace(0, len(pos) - 2, min(rows, len(pos) - 1), dtype=np.int64)
+        starts, ends = pos[r].astype(np.int64), pos[r + 1].astype(np.int64)
+    idx = starts[:, None] + np.arange(run + 1)
+    ok = idx[:, 1:] < ends[:, None]
+    if len(crd) == 0 or not ok.any():
+        return 0
+    c = crd[np.minimum(idx, len(crd) - 1)].astype(np.int64)
+    return int(np.median(np.abs(np.diff(c, axis=1))[ok]) > 16)
 
 
 def _assemble(result, low, ttype) -> SparseTensor:

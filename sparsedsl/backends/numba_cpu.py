@@ -241,7 +241,10 @@ def render(fn: L.Function, parallel: bool) -> str:
                 lines.append(f"{pad}out_n += 1")
             elif isinstance(s, L.Prefetch):
                 ahead = f"min({s.pos} + {s.distance}, {s.crd}.shape[0] - 1)"
-                lines.append(f"{pad}prefetch{'_row' if s.row else ''}({s.array}, {s.crd}[u8({ahead})])")
+                if s.when:  # loop-invariant: LLVM keeps a copy of the loop without the hint
+                    lines.append(f"{pad}if {s.when}:")
+                lines.append(f"{pad}{'    ' if s.when else ''}prefetch{'_row' if s.row else ''}({s.array}, "
+                             f"{s.crd}[u8({ahead})])")
             elif isinstance(s, L.Comment):
                 lines.append(f"{pad}pass  # {s.text}" if s.text in ("empty", "nothing") else f"{pad}# {s.text}")
             elif isinstance(s, L.Return):

@@ -106,6 +106,7 @@ class Prefetch:
     pos: str
     distance: int = 64
     row: bool = False
+    when: str | None = None  # a runtime flag (a parameter) that turns the hint on
 
 
 @dataclass

@@ -137,6 +137,13 @@ class _Lowering:
         if self.options.get("backend", "cpu") == "cpu":
             body = _unroll_axpys(_prefetch_gathers(body))
         params = self.params()
+        hints = [s for s in _walk_stmts(body) if isinstance(s, Prefetch)]
+        if hints:  # on only for scattered coordinates: a banded matrix's gathers pay for the hint
+            crd = self.arguments[hints[0].crd]
+            pos = ("level", *crd[1:4], "pos")
+            self.arguments["prefetch_"] = ("scattered", pos if pos in self.arguments.values() else None, crd)
+            params.append("prefetch_")
+            body = _map_stmts(body, lambda s: [replace(s, when="prefetch_")] if isinstance(s, Prefetch) else [s])
         fn = Function(f"stmt{self.index}", params, body)
         innermost = self.order[-1] if self.order else None
         if not any(innermost in op.vars for op in self.operands.values()):
@@ -429,7 +436,9 @@ class _Lowering:
         """The function's parameters; ``self.arguments`` says what the driver passes for each:
         ("values", tensor, conv) / ("level", tensor, conv, level, array) / ("dim", tensor, conv, d) /
         ("extent", index) / ("scalar", name) / ("out",) / ("out", target) (the array to add to) /
-        ("out_cap",); ``conv`` names a converted copy."""
+        ("out_cap",) / ("scattered", pos, crd) (1 when the coordinates of that level, given as the
+        two "level" entries, are far apart, so prefetching its gathers pays); ``conv`` names a
+        converted copy."""
         args: dict[str, tuple] = {}
         for k, acc in enumerate(self.accesses):
             if self.canon[k] != k:
