@@ -416,6 +416,26 @@ class Specialised(KernelSource):
             splitk *= 2
         return blocks, 32 * splitk, ("skinny", cols // 16, splitk, mtiles, minblocks, slots)
 
+    def side_streams(self, n: int) -> list:
+        """``n`` non-blocking streams of this device, made once (the SpGEMM bins run on them)."""
+        cp = cupy()
+        streams = self.__dict__.setdefault("sd_streams", {}).setdefault(cp.cuda.Device().id, [])
+        while len(streams) < n:
+            streams.append(cp.cuda.Stream(non_blocking=True))
+        return streams[:n]
+
+    def spgemm_values(self, size: int, vdt, zeroed_after: bool):
+        """The global kernel's dense values, all zero: kept across calls when the kernel leaves them
+        zero (the fill pass zeroes each value it reads), else new."""
+        cp = cupy()
+        if not zeroed_after:
+            return cp.zeros(size, dtype=vdt)
+        kept = self.__dict__.setdefault("sd_dval", {})
+        key = (cp.cuda.Device().id, np.dtype(vdt).str)
+        if key not in kept or kept[key].size < size:
+            kept[key] = cp.zeros(size, dtype=vdt)
+        return kept[key][:size]
+
     def spgemm_launch(self, k, step, env, state, sms) -> bool:
         """The SpGEMM schedule (cuda_spgemm): the warp kernel over every row, which the count pass has
         put the longer rows on the block bins' and the global kernel's lists (their lengths read back
@@ -455,19 +475,37 @@ class Specialised(KernelSource):
             env["sd_spgemm_bins"] = (sg, lst, counts)
         else:
             counts = bins[2]
-        for b in range(cuda_spgemm.BLOCK_BINS):
-            if counts[b]:
-                smem = cuda_spgemm.block_slots(b) * (4 + vsize)
-                fn = dynamic_shared(self.kernel(k, ("spgemm", "block")), smem)
-                fn((min(counts[b], sms * 8),), (cuda_spgemm.BLOCK,),
-                   args + (lst, np.int32(0), np.int32(b), none) + tail, shared_mem=smem)
+        # the global kernel's and the bins' launches on side streams, longest rows first, so that the
+        # bins' tails overlap; the current stream waits for them all
+        launches = []
         n_big, nb = counts[cuda_spgemm.BLOCK_BINS], 0
         if n_big:  # a dense value workspace per block in global memory, 256 MiB of them at most
-            nb = max(1, min(n_big, 2 * sms, (256 << 20) // max(1, wsize * vsize)))
-            dval = cp.zeros(nb * wsize, dtype=vdt) if sg.vals else none
-            fn = dynamic_shared(self.kernel(k, ("spgemm", "global")), 4 * words)
-            fn((nb,), (cuda_spgemm.BLOCK,), args + (lst, np.int32(0), np.int32(cuda_spgemm.BLOCK_BINS), dval) + tail,
-               shared_mem=4 * words)
+            nb = max(1, min(n_big, 8 * sms, (256 << 20) // max(1, wsize * vsize)))
+            dval = self.spgemm_values(nb * wsize, vdt, sg.stores) if sg.vals else none
+            threads = cuda_spgemm.GLOBAL_THREADS
+            fn = dynamic_shared(self.kernel(k, cuda_spgemm.kernel_key("global", threads)), 4 * words)
+            launches.append((fn, nb, threads, 4 * words, (lst, np.int32(0), np.int32(cuda_spgemm.BLOCK_BINS), dval)))
+        for b in reversed(range(cuda_spgemm.BLOCK_BINS)):
+            if counts[b]:
+                smem, threads = cuda_spgemm.block_slots(b) * (4 + vsize), cuda_spgemm.BIN_THREADS[b]
+                fn = dynamic_shared(self.kernel(k, cuda_spgemm.kernel_key("block", threads)), smem)
+                per_sm = max(1, min(2048 // threads, (227 << 10) // smem))
+                launches.append((fn, min(counts[b], sms * per_sm), threads, smem,
+                                 (lst, np.int32(0), np.int32(b), none)))
+        main = cp.cuda.get_current_stream()
+        side = self.side_streams(len(launches)) if len(launches) > 1 else [main]
+        if len(launches) > 1:
+            start = cp.cuda.Event(disable_timing=True)
+            start.record(main)
+        for (fn, grid, threads, smem, own), stream in zip(launches, side):
+            if stream is not main:
+                stream.wait_event(start)
+            with stream:
+                fn((grid,), (threads,), args + own + tail, shared_mem=smem)
+            if stream is not main:
+                done = cp.cuda.Event(disable_timing=True)
+                done.record(stream)
+                main.wait_event(done)
         step.launched = (rows, sum(counts[:cuda_spgemm.BLOCK_BINS]), n_big, nb)
         return True
 

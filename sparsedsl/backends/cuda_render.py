@@ -550,7 +550,7 @@ class KernelSource:
         if isinstance(lanes, tuple) and lanes[0] == "skinny":
             return render_skinny(self, k, step.skinny, *lanes[1:])
         if isinstance(lanes, tuple) and lanes[0] == "spgemm":
-            return render_spgemm(self, k, step.spgemm, lanes[1])
+            return render_spgemm(self, k, step.spgemm, *lanes[1:])
         name = kernel_name(self.fn.name, k, lanes)
         lines = [f'extern "C" __global__ void {name}(' + ", ".join(self.params()) + ") {"]
         stm = CStmts(self.types, self.cexpr, atomic=getattr(step, "atomic", False))

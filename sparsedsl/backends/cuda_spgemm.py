@@ -57,7 +57,9 @@ BLOCK_BINS = 4  # block bins: upper bounds <= 1024 << b, tables of 2048 << b slo
 LISTS = BLOCK_BINS + 1  # the row lists the warp kernel fills: the block bins, then the global one
 HEAD = 8  # ints before the lists in the list array (their lengths)
 WARPS = 4  # warps (rows) per block of the warp kernel
-BLOCK = 256  # threads of the block and global kernels
+BLOCK = 256  # threads of the block and global kernels (unless the launch names more)
+BIN_THREADS = (128, 256, 512, 1024)  # threads of block bin b's kernel: more for the larger tables (fewer a SM)
+GLOBAL_THREADS = 1024  # threads of the global kernel: its few rows are the longest
 BITMAP_WORDS = 32768  # the global kernel's window of columns: 2^20 bits of shared memory (128 KiB)
 TABLE_BYTES = 128 << 10  # the largest block table (keys and values) in dynamic shared memory
 
@@ -263,20 +265,28 @@ def kernel_params(ks, sg: SpGEMM) -> list:
                           f"{vt}* __restrict__ sd_dval", "long long sd_wsize", "long long sd_rows", "int sd_words"]
 
 
-def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
+def kernel_key(mode: str, threads: int = BLOCK) -> tuple:
+    """The ``lanes`` key (and the name's suffix) of the kernel of ``mode`` with ``threads`` a block."""
+    return ("spgemm", mode) if mode == "warp" or threads == BLOCK else ("spgemm", mode, threads)
+
+
+def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> str:
     """Kernel ``k`` of ``ks`` (a ``KernelSource``) in the SpGEMM schedule: ``mode`` is "warp", "block"
-    or "global" (module docstring)."""
+    or "global" (module docstring); ``threads``: a block's threads (a multiple of 32, <= 1024) for the
+    block and global kernels."""
     from .cuda_render import CStmts, ctype, kernel_name
 
     c = ks.cexpr
     stm = CStmts(ks.types, c)
     vdt = ks.types.arrays[sg.vals][0] if sg.vals else None
     vt = ctype(vdt) if vdt else "int"
-    group = 32 if mode == "warp" else BLOCK
+    agg = bool(vdt) and mode != "warp"  # a key's values summed over the warp before the atomic (block, global)
+    group = 32 if mode == "warp" else threads
     sync = "__syncwarp()" if group == 32 else "__syncthreads()"
     table = 2 * WARP_UB if mode == "warp" else 2 * BLOCK_UB
-    threads = 32 * WARPS if mode == "warp" else BLOCK
-    lines = [f'extern "C" __global__ void __launch_bounds__({threads}) {kernel_name(ks.fn.name, k, ("spgemm", mode))}('
+    name = kernel_name(ks.fn.name, k, kernel_key(mode, threads))
+    threads = 32 * WARPS if mode == "warp" else threads
+    lines = [f'extern "C" __global__ void __launch_bounds__({threads}) {name}('
              + ", ".join(kernel_params(ks, sg)) + ") {"]
     loop = sg.row
     used = _names(loop.start) | _names(loop.stop) | _read_all(loop.body)
@@ -374,38 +384,64 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str) -> str:
               "      const int sd_tot = __shfl_sync(0xffffffffu, sd_inc, 31);",
               "      sd_excl[sd_warp][sd_lane] = sd_inc - sd_len; sd_bs[sd_warp][sd_lane] = sd_b0;",
               "      __syncwarp();",
-              "      for (int sd_q = sd_lane; sd_q < sd_tot; sd_q += 32) {",
-              "        int sd_e = 0;",
+              "      for (int sd_q = sd_lane; sd_q < sd_tot; sd_q += 32) {" if not agg else
+              "      for (int sd_q0 = 0; sd_q0 < sd_tot; sd_q0 += 32) {  // in step: the warp sums a key's values",
+              ]
+    if agg:  # every lane steps together, so that the lanes holding one key can add up their values first
+        lines += ["        const int sd_q = sd_q0 + sd_lane;",
+                  f"        unsigned sd_key = 0xffffffffu, sd_s = 0; {vt} sd_val = 0; (void)sd_s;",
+                  "        if (sd_q < sd_tot) {"]
+    d = 5 if agg else 4  # the products' indent
+    pad = "  " * d
+    lines += [f"{pad}int sd_e = 0;",
               "#pragma unroll",
-              "        for (int sd_h = 16; sd_h > 0; sd_h >>= 1)",
-              "          if (sd_excl[sd_warp][sd_e + sd_h] <= sd_q) sd_e += sd_h;",
-              f"        {a.var} = sd_c + sd_e;"]
-    stm.put(sg.a_pre, 4, lines)
-    lines.append(f"        {b.var} = sd_bs[sd_warp][sd_e] + (sd_q - sd_excl[sd_warp][sd_e]);")
-    stm.put(sg.b_pre, 4, lines)
-    lines.append(f"        const unsigned sd_key = (unsigned)({c(sg.key)});")
-    if vdt:
-        lines.append(f"        const {vt} sd_val = {c(sg.value, vdt)};")
-    if mode == "global":
-        lines += ["        const long long sd_off = (long long)sd_key - sd_lo;",
-                  "        if (sd_off >= 0 && sd_off < 32LL * sd_nw) {",
-                  "          atomicOr(&sd_bm[sd_off >> 5], 1u << (sd_off & 31));"]
-        if vdt:
-            lines.append("          " + ATOMIC_ADD[vdt].format(p="sd_dv[sd_key]", v="sd_val") + ";")
-        lines.append("        }")
+              f"{pad}for (int sd_h = 16; sd_h > 0; sd_h >>= 1)",
+              f"{pad}  if (sd_excl[sd_warp][sd_e + sd_h] <= sd_q) sd_e += sd_h;",
+              f"{pad}{a.var} = sd_c + sd_e;"]
+    stm.put(sg.a_pre, d, lines)
+    lines.append(f"{pad}{b.var} = sd_bs[sd_warp][sd_e] + (sd_q - sd_excl[sd_warp][sd_e]);")
+    stm.put(sg.b_pre, d, lines)
+    if agg:
+        lines.append(f"{pad}sd_key = (unsigned)({c(sg.key)}); sd_val = {c(sg.value, vdt)};")
     else:
-        lines += ["        unsigned sd_s = (sd_key * 2654435769u) >> (32 - sd_lg);  // Fibonacci hashing",
-                  "        while (true) {",
-                  "          unsigned sd_old = sd_tk[sd_s];",
-                  "          if (sd_old == 0xffffffffu) {",
-                  "            sd_old = atomicCAS(&sd_tk[sd_s], 0xffffffffu, sd_key);",
-                  "            if (sd_old == 0xffffffffu) { ++sd_new; break; }",
-                  "          }",
-                  "          if (sd_old == sd_key) break;",
-                  "          sd_s = (sd_s + 1) & sd_mask;",
-                  "        }"]
+        lines.append(f"{pad}const unsigned sd_key = (unsigned)({c(sg.key)});")
         if vdt:
-            lines.append("        " + ATOMIC_ADD[vdt].format(p="sd_tv[sd_s]", v="sd_val") + ";")
+            lines.append(f"{pad}const {vt} sd_val = {c(sg.value, vdt)};")
+    if mode == "global":
+        lines += [f"{pad}const long long sd_off = (long long)sd_key - sd_lo;",
+                  f"{pad}if (sd_off >= 0 && sd_off < 32LL * sd_nw) {{",
+                  f"{pad}  atomicOr(&sd_bm[sd_off >> 5], 1u << (sd_off & 31));"]
+        if vdt and not agg:
+            lines.append(f"{pad}  " + ATOMIC_ADD[vdt].format(p="sd_dv[sd_key]", v="sd_val") + ";")
+        lines.append(f"{pad}}}" + (" else sd_key = 0xffffffffu;  // another window's" if agg else ""))
+    else:
+        decl = "" if agg else "unsigned "
+        lines += [f"{pad}{decl}sd_s = (sd_key * 2654435769u) >> (32 - sd_lg);  // Fibonacci hashing",
+                  f"{pad}while (true) {{",
+                  f"{pad}  unsigned sd_old = sd_tk[sd_s];",
+                  f"{pad}  if (sd_old == 0xffffffffu) {{",
+                  f"{pad}    sd_old = atomicCAS(&sd_tk[sd_s], 0xffffffffu, sd_key);",
+                  f"{pad}    if (sd_old == 0xffffffffu) {{ ++sd_new; break; }}",
+                  f"{pad}  }}",
+                  f"{pad}  if (sd_old == sd_key) break;",
+                  f"{pad}  sd_s = (sd_s + 1) & sd_mask;",
+                  f"{pad}}}"]
+    if vdt and not agg:
+        lines.append(f"{pad}" + ATOMIC_ADD[vdt].format(p="sd_tv[sd_s]", v="sd_val") + ";")
+    if agg:
+        # the lanes of one key (one slot): the lowest adds the others' values (shuffles), then one atomic;
+        # rows of a power-law matrix meet its popular columns in many products at once
+        target = "sd_dv[sd_key]" if mode == "global" else "sd_tv[sd_s]"
+        lines += ["        }",
+                  "        const unsigned sd_peers = __match_any_sync(0xffffffffu, sd_key);",
+                  "        const bool sd_lead = sd_key != 0xffffffffu && (sd_peers & ((1u << sd_lane) - 1u)) == 0u;",
+                  "        unsigned sd_rem = sd_lead ? sd_peers & (sd_peers - 1u) : 0u;",
+                  "        while (__any_sync(0xffffffffu, sd_rem != 0u)) {",
+                  "          const int sd_src = sd_rem ? __ffs(sd_rem) - 1 : sd_lane;",
+                  f"          const {vt} sd_t = __shfl_sync(0xffffffffu, sd_val, sd_src);",
+                  "          if (sd_rem) { sd_val += sd_t; sd_rem &= sd_rem - 1u; }",
+                  "        }",
+                  "        if (sd_lead) " + ATOMIC_ADD[vdt].format(p=target, v="sd_val") + ";"]
     lines += ["      }", "      __syncwarp();", "    }"]
     lines += [f"    {sync};"]
     if mode == "global":
