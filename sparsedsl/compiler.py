@@ -231,10 +231,11 @@ class _Plan:
             self.zeros = cuda_cupy.zeros if backend == "cuda" else np.zeros  # outputs where the kernel runs
             fn, source = build(low.function)                     # render + compile (cached)
             ttype = self.rewritten.types[st.target.tensor]
-            getters = [self.getter(low.arguments[p], ttype) for p in low.function.params]
-            if backend == "cpu" and not low.converted:  # one generated function instead of the getters
-                getters = _argument_function([low.arguments[p] for p in low.function.params], ttype,
-                                             self.rewritten, low.dense_volume)
+            whats = [low.arguments[p] for p in low.function.params]
+            if backend == "cpu" and not low.converted:  # one generated function instead of a getter each
+                getters = _argument_function(whats, ttype, self.rewritten, low.dense_volume)
+            else:
+                getters = [self.getter(w, ttype) for w in whats]
             self.steps.append((st, low, fn, source))
             self.getters.append(getters)
             _dump(low, source)

@@ -143,7 +143,6 @@ class _Lowering:
             pos = ("level", *crd[1:4], "pos")
             self.arguments["prefetch_"] = ("scattered", pos if pos in self.arguments.values() else None, crd)
             params.append("prefetch_")
-            body = _map_stmts(body, lambda s: [replace(s, when="prefetch_")] if isinstance(s, Prefetch) else [s])
         fn = Function(f"stmt{self.index}", params, body)
         innermost = self.order[-1] if self.order else None
         if not any(innermost in op.vars for op in self.operands.values()):
@@ -904,7 +903,7 @@ def _prefetch_gathers(stmts) -> list:
                     lead = node.slice.elts[0] if isinstance(node.slice, pyast.Tuple) else node.slice
                     if isinstance(lead, pyast.Name) and lead.id == first.target:
                         gathered.setdefault(node.value.id, isinstance(node.slice, pyast.Tuple))
-        hints = [Prefetch(a, crd, f.var, 32, True) if row else Prefetch(a, crd, f.var) for a, row in gathered.items()]
+        hints = [Prefetch(a, crd, f.var, 32 if row else 64, row, "prefetch_") for a, row in gathered.items()]
         return [replace(f, body=[*hints, *f.body])]
     return _map_stmts(stmts, add)
 
