@@ -2,7 +2,7 @@
 
 CSR SpMV float32 on a banded and a random-column matrix (16 entries per row), CSR SpMM with 64
 dense columns, SDDMM (rank 64, against torch.sparse.sampled_addmm), SpGEMM A*A of a random-column and a power-law
-matrix (against cuSPARSE through cupyx and torch),
+matrix (against cuSPARSE through cupyx and torch), (U Vᵀ + S)·X kept factored (against the dense product),
 fp16 weights in nm(2,4) / nm(2,8) / bitmap (70% sparse), 8192 x 8192, times 16 fp16 columns (against
 dense cuBLAS fp16 through torch.matmul and torch's 2:4 semi-structured matmul; kernel-only and whole
 call), device copy bandwidth, and NVRTC compile times (cold, and from the disk cache in a fresh process,
@@ -132,6 +132,29 @@ def spmm_case(name, A, cols, results, batch):
                      "cusparse_GFLOPs": flops / t_cs / 1e9, "speedup_vs_cusparse": t_cs / t_sd}
     print(f"{name:28s} sparsedsl {t_sd * 1e3:8.3f} ms {flops / t_sd / 1e9:7.0f} GFLOP/s | cuSPARSE "
           f"{t_cs * 1e3:8.3f} ms {flops / t_cs / 1e9:7.0f} GFLOP/s | x{t_cs / t_sd:5.2f} | err {err:.1e}", flush=True)
+
+
+def composite_case(name, results, n=8192, rank=16, density=0.01, cols=64):
+    """(U Vᵀ + S)·X kept factored, against the dense product A·X (cuBLAS, A materialised once): the
+    GPU row of the composite benchmark (benchmarks/composite.py has the CPU one)."""
+    import cupy as cp
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(7)
+    U, V = (rng.standard_normal((n, rank)).astype(np.float32) for _ in range(2))
+    S = sd.asformat(sp.random(n, n, density=density, random_state=8, format="csr", dtype=np.float32), "csr")
+    A = (sd.lowrank(U, V) + S).to("cuda")
+    X = cp.asarray(rng.standard_normal((n, cols)).astype(np.float32))
+    dense = cp.asarray(U) @ cp.asarray(V).T + cp.asarray(S.to_numpy())
+    kernel = sd.compile("Y[i,n] = A[i,j] * X[j,n]")
+    Y, want = kernel(A=A, X=X), dense @ X
+    err = float(cp.abs(Y - want).max() / cp.abs(want).max())
+    t_sd = gpu_time(lambda: kernel(A=A, X=X), reps=7, batch=10)
+    t_dense = gpu_time(lambda: dense @ X, reps=7, batch=10)
+    results[name] = {"n": n, "rank": rank, "S_density": density, "cols": cols, "max_rel_err": err,
+                     "sparsedsl_s": t_sd, "dense_cublas_s": t_dense, "speedup_vs_dense": t_dense / t_sd}
+    print(f"{name:28s} sparsedsl {t_sd * 1e3:8.3f} ms | dense cuBLAS {t_dense * 1e3:8.3f} ms | "
+          f"x{t_dense / t_sd:5.2f} | err {err:.1e}", flush=True)
 
 
 def sddmm_case(name, S, rank, results):
@@ -378,6 +401,7 @@ def main(argv=None):
         ("sddmm_banded_f32_rank64", lambda c: sddmm_case(c, banded(n // 8, 16, np.float32), 64, results)),
         ("spgemm_random_f32", lambda c: spgemm_case(c, random_columns(n // 64, 8, np.float32), results)),
         ("spgemm_powerlaw_f32", lambda c: spgemm_case(c, power_law(n // 64, 8, np.float32), results)),
+        ("composite_lowrank_sparse_8192", lambda c: composite_case(c, results)),
         ("skinny_sweep", lambda c: skinny_sweep(results)),
         ("skinny_nm24_fp16_8192x8192x16", lambda c: skinny_case(c, "nm(2,4)", results)),
         ("skinny_nm28_fp16_8192x8192x16", lambda c: skinny_case(c, "nm(2,8)", results)),

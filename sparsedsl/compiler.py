@@ -71,8 +71,11 @@ class Kernel:
         for p in params:
             if p.name not in values:
                 raise DSLError(f"no operand was given for {p.name!r}", p.span)
-            bound[p.name] = _pack(values[p.name], p) if backend == "cpu" else \
-                cuda_cupy.pack(values[p.name], p, _pack)
+            v = values[p.name]
+            if isinstance(v, composite.Composite):
+                bound[p.name] = v.to(backend)  # its factors, where the kernel runs
+            else:
+                bound[p.name] = _pack(v, p) if backend == "cpu" else cuda_cupy.pack(v, p, _pack)
         return bound
 
     def _bind_ready(self, args, kwargs):
@@ -177,7 +180,7 @@ def _dense_as_is(value: np.ndarray, param: A.Param) -> bool:
 def _pack(value, param: A.Param):
     """Put an operand into its declared format (numpy arrays stay numpy for dense operands)."""
     if isinstance(value, composite.Composite):
-        return value  # algebra over its factors, whatever format is declared: the rewrite stage expands it
+        return value.to("cpu")  # algebra over its factors, whatever format is declared: the rewrite stage expands it
     if isinstance(value, np.ndarray) and _dense_as_is(value, param):
         return value  # the common case: a dense numpy operand, used as it is
     if isinstance(value, SparseTensor) and param.format is not None and not value.format.is_dense and \

@@ -14,6 +14,8 @@ cached per composite structure, never per value.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .errors import FormatError
@@ -54,6 +56,24 @@ class Composite:
     def to_numpy(self) -> np.ndarray:
         raise NotImplementedError
 
+    @property
+    def device(self) -> str:
+        """"cuda" when every factor is on the GPU (after ``.to("cuda")``), else "cpu"."""
+        return "cuda" if all(_on_device(p) for p in self.parts()) else "cpu"
+
+    def to(self, device: str):
+        """The same composite with every factor on ``device`` ("cuda" or "cpu"); kernels called with
+        it run there. No copy of a factor that is already there."""
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        moved = copy.copy(self)
+        for name, v in vars(self).items():
+            if isinstance(v, tuple):
+                setattr(moved, name, tuple(_move(f, device) for f in v))
+            elif hasattr(v, "shape"):
+                setattr(moved, name, _move(v, device))
+        return moved
+
     def materialize(self):
         """The operand as a plain tensor, with presence: a SparseTensor (COO) when the algebra of
         stored entries leaves entries absent (a Kronecker product of sparse factors), else numpy.
@@ -70,20 +90,23 @@ class Composite:
 
 
 def _factor(x, what: str):
-    """A factor as a numpy array (dense, C-contiguous, supported dtype) or a SparseTensor."""
+    """A factor as a numpy or cupy array (dense, C-contiguous, supported dtype) or a SparseTensor."""
     if isinstance(x, SparseTensor):
-        return x.to_numpy() if x.format.is_dense else x
-    if hasattr(x, "tocsr"):  # scipy.sparse
-        return asformat(x, "csr")
+        return x.to_numpy() if x.format.is_dense and x.device == "cpu" else x
+    if hasattr(x, "tocsr"):  # scipy.sparse, or cupyx.scipy.sparse (packed on the host, kept on the device)
+        return asformat(x, "csr") if not _on_device(x) else asformat(x.get(), "csr").to("cuda")
     if isinstance(x, Composite):
         raise FormatError(f"{what} is itself a composite ({x.kind}); nest composites by materialising the "
                           f"inner one or by writing the product in index notation")
-    arr = np.asarray(x)
+    if _on_device(x):  # cupy, torch CUDA: kept on the device, C-contiguous
+        from .backends import cuda_cupy
+
+        arr = cuda_cupy.pack(x, _DENSE_PARAM, None)
+    else:
+        arr = np.ascontiguousarray(x)
     if arr.dtype.kind not in "biuf" or arr.dtype.itemsize > 8:
         raise FormatError(f"{what} has dtype {arr.dtype}; use float32, float64, int32, int64 or bool")
-    if arr.dtype.kind == "u":
-        arr = arr.astype(np.int64)
-    return np.ascontiguousarray(arr)
+    return arr.astype(np.int64) if arr.dtype.kind == "u" else arr
 
 
 def _density(p) -> float:
@@ -96,7 +119,35 @@ def _density(p) -> float:
 
 
 def _dense(p):
+    """A factor as a host numpy array."""
+    p = _move(p, "cpu")
     return p.to_numpy() if isinstance(p, SparseTensor) else p
+
+
+def _on_device(p) -> bool:
+    from .backends.cuda_cupy import on_device
+
+    return on_device(p)
+
+
+def _move(p, device: str):
+    """A factor (array or SparseTensor) on ``device``."""
+    if isinstance(p, SparseTensor):
+        return p.to(device)
+    if device == "cuda":
+        from .backends.cuda_cupy import to_device
+
+        return p if _on_device(p) else to_device(p)
+    return p.get() if _on_device(p) else p
+
+
+class _DenseParam:
+    """What ``cuda_cupy.pack`` needs to know of a dense factor."""
+
+    kind, format = "tensor", "dense"
+
+
+_DENSE_PARAM = _DenseParam()
 
 
 # ---- Kronecker products ------------------------------------------------------------------------
@@ -128,7 +179,7 @@ class Kron(Composite):
 
     @property
     def T(self) -> Kron:
-        return Kron([f.T if isinstance(f, SparseTensor) else np.ascontiguousarray(f.T) for f in self.factors])
+        return Kron([f.T if isinstance(f, SparseTensor) else f.T.copy(order="C") for f in self.factors])
 
     def to_numpy(self):
         out = _dense(self.factors[0])
@@ -137,6 +188,8 @@ class Kron(Composite):
         return out.astype(self.dtype, copy=False)
 
     def materialize(self):
+        if self.device != "cpu":
+            return self.to("cpu").materialize()
         if all(isinstance(f, np.ndarray) for f in self.factors):
             return self.to_numpy()
         # entries are present where every factor stores one: the Kronecker product of patterns
@@ -205,7 +258,7 @@ class LowRank(Composite):
             return NotImplemented
         S = _factor(other, "the sparse part of lowrank(U, V) + S")
         if not isinstance(S, SparseTensor):
-            S = asformat(S, "csr")
+            S = _move(asformat(_dense(S), "csr"), "cuda" if _on_device(S) else "cpu")
         if tuple(S.shape) != self.shape:
             raise FormatError(f"lowrank(U, V) + S: S has shape {tuple(S.shape)} but U Vᵀ has shape {self.shape}")
         return LowRankPlusSparse(self.U, self.V, S)
@@ -237,7 +290,7 @@ class LowRankPlusSparse(Composite):
         return LowRankPlusSparse(self.V, self.U, self.S.T)
 
     def to_numpy(self):
-        return (_dense(self.U) @ _dense(self.V).T + self.S.to_numpy()).astype(self.dtype, copy=False)
+        return (_dense(self.U) @ _dense(self.V).T + _dense(self.S)).astype(self.dtype, copy=False)
 
 
 def lowrank(U, V) -> LowRank:
@@ -313,6 +366,7 @@ def monarch(L, R, nblocks: int | None = None) -> Monarch:
     >>> M.shape
     (4, 4)
     """
+    on_gpu = _on_device(L) or _on_device(R)
     L, R = _dense(_factor(L, "L")), _dense(_factor(R, "R"))
     if L.ndim == 2 or R.ndim == 2:
         if nblocks is None:
@@ -321,7 +375,8 @@ def monarch(L, R, nblocks: int | None = None) -> Monarch:
         # blocks of the block-diagonal L act on the permuted vector: stack (p, s, k) as the paper does
     elif nblocks is not None and R.shape[0] != nblocks:
         raise FormatError(f"monarch(L, R, nblocks): R holds {R.shape[0]} blocks, but nblocks={nblocks}")
-    return Monarch(np.ascontiguousarray(L), np.ascontiguousarray(R))
+    M = Monarch(np.ascontiguousarray(L), np.ascontiguousarray(R))
+    return M.to("cuda") if on_gpu else M  # checked on the host, kept where it came from
 
 
 def _blocks(M, nblocks, what):
@@ -360,6 +415,7 @@ def unsplit(checked, results: dict) -> dict:
     for name, t in checked.reshaped.items():
         r = results[name]
         if isinstance(r, SparseTensor):
+            device, r = r.device, r.to("cpu")  # regrouping coordinates is host work
             coords, vals = r.coordinates()
             merged, k = [], 0
             for n in t.shape:  # consecutive split dimensions whose extents multiply to n
@@ -369,19 +425,23 @@ def unsplit(checked, results: dict) -> dict:
                     prod *= r.shape[k]
                     k += 1
                 merged.append(c)
-            results[name] = from_coordinates(np.array(merged).reshape(len(t.shape), -1), vals, t.shape, t.format)
+            merged_t = from_coordinates(np.array(merged).reshape(len(t.shape), -1), vals, t.shape, t.format)
+            results[name] = merged_t.to(device)
         else:
-            results[name] = np.asarray(r).reshape(t.shape)
+            results[name] = r.reshape(t.shape)
     return results
 
 
 def _split(v, splits, perm):
+    """``v`` with its dimensions split (``splits``: the new extents of each) and permuted, on the
+    device it is on."""
     from .lang.rewrite import split_format
 
     shape = tuple(n for s in splits for n in s)
     if isinstance(v, SparseTensor) and not v.format.is_dense:
         if all(len(s) == 1 for s in splits):
             return v
+        device, v = v.device, v.to("cpu")  # regrouping coordinates is host work
         coords, vals = v.coordinates()
         new = []
         for d, s in enumerate(splits):
@@ -390,6 +450,6 @@ def _split(v, splits, perm):
                 stride //= n
                 new.append((coords[d] // stride) % n)
         return from_coordinates(np.array(new, dtype=np.int64).reshape(len(shape), -1), vals, shape,
-                                split_format(v.format, splits))
-    arr = (v.to_numpy() if isinstance(v, SparseTensor) else np.asarray(v)).reshape(shape)
-    return np.ascontiguousarray(arr.transpose(perm)) if perm is not None else arr
+                                split_format(v.format, splits)).to(device)
+    arr = (v.to_numpy() if isinstance(v, SparseTensor) else v).reshape(shape)  # numpy or cupy
+    return arr.transpose(perm).copy(order="C") if perm is not None else arr

@@ -83,13 +83,13 @@ def available() -> bool:
 
 def on_device(value) -> bool:
     """Whether ``value`` lives on a GPU (cupy / cupyx.scipy.sparse, a torch CUDA tensor, a SparseTensor
-    moved with ``.to("cuda")``). Needs no cupy import."""
+    or a composite moved with ``.to("cuda")``). Needs no cupy import."""
     mod = type(value).__module__
     if mod.startswith(("cupy", "cupyx")):
         return True
     if mod.startswith("torch"):
         return bool(getattr(value, "is_cuda", False))
-    return getattr(value, "device", None) == "cuda" and hasattr(value, "levels")
+    return getattr(value, "device", None) == "cuda" and (hasattr(value, "levels") or hasattr(value, "parts"))
 
 
 def zeros(shape, dtype):

@@ -1,0 +1,103 @@
+"""Composite operands (kron, lowrank + sparse, monarch) on the CUDA backend: the same kernels as
+tests/test_composite.py, run on the GPU and compared with the dense interpreter on the host."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsedsl as sd
+from sparsedsl.backends import cuda_cupy
+from sparsedsl.tensor import SparseTensor
+
+HAVE_GPU = cuda_cupy.available()
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")
+
+
+def _csr(rng, m, n, density):
+    return sd.asformat(sp.random(m, n, density=density, random_state=rng, format="csr"), "csr")
+
+
+def _cases(rng):
+    """(expression, output formats, operands), each operand on the host."""
+    K = sd.kron(rng.standard_normal((6, 5)), _csr(rng, 7, 4, 0.5))
+    K3 = sd.kron(rng.standard_normal((3, 2)), rng.standard_normal((4, 3)), rng.standard_normal((2, 5)))
+    A = sd.lowrank(rng.standard_normal((40, 3)), rng.standard_normal((30, 3))) + _csr(rng, 40, 30, 0.1)
+    L = sd.lowrank(rng.standard_normal((20, 2)), rng.standard_normal((9, 2)))
+    M = sd.monarch(rng.standard_normal((4, 5, 3)), rng.standard_normal((3, 4, 6)))
+    Ks = sd.kron(_csr(rng, 5, 6, 0.4), _csr(rng, 4, 3, 0.5))
+    P = _csr(rng, 40, 30, 0.2)
+    return {
+        "kron_matvec": ("y[i] = K[i,j] * x[j]", {}, {"K": K, "x": rng.standard_normal(20)}),
+        "kron_transposed": ("y[j] = K[i,j] * z[i]", {}, {"K": K, "z": rng.standard_normal(42)}),
+        "kron3_matmat": ("Y[i,n] = K[i,j] * X[j,n]", {}, {"K": K3, "X": rng.standard_normal((30, 4))}),
+        "lowrank_plus_sparse": ("Y[i,n] = A[i,j] * X[j,n]", {}, {"A": A, "X": rng.standard_normal((30, 8))}),
+        "sum_of_terms": ("Y[i,n] = sum[j](A[i,j] * X[j,n]) - 2 * Z[i,n]", {},
+                         {"A": A, "X": rng.standard_normal((30, 3)), "Z": rng.standard_normal((40, 3))}),
+        "monarch": ("y[i] = M[i,j] * x[j]", {}, {"M": M, "x": rng.standard_normal(18)}),
+        "monarch_T": ("y[i] = M[i,j] * x[j]", {}, {"M": M.T, "x": rng.standard_normal(20)}),
+        "composite_times_composite": ("C[i,j] = K[i,l] * L[l,j]", {},
+                                      {"K": sd.kron(rng.standard_normal((4, 5)), rng.standard_normal((3, 4))), "L": L}),
+        "sparse_kron": ("y[i] = K[i,j] * x[j]", {}, {"K": Ks, "x": rng.standard_normal(18)}),
+        "sddmm_lowrank_plus_sparse": ("C[i,j] = P[i,j] * A[i,j]", {"C": "csr"}, {"P": P, "A": A}),
+        "temporaries": ("let t[i] = K[i,j] * x[j]\ny[i] = relu(t[i]) + 2 * t[i]", {},
+                        {"K": K, "x": rng.standard_normal(20)}),
+    }
+
+
+CASES = sorted(_cases(np.random.default_rng(0)))
+
+
+def _host(r):
+    if isinstance(r, SparseTensor):
+        assert r.device == "cuda"
+        return r.to("cpu").to_numpy()
+    assert cuda_cupy.on_device(r)
+    return r.get()
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", CASES)
+def test_composite_kernels_on_the_gpu_match_the_interpreter(case):
+    expr, formats, operands = _cases(np.random.default_rng(0))[case]
+    k = sd.compile(expr, **formats)
+    ref = k.reference(**operands)
+    ref = ref.to_numpy() if isinstance(ref, SparseTensor) else np.asarray(ref)
+    # host operands, the backend asked for: composites are moved to the device with their factors
+    np.testing.assert_allclose(_host(k(backend="cuda", **operands)), ref, rtol=1e-9, atol=1e-9)
+    # device operands: the backend follows them
+    on_gpu = {n: v.to("cuda") if hasattr(v, "to") else cuda_cupy.to_device(v) for n, v in operands.items()}
+    assert all(cuda_cupy.on_device(v) for v in on_gpu.values())
+    np.testing.assert_allclose(_host(k(**on_gpu)), ref, rtol=1e-9, atol=1e-9)
+
+
+@gpu
+@pytest.mark.gpu
+def test_composites_built_from_device_arrays_stay_there():
+    import cupy as cp
+
+    rng = np.random.default_rng(1)
+    B, C, x = rng.standard_normal((5, 4)), rng.standard_normal((3, 6)), rng.standard_normal(24)
+    K = sd.kron(cp.asarray(B), cp.asarray(C))
+    assert K.device == "cuda"
+    y = sd.compute("y[i] = K[i,j] * x[j]", K=K, x=cp.asarray(x))
+    np.testing.assert_allclose(y.get(), np.kron(B, C) @ x, rtol=1e-12)
+    U, V = cp.asarray(rng.standard_normal((8, 2))), cp.asarray(rng.standard_normal((7, 2)))
+    S = cp.asarray(sp.random(8, 7, density=0.3, random_state=2).toarray())
+    A = sd.lowrank(U, V) + S
+    assert A.device == "cuda" and A.S.device == "cuda"
+    np.testing.assert_allclose(A.to_numpy(), (U @ V.T + S).get(), rtol=1e-12)
+    M = sd.monarch(cp.asarray(rng.standard_normal((2, 3, 2))), cp.asarray(rng.standard_normal((2, 2, 3))))
+    assert M.device == "cuda"
+
+
+def test_moving_a_composite_keeps_its_algebra():
+    rng = np.random.default_rng(3)
+    A = sd.lowrank(rng.standard_normal((6, 2)), rng.standard_normal((5, 2))) + _csr(rng, 6, 5, 0.4)
+    assert A.device == "cpu" and A.to("cpu").device == "cpu"
+    np.testing.assert_array_equal(A.to("cpu").to_numpy(), A.to_numpy())
+    with pytest.raises(ValueError, match="device"):
+        A.to("tpu")
+    if not HAVE_GPU:
+        with pytest.raises(cuda_cupy.CudaUnavailable, match="pip install"):
+            A.to("cuda")
