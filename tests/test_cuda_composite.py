@@ -101,3 +101,28 @@ def test_moving_a_composite_keeps_its_algebra():
     if not HAVE_GPU:
         with pytest.raises(cuda_cupy.CudaUnavailable, match="pip install"):
             A.to("cuda")
+
+
+def test_dense_contraction_steps_are_recognised_for_cublas():
+    """The factored steps of (U Vᵀ + S)·X, Vᵀ·X and U·(..), are dense contractions (cuBLAS on the GPU);
+    the sparse step S·X added into the target is not."""
+    from sparsedsl.backends.cuda_plan import dense_contraction
+    from sparsedsl.lang.lower import lower
+
+    rng = np.random.default_rng(4)
+    A = sd.lowrank(rng.standard_normal((30, 3)), rng.standard_normal((20, 3))) + _csr(rng, 30, 20, 0.2)
+    k = sd.compile("Y[i,n] = A[i,j] * X[j,n]")
+    plan = k.plan(k.bind((), {"A": A, "X": rng.standard_normal((20, 4))}))
+    found = [dense_contraction(lower(plan.rewritten, st, i, {"backend": "cuda"}).function)
+             for i, (st, *_) in enumerate(plan.steps)]
+    assert [c is not None for c in found] == [True, True, False]
+    vtx, u_t = found[0], found[1]
+    assert not vtx.accumulate and not u_t.accumulate
+    ins, out = vtx.spec.split("->")
+    assert len(out) == 2 and set(ins.split(",")[0]) & set(ins.split(",")[1]) - set(out)  # a contracted index
+    # a stored product whose loops do not cover whole extents, or a sum of terms, is not one
+    k2 = sd.compile("Y[i,n] = A[i,j] * X[j,n] + Z[i,n]")
+    plan2 = k2.plan(k2.bind((), {"A": rng.standard_normal((5, 4)), "X": rng.standard_normal((4, 3)),
+                                 "Z": rng.standard_normal((5, 3))}))
+    assert all(dense_contraction(lower(plan2.rewritten, st, i, {"backend": "cuda"}).function) is None
+               for i, (st, *_) in enumerate(plan2.steps) if "Z" in str(st))

@@ -6,6 +6,8 @@ cupy, run as a sequence of host steps:
   reduction the lanes per iteration (1..32) are chosen per call from the loop's average work;
 - a pass of SpGEMM's row-by-row assembly (``cuda_spgemm``) is up to three launches (a warp per row,
   then a block per longer row, then a global workspace per longest row), the rows' bins read back once;
+- a function that is one dense contraction (``cuda_plan.dense_contraction``: the factored
+  products of composites, U·(Vᵀ·X)) is ``cupy.einsum``, that is cuBLAS, for float32/float64;
 - the prefix sum of a two-phase assembly (``offs[r + 1] = offs[r] + counts[r]``) is ``cupy.cumsum``;
 - any other run of statements is a kernel of one thread (correct, slow: ``explain`` says so).
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from ..lang import loopir as L
 from . import cache, cuda_schedules, cuda_spgemm
+from .cuda_plan import dense_contraction
 from .cuda_render import (
     ATOMIC_DTYPES,  # noqa: F401 (re-exported)
     PREAMBLE,
@@ -702,6 +705,7 @@ class Compiled:
     def __init__(self, fn: L.Function):
         self.fn = fn
         self.specs: dict = {}
+        self.contraction = dense_contraction(fn)
 
     def __call__(self, *args, work: int = 0):
         cp = cupy()
@@ -720,6 +724,8 @@ class Compiled:
         if "out_cap" in named:  # the first guess of a growable output's size: as large as the inputs
             named["out_cap"] = max(int(named["out_cap"]), sum(int(v.size) for v in named.values()
                                                              if hasattr(v, "__cuda_array_interface__")))
+        if self.contraction is not None and _cublas_types(named, self.contraction):
+            return _contract(named, self.contraction)
         sig = signature(named)
         key = tuple(sorted(sig.items()))
         spec = self.specs.get(key)
@@ -728,12 +734,36 @@ class Compiled:
         return spec.run(named)
 
     def describe(self) -> str:
+        if self.contraction is not None:
+            c = self.contraction
+            head = f"// {self.fn.name}: a dense contraction, cupy.einsum('{c.spec}', {c.left}, {c.right}) " \
+                   f"{'added into' if c.accumulate else 'stored in'} out (cuBLAS) for float32/float64 operands"
+            return "\n".join([head] + [s.describe() for s in self.specs.values()])
         if not self.specs:
             return f"// {self.fn.name}: CUDA source is rendered at the first call, for the operands' dtypes"
         return "\n".join(s.describe() for s in self.specs.values())
 
     def __str__(self):
         return self.describe()
+
+
+def _cublas_types(named: dict, c) -> bool:
+    """Whether cuBLAS computes this contraction as the kernel would: cupy arrays of one float32 or
+    float64 dtype (16-bit operands keep the kernels, which accumulate in float32)."""
+    cp = cupy()
+    arrays = [named[c.left], named[c.right], named["out"]]
+    return all(type(a) is cp.ndarray and a.dtype == arrays[2].dtype for a in arrays) and \
+        arrays[2].dtype in (np.float32, np.float64)
+
+
+def _contract(named: dict, c):
+    """A dense contraction step (``cuda_plan.Contraction``) through cuBLAS."""
+    out, product = named["out"], cupy().einsum(c.spec, named[c.left], named[c.right])
+    if c.accumulate:
+        out += product
+    else:
+        out[...] = product
+    return out
 
 
 def build(fn: L.Function):

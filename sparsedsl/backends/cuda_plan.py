@@ -12,6 +12,7 @@ Nothing here needs cupy or a GPU.
 from __future__ import annotations
 
 import ast as pyast
+import dataclasses
 import functools
 
 import numpy as np
@@ -390,3 +391,80 @@ def _collapse_shape(loop: L.For):
            for x in _walk(inner.body)):
         return None  # a scatter (out[..] += ..): the inner index may be a reduction index
     return inner
+
+
+# ---- dense contractions: cuBLAS ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Contraction:
+    """A function that is one dense contraction ``out[o..] (=|+=) Σ_r left[..] * right[..]``, every
+    loop over a whole extent: the CUDA backend hands it to cuBLAS through ``cupy.einsum`` (the
+    factored products of composites, U·(Vᵀ·X), are such steps)."""
+
+    spec: str  # einsum subscripts, "jr,jn->rn"
+    left: str
+    right: str
+    accumulate: bool
+
+
+def dense_contraction(fn: L.Function) -> Contraction | None:
+    """``fn`` as a :class:`Contraction` when its body is exactly a perfect nest of output loops, the
+    accumulator's start at zero, a perfect nest of reduction loops around ``acc += A[..] * B[..]``,
+    and the store of ``acc`` into ``out`` at the output loops' indices; else None."""
+    params = set(fn.params)
+
+    def nest(body, stop_at):
+        """(the variables of a perfect nest of whole-extent loops, the innermost body), stopping at
+        the first loop whose body satisfies ``stop_at``; None without a loop."""
+        loops = []
+        while len(body) == 1 and isinstance(body[0], L.For) and not body[0].private and body[0].start == "0" \
+                and body[0].stop in params:
+            loops.append(body[0].var)
+            body = body[0].body
+            if stop_at(body):
+                break
+        return (loops, body) if loops else None
+
+    def is_core(body):
+        return len(body) == 3 and isinstance(body[0], L.Assign) and body[0].target == "acc"
+
+    got = nest(fn.body, is_core)
+    if got is None or not is_core(got[1]):
+        return None
+    outer, (init, red, store) = got
+    if init.op is not None or init.value not in ("0", "0.0") or not isinstance(red, L.For):
+        return None
+    got = nest([red], lambda body: False)
+    if got is None or len(got[1]) != 1 or not isinstance(got[1][0], L.Assign):
+        return None
+    inner, (term,) = got
+    if term.target != "acc" or term.op != "+" or not isinstance(store, L.Assign) or store.value != "acc" \
+            or store.op not in (None, "+"):
+        return None
+    product, target = _parse(term.value), _parse(store.target)
+    if not (isinstance(product, pyast.BinOp) and isinstance(product.op, pyast.Mult)):
+        return None
+    operands = [_subscript_vars(e) for e in (product.left, product.right, target)]
+    if any(o is None for o in operands) or operands[2][0] != "out" or list(operands[2][1]) != outer:
+        return None
+    (left, lv), (right, rv) = operands[:2]
+    loops = outer + inner
+    if left not in params or right not in params or len(set(loops)) != len(loops) or \
+            any(len(set(v)) != len(v) or not set(v) <= set(loops) for v in (lv, rv)) or \
+            set(loops) != set(lv) | set(rv) or len(loops) > 26:
+        return None
+    letter = {v: chr(ord("a") + k) for k, v in enumerate(loops)}
+    spec = "".join(letter[v] for v in lv) + "," + "".join(letter[v] for v in rv) + "->" + \
+        "".join(letter[v] for v in outer)
+    return Contraction(spec, left, right, store.op == "+")
+
+
+def _subscript_vars(e):
+    """(array name, its index variables) of ``a[i, j]`` / ``a[i]``; None for anything else."""
+    if not (isinstance(e, pyast.Subscript) and isinstance(e.value, pyast.Name)):
+        return None
+    parts = e.slice.elts if isinstance(e.slice, pyast.Tuple) else [e.slice]
+    if not all(isinstance(p, pyast.Name) for p in parts):
+        return None
+    return e.value.id, tuple(p.id for p in parts)
