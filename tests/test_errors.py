@@ -128,34 +128,53 @@ def bitmap(mask, pos, values, shape=(2, 3)):
     return SparseTensor("bitmap", shape, [{}, {"mask": mask, "pos": pos}], values)
 
 
+def u32(*a):
+    return np.array(a, dtype=np.uint32)
+
+
 def test_valid_bitmap():
-    t = bitmap(u8(1, 0, 1, 0, 0, 1), i32(0, 2, 3), f64(1, 2, 3))
+    # one word per row: coordinate j is bit j (least significant first)
+    t = bitmap(u32(0b101, 0b100), i32(0, 2, 3), f64(1, 2, 3))
     np.testing.assert_array_equal(t.to_numpy(), [[1, 0, 2], [0, 0, 3]])
 
 
-def test_bitmap_mask_byte_of_two():
+def test_valid_bitmap_rows_of_several_words():
+    # 33 columns: two words per row; coordinate 32 is bit 0 of the row's second word
+    t = bitmap(u32(1, 1, 0x80000000, 0), i32(0, 2, 3), f64(1, 2, 3), shape=(2, 33))
+    want = np.zeros((2, 33))
+    want[0, 0], want[0, 32], want[1, 31] = 1, 2, 3
+    np.testing.assert_array_equal(t.to_numpy(), want)
+
+
+def test_bitmap_bit_in_the_row_padding():
+    # a row of 3 coordinates uses bits 0..2 of its word; bit 3 is padding
     with pytest.raises(FormatError) as ei:
-        bitmap(u8(1, 0, 2, 0, 0, 1), i32(0, 2, 3), f64(1, 2, 3))
+        bitmap(u32(0b101, 0b1100), i32(0, 2, 4), f64(1, 2, 3, 4))
     msg = str(ei.value)
-    assert "level 1" in msg and "mask[2] = 2" in msg
+    assert "level 1" in msg and "mask[1]" in msg and "parent 1" in msg and "coordinate 3" in msg
+    assert "padding" in msg
 
 
 def test_bitmap_pos_disagrees_with_mask():
     with pytest.raises(FormatError) as ei:
-        bitmap(u8(1, 0, 1, 0, 0, 1), i32(0, 1, 2), f64(1, 2))
+        bitmap(u32(0b101, 0b100), i32(0, 1, 2), f64(1, 2))
     msg = str(ei.value)
     assert "level 1" in msg and "disagree" in msg and "parent 0" in msg
 
 
 def test_bitmap_mask_length():
     with pytest.raises(FormatError) as ei:
-        bitmap(u8(1, 0, 1, 0, 0), i32(0, 2, 2), f64(1, 2))
-    assert "level 1" in str(ei.value) and "mask" in str(ei.value)
+        bitmap(u32(0b101, 0b100, 0), i32(0, 2, 3), f64(1, 2, 3))
+    msg = str(ei.value)
+    assert "level 1" in msg and "mask" in msg and "1 uint32 words per parent" in msg and "got 3" in msg
 
 
-def test_bitmap_mask_wrong_dtype():
-    with pytest.raises(FormatError, match="mask"):
-        bitmap(i32(1, 0, 1, 0, 0, 1), i32(0, 2, 3), f64(1, 2, 3))
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.uint64])
+def test_bitmap_mask_wrong_dtype(dtype):
+    # the old layout (one byte per coordinate) is refused, not read as bits
+    with pytest.raises(FormatError, match="mask.*uint32.*got dtype") as ei:
+        bitmap(np.array([1, 0, 1, 0, 0, 1], dtype=dtype), i32(0, 2, 3), f64(1, 2, 3))
+    assert "level 1" in str(ei.value)
 
 
 # ---- N:M -----------------------------------------------------------------------------------------
@@ -758,8 +777,9 @@ def raw_tensors(draw):
         arrays = {}
         for key in next(keys):
             n = draw(st.integers(0, 9))
-            if key == "mask":
-                arrays[key] = np.array(draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=np.uint8)
+            if key == "mask":  # words with low bits, padding bits, the top bit
+                words = st.sampled_from([0, 1, 2, 5, 0x10, 0x80000000, 0xFFFFFFFF])
+                arrays[key] = np.array(draw(st.lists(words, min_size=n, max_size=n)), dtype=np.uint32)
             elif name.startswith("nm"):
                 arrays[key] = np.array(draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 255]), min_size=n,
                                                      max_size=n)), dtype=np.uint8)

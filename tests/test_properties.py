@@ -128,6 +128,62 @@ def test_two_d_kernels_match_scipy(fmt, dtype):
                                a.multiply(a2).toarray(), **tol)
 
 
+BITMAP_PROGRAMS = [
+    ("y[i] = A[i,j] * x[j]", {"A": "bitmap", "x": "dense"}),  # the sum over a row's set bits
+    ("Y[i,n] = A[i,j] * X[j,n]", {"A": "bitmap", "X": "dense"}),
+    ("y[i] = max[j](A[i,j] * x[j])", {"A": "bitmap", "x": "dense"}),
+    ("C[i,j] = A[i,j] * B[i,j]", {"A": "bitmap", "B": "bitmap"}),  # co-iteration: two cursors
+    ("C[i,j] = A[i,j] + B[i,j]", {"A": "bitmap", "B": "csr"}),
+    ("C[i,j] = A[i,j] * B[i,j]", {"A": "bitmap", "B": "csr"}),
+    ("y[j] = A[i,j] * x[i]", {"A": "bitmap", "x": "dense"}),
+]
+
+
+@st.composite
+def bitmap_rows(draw, cols):
+    """A matrix of ``cols`` columns (not always a multiple of the mask's 32-bit words) whose rows are
+    empty, full, one entry at either end, or random."""
+    rows = draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    a = np.zeros((rows, cols))
+    for r in range(rows):
+        kind = draw(st.sampled_from(["empty", "full", "first", "last", "random", "random"]))
+        keep = {"empty": np.zeros(cols, bool), "full": np.ones(cols, bool),
+                "first": np.arange(cols) == 0, "last": np.arange(cols) == cols - 1,
+                "random": rng.random(cols) < draw(st.sampled_from([0.1, 0.5, 0.9]))}[kind]
+        a[r] = np.where(keep, rng.integers(1, 9, cols), 0)
+    return a
+
+
+def bitmap_case(data, cols, program, out_format):
+    """(kernel, operands) of a bitmap program on rows drawn by ``bitmap_rows``; checks the mask's
+    layout and the conversions on the way."""
+    expr, formats = program
+    a = data.draw(bitmap_rows(cols))
+    A = sd.asformat(a, "bitmap")
+    mask = A.levels[1]["mask"]
+    assert mask.dtype == np.uint32 and len(mask) == a.shape[0] * ((cols + 31) // 32)  # one bit per coordinate
+    np.testing.assert_array_equal(A.to_numpy(), a)
+    np.testing.assert_array_equal(sd.asformat(A, "csr").to_scipy().toarray(), a)
+    rng = np.random.default_rng(1)
+    b = data.draw(bitmap_rows(cols))[:1].repeat(a.shape[0], axis=0) if data.draw(st.booleans()) else \
+        np.where(rng.random(a.shape) < 0.5, rng.integers(1, 9, a.shape), 0).astype(float)
+    operands = {"A": A, "B": sd.asformat(b, formats.get("B", "csr")), "x": rng.integers(-3, 4, a.shape[1] if
+                "x[j]" in expr else a.shape[0]).astype(float), "X": rng.integers(-3, 4, (cols, 3)).astype(float)}
+    names = {n for n in ("A", "B", "x", "X") if f"{n}[" in expr}
+    out = "dense" if out_format == "dense" or expr.startswith(("y", "Y")) else "csr"
+    kernel = sd.compile(expr, out_format=out, **{n: formats[n] for n in names})
+    return kernel, {n: operands[n] for n in names}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), cols=st.sampled_from([1, 31, 32, 33, 64, 100]),
+       program=st.sampled_from(BITMAP_PROGRAMS), out_format=st.sampled_from(["dense", "csr"]))
+def test_bitmap_rows_across_word_boundaries_match_interpreter(data, cols, program, out_format):
+    kernel, operands = bitmap_case(data, cols, program, out_format)
+    assert_equal(kernel(**operands), kernel.reference(**operands))
+
+
 # programs whose sparse output is gathered in a workspace (a reduction index before an output one)
 WORKSPACE_PROGRAMS = [p for p in PROGRAMS if p[0] in (
     "C[i,j] = A[i,k] * B[k,j]", "y[j] = A[i,j] * x[i]", "C[i,j] = min_plus[k](A[i,k] * B[k,j])",

@@ -113,6 +113,10 @@ __device__ __forceinline__ float sd_pow(float a, float b) { return powf(a, b); }
 __device__ __forceinline__ double sd_pow(double a, double b) { return pow(a, b); }
 template <class T> __device__ __forceinline__ T sd_pow(T a, T b) {
   T r = 1; if (b < 0) return 0; while (b > 0) { if (b & 1) r *= a; a *= a; b >>= 1; } return r; }
+__device__ __forceinline__ int sd_trailing_zeros(int x) { return __ffs(x) - 1; }
+__device__ __forceinline__ unsigned sd_trailing_zeros(unsigned x) { return __ffs(x) - 1; }
+__device__ __forceinline__ long long sd_trailing_zeros(long long x) { return __ffsll(x) - 1; }
+__device__ __forceinline__ unsigned long long sd_trailing_zeros(unsigned long long x) { return __ffsll(x) - 1; }
 template <class T> __device__ __forceinline__ T sd_max(T a, T b) { return b > a ? b : a; }
 template <class T> __device__ __forceinline__ T sd_min(T a, T b) { return b < a ? b : a; }
 template <class T> __device__ __forceinline__ T sd_abs(T x) { return x < 0 ? -x : x; }
@@ -152,7 +156,8 @@ template <class T> __device__ __forceinline__ void sd_store(long long* s, T v) {
 """
 
 _BINOPS = {pyast.Add: "+", pyast.Sub: "-", pyast.Mult: "*", pyast.Div: "/", pyast.FloorDiv: "//",
-           pyast.Mod: "%", pyast.Pow: "**"}
+           pyast.Mod: "%", pyast.Pow: "**", pyast.BitAnd: "&", pyast.BitOr: "|", pyast.BitXor: "^",
+           pyast.LShift: "<<", pyast.RShift: ">>"}
 _CMPOPS = {pyast.Lt: "<", pyast.LtE: "<=", pyast.Gt: ">", pyast.GtE: ">=", pyast.Eq: "==", pyast.NotEq: "!="}
 
 
@@ -300,6 +305,14 @@ class CExpr:
             return f"({c} ? {self.operand(e.body, t)} : {self.operand(e.orelse, t)})", t
         if isinstance(e, pyast.BinOp):
             op = _BINOPS[type(e.op)]
+            if op in ("&", "|", "^", "<<", ">>"):
+                # C would do a shift in the left operand's own type (``1 << 40`` in int): both
+                # operands in the result's concrete integer type, literals included
+                t = concrete(t)
+                if _kind(t) not in "iub":
+                    raise NotImplementedError(f"bitwise {op} on {t} in {pyast.unparse(e)!r}")
+                a, b = self.operand(e.left, t, True), self.operand(e.right, t, True)
+                return f"({a} {op} {b})", t
             strict = op in ("/", "//", "%", "**")
             a, b = self.operand(e.left, t, strict), self.operand(e.right, t, strict)
             if op == "//":
@@ -311,7 +324,7 @@ class CExpr:
             return f"({a} {op} {b})", t
         if isinstance(e, pyast.Call):
             fn = e.func.id
-            if fn not in L.FUNCTIONS:
+            if fn not in L.FUNCTIONS and fn not in L.INTRINSICS:
                 raise NotImplementedError(f"function {fn} in generated code")
             args = ", ".join(self.operand(a, t, strict=True) for a in e.args)
             return f"sd_{fn}({args})", t

@@ -1,8 +1,9 @@
 """Loop IR: the lowered program every backend renders.
 
 Statements are small dataclasses; expressions are strings in a Python-syntax subset (names,
-integer and float literals, subscripts, arithmetic, comparisons, ``and``/``or``/``not``, calls of
-the math functions in ``FUNCTIONS``, ``x if c else y``). A backend renders them by parsing the
+integer and float literals, subscripts, arithmetic, bitwise ``&``, ``|``, ``^``, ``<<``, ``>>`` on
+integers, comparisons, ``and``/``or``/``not``, calls of the math functions in ``FUNCTIONS`` and of the
+bit functions in ``INTRINSICS``, ``x if c else y``). A backend renders them by parsing the
 string with ``ast``, so a C-like backend needs no second expression language.
 """
 
@@ -14,6 +15,9 @@ from dataclasses import dataclass, field
 # Elementwise functions a program may call; each backend spells them.
 FUNCTIONS = {"exp", "log", "abs", "sqrt", "relu", "sign", "where", "mask", "min", "max", "pow",
              "sin", "cos", "tanh", "sigmoid"}
+# Bit functions that level code (not programs) may call: ``trailing_zeros(x)``, the index of x's
+# lowest set bit (x != 0), for walking a bitmap word a set bit at a time.
+INTRINSICS = {"trailing_zeros"}
 
 
 @dataclass

@@ -1,7 +1,14 @@
-"""The bitmap level: one byte per coordinate below each parent says whether it is stored; values
-are packed in position order (as the bitmap KV cache of Mustafar, "Mustafar: Promoting
-Unstructured Sparsity for KV Cache Pruning in LLM Inference", 2025). ``pos[p]`` is the packed
-offset of parent ``p``'s first entry, so rows can be walked independently (in parallel)."""
+"""The bitmap level: one bit per coordinate below each parent says whether it is stored; values
+are packed in position order (the bitmap format of Mustafar, "Mustafar: Promoting Unstructured
+Sparsity for KV Cache Pruning in LLM Inference", 2025, and of Flash-LLM's "load compressed,
+compute dense" kernels, 2023).
+
+``mask`` is uint32: each parent's row is padded to ``W = ceil(extent / 32)`` words, and coordinate
+``j`` of parent ``p`` is bit ``j % 32`` (least significant first) of word ``p * W + j // 32``; the
+padding bits are zero. 32-bit words because a GPU lane reads, counts (``__popc``) and scans
+(``__ffs``) one in one instruction each, and rows padded to whole words so that any row can be
+walked alone. ``pos[p]`` is the packed offset of parent ``p``'s first value, so rows can be walked
+independently (in parallel) without counting the bits of the rows before."""
 
 from __future__ import annotations
 
@@ -10,8 +17,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..loopir import Assign, For, If, While
+from ..loopir import Assign, For, While
 from .base import Cursor, LevelType, Parent, check_index_array, check_pos, index_dtype
+
+BITS = 32  # coordinates per mask word
+
+
+def words(extent: int) -> int:
+    """Mask words per parent."""
+    return (extent + BITS - 1) // BITS
+
+
+def popcount(a: np.ndarray) -> np.ndarray:
+    """Set bits of each uint32 word (int64)."""
+    a = np.ascontiguousarray(a, dtype="<u4")
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(a).astype(np.int64)
+    return np.unpackbits(a.view(np.uint8).reshape(-1, 4), axis=1).sum(axis=1, dtype=np.int64)
+
+
+def expand(rows: np.ndarray, extent: int) -> np.ndarray:
+    """(k, W) uint32 words -> (k, extent) bool, one per coordinate."""
+    k, w = rows.shape
+    raw = np.ascontiguousarray(rows, dtype="<u4").view(np.uint8).reshape(k, 4 * w)
+    return np.unpackbits(raw, axis=1, bitorder="little")[:, :extent].astype(bool)
 
 
 @dataclass(frozen=True)
@@ -22,74 +51,95 @@ class Bitmap(LevelType):
         return int(arrays["pos"][-1]) if len(arrays["pos"]) else 0
 
     def validate(self, arrays, nparents, extent, where):
-        mask = arrays.get("mask")
-        if not isinstance(mask, np.ndarray) or mask.ndim != 1 or mask.dtype not in (np.uint8, np.bool_):
-            raise FormatError(f"{where}: 'mask' must be a 1-D uint8 or bool numpy array")
-        if len(mask) != nparents * extent:
-            raise FormatError(f"{where}: 'mask' must have one byte per coordinate, {nparents} x {extent} = "
-                              f"{nparents * extent}, got {len(mask)}")
-        bad = np.flatnonzero(mask.view(np.uint8) > 1)
-        if len(bad):
-            raise FormatError(f"{where}: mask[{bad[0]}] = {mask[bad[0]]}; mask bytes must be 0 or 1")
+        mask, w = arrays.get("mask"), words(extent)
+        if mask is None:
+            raise FormatError(f"{where}: the 'mask' array is missing")
+        if not isinstance(mask, np.ndarray) or mask.ndim != 1 or mask.dtype != np.uint32:
+            got = f"dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
+            raise FormatError(f"{where}: 'mask' must be a 1-D uint32 numpy array (coordinate j is bit j % 32 "
+                              f"of word j // 32 of its row), got {got}"
+                              + (f" of {mask.ndim} dimensions" if isinstance(mask, np.ndarray) and mask.ndim != 1
+                                 else "")
+                              + ("; build it with sparsedsl.asformat(array, 'bitmap')"
+                                 if isinstance(mask, np.ndarray) and mask.dtype in (np.uint8, np.bool_) else ""))
+        if len(mask) != nparents * w:
+            raise FormatError(f"{where}: 'mask' must have {w} uint32 words per parent (ceil({extent} / 32)), "
+                              f"{nparents} x {w} = {nparents * w}, got {len(mask)}")
+        if extent % BITS and nparents:
+            last = mask[w - 1::w]
+            bad = np.flatnonzero(last >> np.uint32(extent % BITS))
+            if len(bad):
+                p = int(bad[0])
+                k = p * w + w - 1
+                extra = int(last[p]) >> (extent % BITS)
+                c = (w - 1) * BITS + extent % BITS + ((extra & -extra).bit_length() - 1)
+                raise FormatError(f"{where}: mask[{k}] = {hex(int(mask[k]))} (the last word of parent {p}) sets "
+                                  f"the bit of coordinate {c}, beyond the level's size {extent}; the padding "
+                                  f"bits must be zero")
         pos = check_index_array(arrays, "pos", where)
         check_pos(pos, nparents, where)
-        counts = mask.reshape(nparents, extent).sum(axis=1, dtype=np.int64) if nparents else np.zeros(0)
-        bad = np.flatnonzero(np.diff(pos) != counts)
+        counts = popcount(mask).reshape(nparents, w).sum(axis=1) if nparents else np.zeros(0, np.int64)
+        bad = np.flatnonzero(np.diff(pos.astype(np.int64)) != counts)
         if len(bad):
             k = int(bad[0])
             raise FormatError(f"{where}: the mask of parent {k} holds {counts[k]} entries but pos gives it "
                               f"{pos[k + 1] - pos[k]} values; bitmap and value count disagree")
 
     def pack(self, parent, coord, nparents, extent):
-        n = len(coord)
+        n, w = len(coord), words(extent)
         new = np.ones(n, dtype=bool)
         if n:
             new[1:] = (parent[1:] != parent[:-1]) | (coord[1:] != coord[:-1])
-        mask = np.zeros(nparents * extent, dtype=np.uint8)
-        mask[parent[new].astype(np.int64) * extent + coord[new]] = 1
+        kept, c = parent[new].astype(np.int64), coord[new].astype(np.int64)
+        # distinct coordinates: a word's bits add up to their OR (float64 sums of < 2^33 are exact)
+        bits = np.left_shift(1, c % BITS, dtype=np.int64).astype(np.float64)
+        mask = np.bincount(kept * w + c // BITS, weights=bits, minlength=nparents * w).astype(np.uint32)
         pos = np.zeros(nparents + 1, dtype=np.int64)
-        np.cumsum(np.bincount(parent[new], minlength=nparents), out=pos[1:])
-        return {"mask": mask, "pos": pos.astype(index_dtype(len(mask)))}, np.cumsum(new) - 1, int(new.sum())
+        np.cumsum(np.bincount(kept, minlength=nparents), out=pos[1:])
+        child = np.cumsum(new) - 1
+        return {"mask": mask, "pos": pos.astype(index_dtype(max(int(pos[-1]), len(mask))))}, child, int(new.sum())
 
     def unpack(self, parents, arrays, nparents, extent):
-        rows = arrays["mask"].reshape(nparents, extent)[parents]
+        rows = expand(arrays["mask"].reshape(nparents, words(extent))[parents], extent)
         owner, coord = np.nonzero(rows)
         packed = arrays["pos"][parents][owner].astype(np.int64)
         rank = np.cumsum(rows, axis=1, dtype=np.int64)[owner, coord] - 1 if len(owner) else owner
         return owner, coord.astype(np.int64), packed + rank
 
     def loop(self, names, parent, extent, coord, pos, body):
-        p = parent.pos
-        base = "0" if p == "0" else f"{p} * {extent}"
-        if len(body) == 1 and isinstance(body[0], Assign) and body[0].op == "+":
-            # a sum over the stored entries: branch-free, since a half-full mask defeats branch
-            # prediction; the value is read at a position clamped into the row, and the mask selects it
-            s, run, end, m = body[0], f"{pos}_r", f"{pos}_e", f"{pos}_m"
-            return [
-                Assign(run, f"{names['pos']}[{p}]"),
-                Assign(end, f"{names['pos']}[{p} + 1]"),
-                If(f"{run} < {end}", [For(coord, "0", extent, [
-                    Assign(m, f"{names['mask']}[{base} + {coord}]"),
-                    Assign(pos, f"min({run}, {end} - 1)"),
-                    Assign(f"{pos}_v", s.value),
-                    Assign(s.target, f"{pos}_v if {m} != 0 else 0", "+"),
-                    Assign(run, m, "+"),
-                ])]),
-            ]
+        # a word at a time, a set bit at a time: the cost follows the stored entries, and the one
+        # data-dependent branch (the word's last bit) mispredicts once per word, not once per entry
+        p, mask = parent.pos, names["mask"]
+        nw = f"(({extent} + {BITS - 1}) // {BITS})"
+        w, b = f"{pos}_w", f"{pos}_b"
+        base = "" if p == "0" else f"{p} * {nw} + "
         return [
             Assign(pos, f"{names['pos']}[{p}]"),
-            For(coord, "0", extent, [
-                If(f"{names['mask']}[{base} + {coord}] != 0", [*body, Assign(pos, "1", "+")]),
+            For(w, "0", nw, [
+                Assign(b, f"{mask}[{base}{w}]"),
+                While(f"{b} != 0", [
+                    Assign(coord, f"{w} * {BITS} + trailing_zeros({b})"),
+                    *body,
+                    Assign(pos, "1", "+"),
+                    Assign(b, f"{b} & ({b} - 1)"),
+                ]),
             ]),
         ]
 
     def cursor(self, names, parent, extent, tag):
-        p = parent.pos
-        c, q, base, mask = f"{tag}_c", f"{tag}_q", f"{tag}_base", names["mask"]
-        skip = While(f"{c} < {extent} and {mask}[{base} + {c}] == 0", [Assign(c, "1", "+")])
-        init = [Assign(base, f"{p} * {extent}"), Assign(q, f"{names['pos']}[{p}]"), Assign(c, "0"), skip]
-        return Cursor(init=init, valid=f"{c} < {extent}", coord=c, pos=q,
-                      advance=[Assign(c, "1", "+"), Assign(q, "1", "+"), skip], child=Parent(pos=q))
+        # the cursor holds its word's bits not yet visited; the coordinate is the lowest of them,
+        # or ``extent`` once the row is exhausted
+        p, mask = parent.pos, names["mask"]
+        nw = f"(({extent} + {BITS - 1}) // {BITS})"
+        c, q, base, w, b = f"{tag}_c", f"{tag}_q", f"{tag}_base", f"{tag}_w", f"{tag}_b"
+        seek = [
+            While(f"{b} == 0 and {w} + 1 < {nw}", [Assign(w, "1", "+"), Assign(b, f"{mask}[{base} + {w}]")]),
+            Assign(c, f"{w} * {BITS} + trailing_zeros({b}) if {b} != 0 else {extent}"),
+        ]
+        init = [Assign(base, f"{p} * {nw}"), Assign(q, f"{names['pos']}[{p}]"), Assign(w, "-1"),
+                Assign(b, "0"), *seek]
+        return Cursor(init=init, valid=f"{b} != 0", coord=c, pos=q,
+                      advance=[Assign(b, f"{b} & ({b} - 1)"), Assign(q, "1", "+"), *seek], child=Parent(pos=q))
 
     def spelling(self):
         return "bitmap"
