@@ -240,7 +240,11 @@ def pruned_weights(rows, cols, fmt, seed=5):
     if fmt == "bitmap":
         keep = rs.random_sample((rows, cols), dtype=cp.float32) < 0.3  # 70% sparsity
         dense = cp.where(keep, w, cp.float16(0))
-        mask = keep.astype(cp.uint8).ravel()
+        # one bit per column, LSB first, each row padded to whole 32-bit words (levels/bitmap.py)
+        nw = (cols + 31) // 32
+        padded = cp.zeros((rows, nw * 32), dtype=cp.uint32)
+        padded[:, :cols] = keep
+        mask = (padded.reshape(rows, nw, 32) << cp.arange(32, dtype=cp.uint32)).sum(axis=2, dtype=cp.uint32).ravel()
         pos = cp.zeros(rows + 1, dtype=cp.int64)
         pos[1:] = cp.cumsum(keep.sum(axis=1))
         idx = cp.int32 if int(pos[-1]) < 2**31 and rows * cols < 2**31 else cp.int64
@@ -318,7 +322,7 @@ def skinny_sweep(results, rows=8192, cols=8192, ncols=16):
         configs = {"nm(2,4)": ((1, 2, 16, None), (1, 3, 16, None), (1, 2, 16, 4), (1, 1, 32, None),
                                (2, 2, 16, None), (1, 2, 8, None)),
                    "nm(2,8)": ((2, 2, 8, None), (1, 2, 8, None), (2, 2, 8, 4), (1, 2, 16, None)),
-                   "bitmap": ((1, 2, 16, None), (1, 2, 16, 4), (1, 1, 16, None))}[fmt]
+                   "bitmap": ((1, 2, 16, None), (1, 2, 16, 4), (1, 1, 16, None), (2, 1, 16, None))}[fmt]
         for cfg in configs:
             cuda_schedules.CONFIG[key] = cfg
             kernel = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt)

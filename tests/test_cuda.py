@@ -58,6 +58,12 @@ def test_expressions_print_as_c():
     assert c("not (i < 3 and s >= 1.0)") == "(!((i < 3) && (s >= ((float)(1.0)))))"
     assert c("exp(i)") == "sd_exp(((double)(i)))"
     assert c("i // 4 + i % 4") == "(sd_floordiv(i, ((long long)(4))) + sd_mod(i, ((long long)(4))))"
+    # bit operations in the operands' integer type, literals cast (C would shift 1 as an int)
+    types.arrays["w"] = ("uint32", 1)
+    assert c("w[i] >> 16 & 255") == "((w[i] >> ((unsigned int)(16))) & ((unsigned int)(255)))"
+    assert c("1 << i") == "(((long long)(1)) << i)"
+    assert c("i & (i - 1)") == "(i & (i - 1))"
+    assert c("trailing_zeros(w[i])") == "sd_trailing_zeros(w[i])"  # __ffs(x) - 1, by overload
     assert cuda_render.join("float32", cuda_render.WEAK_FLOAT) == "float32"
     assert cuda_render.join("int32", "float32") == "float64"
 
@@ -74,7 +80,7 @@ if HAVE_GPU:
     import cupy as cp
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
-    from test_properties import PROGRAMS, assert_equal, instances
+    from test_properties import BITMAP_PROGRAMS, PROGRAMS, assert_equal, bitmap_case, instances
 
     @pytest.mark.gpu
     @pytest.mark.parametrize("program", PROGRAMS, ids=[p[0] for p in PROGRAMS])
@@ -86,6 +92,16 @@ if HAVE_GPU:
         out_format = "dense" if out_kind == "dense" else {1: "sparse", 2: "csr", 3: "csf"}[out_ndim]
         kernel = sd.compile(expr, out_format=out_format, **formats)
         operands = {n: sd.asformat(v, formats[n]) for n, v in values.items()}
+        got = kernel(**operands, backend="cuda")
+        got = got.to("cpu") if isinstance(got, sd.SparseTensor) else cp.asnumpy(got)
+        assert_equal(got, kernel.reference(**operands))
+
+    @pytest.mark.gpu
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data(), cols=st.sampled_from([1, 31, 32, 33, 64, 100]),
+           program=st.sampled_from(BITMAP_PROGRAMS), out_format=st.sampled_from(["dense", "csr"]))
+    def test_cuda_bitmap_rows_across_word_boundaries_match_interpreter(data, cols, program, out_format):
+        kernel, operands = bitmap_case(data, cols, program, out_format)
         got = kernel(**operands, backend="cuda")
         got = got.to("cpu") if isinstance(got, sd.SparseTensor) else cp.asnumpy(got)
         assert_equal(got, kernel.reference(**operands))
@@ -174,6 +190,18 @@ def test_skinny_product_renders_the_tensor_core_template_for_16_bit_weights(fmt)
     src = cuda_render.render(fn, half)
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src and "_skinny1x8x1x1x8(" in src
     assert "sd_h2f(" in src  # the generic kernel widens 16-bit loads to float32 as well
+    if fmt == "bitmap":  # 16 bits of the mask per lane and row, the values through a window in shared memory
+        assert "(const unsigned short*)(t_W1_mask + sd_base[h])" in src and "sd_win[sd_warp]" in src
+        assert "sd_trailing_zeros(" in src  # the generic kernel walks the set bits
+
+
+def test_bitmap_generic_kernel_walks_mask_words_a_set_bit_at_a_time():
+    a = sp.random(30, 70, density=0.3, format="csr", random_state=0)
+    fn, args = _step_args(sd.compile("C[i,j] = A[i,j] * B[i,j]", A="bitmap", B="bitmap"),
+                          A=sd.asformat(a, "bitmap"), B=sd.asformat(a, "bitmap"))
+    src = cuda_render.render(fn, args)
+    assert "const unsigned int* __restrict__ t_A1_mask" in src
+    assert "sd_trailing_zeros(a0_1_b)" in src and "(a0_1_b & (a0_1_b - 1))" in src
 
 
 def test_16_bit_loads_widen_and_stores_round():

@@ -9,13 +9,15 @@ Unstructured Sparsity", 2023; Mustafar, 2025) in the lowered loop nest of one pa
       for n in [0, C):  acc = 0
         nm:      for g in [0, G): for s in [0, N): q = base + g*N + s; k = crd[q]
                    if k < M: j = g*M + k; acc += W[q] * X[j, n]
-        bitmap:  the mask's row base, pos[p]; for j in [0, D): where mask[base + j]: acc += W[q] * X[j, n]
+        bitmap:  q = pos[p]; for w in [0, ceil(D / 32)): b = mask[base + w]
+                   while b != 0: j = w*32 + trailing_zeros(b); acc += W[q] * X[j, n]; q += 1; b &= b - 1
       out[i, n] = acc
 
 and renders it "load compressed, compute dense": a warp owns 16 or 32 rows (one or two m16 tiles, ``CONFIG``),
 each lane loads one or two 16-byte vectors of values (8 slots each) and their in-group indices (or 16
-mask bytes) per row, a chunk ahead of its use (register double buffering; a ``cp.async`` ring through
-shared memory measured 5-10% slower on an H100), expands them into the dense
+mask bits, the values through a window in shared memory: ``_bitmap_main``) per row, a chunk ahead of
+its use (register double buffering; a ``cp.async`` ring through shared memory measured 5-10% slower
+on an H100), expands them into the dense
 A fragment of a tensor-core ``mma.m16n8k16`` (float32 accumulation), and takes X's fragment from
 L1/L2. The k order inside an mma is free, so lane ``t`` of a quad of lanes gives its four k slots
 to four consecutive columns of the row (one 2:4 group): its values stay contiguous and load as one
@@ -80,8 +82,9 @@ class Skinny:
     slot0: str = ""  # the row's first slot (q at g = s = 0)
     # bitmap
     mask: str = ""
-    mask0: str = ""  # the row's first mask byte
+    mask0: str = ""  # the row's first mask word
     pos0: str = ""  # the row's first packed value
+    pos1: str = ""  # one past its last
 
 
 def _product(value: str, col: str, coord: str):
@@ -172,57 +175,58 @@ def _nm(loop, head, cl, nest, store):
 
 
 def _bitmap(loop, head, cl, nest, store):
-    """The bitmap level's sum in any of its spellings: a branch (``if mask[b + j]: acc += ..; q += 1``)
-    or branch-free (``m = mask[b + j]; ..; acc += (W[q] * X[j, n]) if m != 0 else 0``), locals inlined."""
-    fors = [s for s in nest if isinstance(s, L.For)]
-    ifs = [s for s in nest if isinstance(s, L.If)]
-    if len(fors) == 1:
-        pre, jl = [s for s in nest if s is not fors[0]], fors[0]
-    elif not fors and len(ifs) == 1 and not ifs[0].orelse and len(ifs[0].then) == 1 and \
-            isinstance(ifs[0].then[0], L.For):
-        pre, jl = [s for s in nest if s is not ifs[0]], ifs[0].then[0]
+    """The bitmap level's sum, a mask word at a time and a set bit at a time (levels/bitmap.py)::
+
+        q = pos[p]
+        for w in [0, (D + 31) // 32):
+          b = mask[base + w]
+          while b != 0: j = w * 32 + trailing_zeros(b); acc += W[q] * X[j, n]; q += 1; b = b & (b - 1)
+    """
+    if len(nest) != 2 or not (isinstance(nest[0], L.Assign) and nest[0].op is None and isinstance(nest[1], L.For)):
+        return None
+    pre, wl = nest
+    q, pv, stop = pre.target, _p(pre.value), _p(wl.stop)
+    if not (isinstance(pv, pyast.Subscript) and isinstance(pv.value, pyast.Name) and isinstance(_p(q), pyast.Name)):
+        return None
+    # the trip count (D + 31) // 32: the template needs D itself (X has D rows)
+    if not (wl.start == "0" and not wl.private and isinstance(stop, pyast.BinOp) and isinstance(stop.op, pyast.FloorDiv)
+            and _int(pyast.unparse(stop.right)) == 32 and isinstance(stop.left, pyast.BinOp)
+            and isinstance(stop.left.op, pyast.Add) and _int(pyast.unparse(stop.left.right)) == 31):
+        return None
+    extent, w = pyast.unparse(stop.left.left), wl.var
+    if len(wl.body) != 2 or not isinstance(wl.body[0], L.Assign) or wl.body[0].op is not None \
+            or not isinstance(wl.body[1], L.While):
+        return None
+    ld, loop_bits = wl.body
+    b, mv = ld.target, _p(ld.value)
+    if not (isinstance(mv, pyast.Subscript) and isinstance(mv.value, pyast.Name)):
+        return None
+    if isinstance(mv.slice, pyast.Name) and mv.slice.id == w:
+        word0 = "0"
+    elif isinstance(mv.slice, pyast.BinOp) and isinstance(mv.slice.op, pyast.Add) and \
+            pyast.unparse(mv.slice.right) == w and w not in _names(pyast.unparse(mv.slice.left)):
+        word0 = pyast.unparse(mv.slice.left)
     else:
         return None
-    if jl.start != "0" or any(not (isinstance(s, L.Assign) and s.op is None) for s in pre):
-        return None
-    pos = [pyast.unparse(v) for v in (_p(s.value) for s in pre) if isinstance(v, pyast.Subscript)]
-    if not pos:
-        return None
-    j = jl.var
-    local = {x.target: x.value for x in _walk(jl.body) if isinstance(x, L.Assign) and x.op is None
-             and isinstance(_p(x.target), pyast.Name)}
+    body = loop_bits.body
 
-    def inline(text):
-        for _ in range(4):
-            text = _sub(text, {n: v for n, v in local.items() if n in _names(text)})
-        return text
+    def same(x, text):
+        return pyast.unparse(_p(x)) == pyast.unparse(_p(text))
 
-    mask = mask0 = prod = None
-    for x in _walk(jl.body):
-        if isinstance(x, (L.For, L.While, L.Alloc, L.Emit, L.SortRange, L.Return)):
-            return None
-        if isinstance(x, L.Assign) and not isinstance(_p(x.target), pyast.Name):
-            return None  # a store to memory
-        texts = [x.cond] if isinstance(x, L.If) else [x.value] if isinstance(x, L.Assign) else []
-        for e in (e for t in texts for e in pyast.walk(_p(inline(t)))):
-            if isinstance(e, pyast.Subscript) and isinstance(e.slice, pyast.BinOp) and \
-                    isinstance(e.slice.op, pyast.Add) and pyast.unparse(e.slice.right) == j:
-                mask, mask0 = e.value.id, pyast.unparse(e.slice.left)
-        if isinstance(x, L.Assign) and x.target == "acc":
-            if x.op != "+" or prod is not None:
-                return None
-            v = _p(inline(x.value))
-            if isinstance(v, pyast.IfExp):
-                if not (isinstance(v.orelse, pyast.Constant) and v.orelse.value == 0):
-                    return None
-                v = v.body
-            prod = _product(pyast.unparse(v), cl.var, j)
-            if prod is None:
-                return None
-    if mask is None or prod is None or mask in (prod[0], prod[2]):
+    if not (same(loop_bits.cond, f"{b} != 0") and len(body) == 4 and all(isinstance(x, L.Assign) for x in body)):
         return None
-    return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, jl.stop,
-                  mask=mask, mask0=mask0, pos0=pos[0])
+    sj, sacc, sq, sb = body
+    if not (sj.op is None and same(sj.value, f"{w} * 32 + trailing_zeros({b})") and sacc.target == "acc"
+            and sacc.op == "+" and sq.target == q and sq.op == "+" and sq.value == "1" and sb.target == b
+            and sb.op is None and same(sb.value, f"{b} & ({b} - 1)")):
+        return None
+    prod = _product(sacc.value, cl.var, sj.target)
+    if prod is None or prod[1] != q or mv.value.id in (prod[0], prod[2]):
+        return None
+    # the row's values end where the next row's begin: pos[p + 1]
+    pos_end = pyast.unparse(pyast.Subscript(pv.value, _p(f"({pyast.unparse(pv.slice)}) + 1")))
+    return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, extent,
+                  mask=mv.value.id, mask0=word0, pos0=pre.value, pos1=pos_end)
 
 
 def _walk(stmts):
@@ -246,7 +250,7 @@ __device__ __forceinline__ void sd_mma_{T}(float* c, unsigned a0, unsigned a1, u
 
 # The template's knobs per (level kind, M; 0 for bitmap): m16 tiles per warp (they share X's fragments;
 # more tiles, more registers), blocks per SM asked of the register allocator, N:M slots per lane and
-# row in a chunk (bitmap: 16 mask bytes, fixed), warps per block (None: as many as fill the GPU, <= 8).
+# row in a chunk (bitmap: 16 mask bits, fixed), warps per block (None: as many as fill the GPU, <= 8).
 # Chosen by the sweep of benchmarks/gpu.py on an H100 (benchmarks/results/gpu-h100.json, skinny_sweep).
 CONFIG = {("nm", 4): (1, 2, 16, None), ("nm", 8): (2, 2, 8, 4), ("bitmap", 0): (1, 2, 16, None)}
 DEFAULT = (1, 2, 8, None)
@@ -291,57 +295,63 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
         "#pragma unroll",
         f"  for (int i = 0; i < {mtiles * nt * 8}; ++i) (&sd_acc[0][0][0][0])[i] = 0.f;",
         f"  // the lane's rows: sd_r + 8h, h < {2 * mtiles} (m tile h / 2)",
-        f"  long long sd_base[{2 * mtiles}], sd_vbase[{2 * mtiles}]; bool sd_ok[{2 * mtiles}];",
+        f"  long long sd_base[{2 * mtiles}], sd_vbase[{2 * mtiles}], sd_vend[{2 * mtiles}]; bool sd_ok[{2 * mtiles}];",
         "#pragma unroll",
         f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
         "    const long long sd_it = sd_row0 + sd_r + 8 * h;",
-        "    sd_ok[h] = sd_it < sd_stop; sd_base[h] = 0; sd_vbase[h] = 0;",
+        "    sd_ok[h] = sd_it < sd_stop; sd_base[h] = 0; sd_vbase[h] = 0; sd_vend[h] = 0;",
         "    if (sd_ok[h]) {",
     ]
     ks.declare({s.target for s in sk.head} | {loop.var}, lines, "      ")
     lines.append(f"      {loop.var} = sd_it;")
     stm.put(sk.head, 3, lines)
     lines.append(f"      sd_base[h] = {c(sk.slot0)};" if sk.kind == "nm" else
-                 f"      sd_base[h] = {c(sk.mask0)}; sd_vbase[h] = {c(sk.pos0)};")
+                 f"      sd_base[h] = {c(sk.mask0)}; sd_vbase[h] = {c(sk.pos0)}; sd_vend[h] = {c(sk.pos1)};")
     lines += ["    }", "  }"]
-    rows = 2 * mtiles
+    mma_lines = _mma(q, nt, mtiles, mma)
     if sk.kind == "nm":
-        lines += _nm_lut(sk)
-        vec = slots // 8  # 16-byte vectors of values per lane and row (8 slots each)
-        regs = f"uint4 v[{rows}][{vec}]; uint2 kk[{rows}][{vec}];"
-        zero = "v[h][b] = make_uint4(0, 0, 0, 0); kk[h][b] = make_uint2(0xffffffffu, 0xffffffffu);"
-        at = f"sd_base[h] + cc * {4 * slots} + sd_t * {slots} + 8 * b"
-        load = [f"v[h][b] = __ldg((const uint4*)({sk.values} + {at}));",
-                f"kk[h][b] = __ldg((const uint2*)({sk.crd} + {at}));"]
-        names = ("v", "kk")
+        lines += _nm_main(sk, q, mtiles, slots, mma_lines)
+        lines.append(f"  __shared__ float sd_part[{splitk}][{16 * mtiles}][{16 * nt + 1}];")
     else:
+        # the value windows of the main loop and the split-K parts after it share one buffer
+        win = splitk * 16 * mtiles * WIN_STRIDE * 2
+        part = splitk * 16 * mtiles * (16 * nt + 1) * 4
+        lines += [f"  __shared__ __align__(16) unsigned char sd_smem[{max(win, part)}];",
+                  f"  unsigned short (*sd_win)[{16 * mtiles}][{WIN_STRIDE}] = "
+                  f"(unsigned short (*)[{16 * mtiles}][{WIN_STRIDE}])sd_smem;"]
         lines += _bitmap_offsets(sk, splitk, mtiles)
-        vec = 1
-        regs, zero, names = f"uint4 v[{rows}][1];", "v[h][b] = make_uint4(0, 0, 0, 0);", ("v",)
-        load = [f"v[h][b] = __ldg((const uint4*)({sk.mask} + sd_base[h] + cc * 64 + sd_t * 16));"]
-    # register double buffering: each iteration loads the next chunk before it computes this one
-    fetch = ["#pragma unroll", f"      for (int h = 0; h < {rows}; ++h)", "#pragma unroll",
-             f"      for (int b = 0; b < {vec}; ++b) {{", f"        {zero}",
-             "        if (sd_ok[h] && cc < sd_c1) {", *[f"          {x}" for x in load], "        }", "      }"]
-    keep = [f"    for (int h = 0; h < {rows}; ++h) for (int b = 0; b < {vec}; ++b) sd_{n[0]}[h][b] = {n}[h][b];"
-            for n in names]
+        lines += _bitmap_main(sk, mtiles, mma_lines)
+        dims = f"[{16 * mtiles}][{16 * nt + 1}]"
+        lines += ["  __syncthreads();  // every warp is done with its windows",
+                  f"  float (*sd_part){dims} = (float (*){dims})sd_smem;"]
     lines += [
-        f"  {regs.replace('v[', 'sd_v[').replace('kk[', 'sd_k[')}",
-        "  {",
-        "    const long long cc = sd_c0;",
-        f"    {regs}",
-        *fetch,
-        *keep,
-        "  }",
-        "  for (long long sd_c = sd_c0; sd_c < sd_c1; ++sd_c) {",
-        "    const long long cc = sd_c + 1;",
-        f"    {regs}",
-        *fetch,
-        f"    unsigned sd_lo[{rows}][{q}], sd_hi[{rows}][{q}];  // per row: {q} quads of dense 16-bit values",
+        # split-K: the warps' parts meet in shared memory
+        "#pragma unroll",
+        f"  for (int h = 0; h < {2 * mtiles}; ++h)",
+        "#pragma unroll",
+        f"    for (int a = 0; a < {nt}; ++a) {{",
+        "      float* p = &sd_part[sd_warp][sd_r + 8 * h][16 * a + 4 * sd_t];",
+        "      const float* e = sd_acc[h >> 1][a][0]; const float* o = sd_acc[h >> 1][a][1];",
+        "      const int z = 2 * (h & 1);",
+        "      p[0] = e[z]; p[1] = o[z]; p[2] = e[z + 1]; p[3] = o[z + 1];",
+        "    }",
+        "  __syncthreads();",
+        f"  for (int i = threadIdx.x; i < {16 * mtiles * 16 * nt}; i += {32 * splitk}) {{",
+        f"    const int rr = i / {16 * nt}, cc = i % {16 * nt};",
+        "    float s = 0.f;",
+        f"    for (int w = 0; w < {splitk}; ++w) s += sd_part[w][rr][cc];",
+        "    if (sd_row0 + rr < sd_stop) {",
     ]
-    lines += _nm_lut_expand(sk, q, mtiles, slots) if sk.kind == "nm" else _bitmap_expand(sk, mtiles)
-    lines += keep
-    lines += [
+    ks.declare({loop.var, sk.col, "acc"}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_row0 + rr; {sk.col} = cc; acc = s;")
+    stm.put([sk.store], 3, lines)
+    lines += ["    }", "  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _mma(q: int, nt: int, mtiles: int, mma: str) -> list:
+    """Chunk ``sd_c``'s products: X's fragments (from L1/L2) times the expanded ``sd_lo``/``sd_hi``."""
+    return [
         f"    const long long sd_quad0 = (sd_c * 4 + sd_t) * {q};",
         "#pragma unroll",
         f"    for (int u = 0; u < {q}; ++u) {{",
@@ -364,30 +374,43 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
         "        }",
         "      }",
         "    }",
-        "  }",
-        # split-K: the warps' parts meet in shared memory
-        f"  __shared__ float sd_part[{splitk}][{16 * mtiles}][{16 * nt + 1}];",
-        "#pragma unroll",
-        f"  for (int h = 0; h < {2 * mtiles}; ++h)",
-        "#pragma unroll",
-        f"    for (int a = 0; a < {nt}; ++a) {{",
-        "      float* p = &sd_part[sd_warp][sd_r + 8 * h][16 * a + 4 * sd_t];",
-        "      const float* e = sd_acc[h >> 1][a][0]; const float* o = sd_acc[h >> 1][a][1];",
-        "      const int z = 2 * (h & 1);",
-        "      p[0] = e[z]; p[1] = o[z]; p[2] = e[z + 1]; p[3] = o[z + 1];",
-        "    }",
-        "  __syncthreads();",
-        f"  for (int i = threadIdx.x; i < {16 * mtiles * 16 * nt}; i += {32 * splitk}) {{",
-        f"    const int rr = i / {16 * nt}, cc = i % {16 * nt};",
-        "    float s = 0.f;",
-        f"    for (int w = 0; w < {splitk}; ++w) s += sd_part[w][rr][cc];",
-        "    if (sd_row0 + rr < sd_stop) {",
     ]
-    ks.declare({loop.var, sk.col, "acc"}, lines, "      ")
-    lines.append(f"      {loop.var} = sd_row0 + rr; {sk.col} = cc; acc = s;")
-    stm.put([sk.store], 3, lines)
-    lines += ["    }", "  }", "}"]
-    return "\n".join(lines) + "\n"
+
+
+def _nm_main(sk: Skinny, q: int, mtiles: int, slots: int, mma_lines: list) -> list:
+    """The N:M main loop: each lane's values and in-group indices, a chunk ahead of their use
+    (register double buffering), expanded through the byte-permute table."""
+    rows = 2 * mtiles
+    vec = slots // 8  # 16-byte vectors of values per lane and row (8 slots each)
+    regs = f"uint4 v[{rows}][{vec}]; uint2 kk[{rows}][{vec}];"
+    zero = "v[h][b] = make_uint4(0, 0, 0, 0); kk[h][b] = make_uint2(0xffffffffu, 0xffffffffu);"
+    at = f"sd_base[h] + cc * {4 * slots} + sd_t * {slots} + 8 * b"
+    load = [f"v[h][b] = __ldg((const uint4*)({sk.values} + {at}));",
+            f"kk[h][b] = __ldg((const uint2*)({sk.crd} + {at}));"]
+    fetch = ["#pragma unroll", f"      for (int h = 0; h < {rows}; ++h)", "#pragma unroll",
+             f"      for (int b = 0; b < {vec}; ++b) {{", f"        {zero}",
+             "        if (sd_ok[h] && cc < sd_c1) {", *[f"          {x}" for x in load], "        }", "      }"]
+    keep = [f"    for (int h = 0; h < {rows}; ++h) for (int b = 0; b < {vec}; ++b) sd_{n[0]}[h][b] = {n}[h][b];"
+            for n in ("v", "kk")]
+    return [
+        *_nm_lut(sk),
+        f"  {regs.replace('v[', 'sd_v[').replace('kk[', 'sd_k[')}",
+        "  {",
+        "    const long long cc = sd_c0;",
+        f"    {regs}",
+        *fetch,
+        *keep,
+        "  }",
+        "  for (long long sd_c = sd_c0; sd_c < sd_c1; ++sd_c) {",
+        "    const long long cc = sd_c + 1;",
+        f"    {regs}",
+        *fetch,
+        f"    unsigned sd_lo[{rows}][{q}], sd_hi[{rows}][{q}];  // per row: {q} quads of dense 16-bit values",
+        *_nm_lut_expand(sk, q, mtiles, slots),
+        *keep,
+        *mma_lines,
+        "  }",
+    ]
 
 
 def _nm_lut(sk: Skinny) -> list:
@@ -433,19 +456,22 @@ def _nm_lut_expand(sk: Skinny, q: int, mtiles: int, slots: int) -> list:
     ]
 
 
+# A row's value window in shared memory: 64 values (two 16-byte vectors per lane of its quad) and
+# 16 bytes of padding, so that the 8 rows of a warp's store start 4 banks apart.
+WIN_STRIDE = 72
+
+
 def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
-    """Each warp's first packed value in each of its rows: the mask bytes of the warps before it,
-    counted by those warps and summed through shared memory."""
+    """Each warp's first packed value in each of its rows: the set bits of the mask words of the
+    warps before it (two words per chunk), counted by those warps and summed through shared memory."""
     return [
         f"  __shared__ long long sd_cnt[{splitk}][{16 * mtiles}];",
         "#pragma unroll",
         f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
         "    long long n = 0;",
         "    if (sd_ok[h])",
-        "      for (long long cc = sd_c0; cc < sd_c1; ++cc) {",
-        f"        const uint4 m = __ldg((const uint4*)({sk.mask} + sd_base[h] + cc * 64 + sd_t * 16));",
-        "        n += __popc(m.x) + __popc(m.y) + __popc(m.z) + __popc(m.w);",
-        "      }",
+        "      for (long long w = 2 * sd_c0 + sd_t; w < 2 * sd_c1; w += 4)",
+        f"        n += __popc(__ldg({sk.mask} + sd_base[h] + w));",
         "    n += __shfl_xor_sync(0xffffffffu, n, 1); n += __shfl_xor_sync(0xffffffffu, n, 2);",
         "    if (sd_t == 0) sd_cnt[sd_warp][sd_r + 8 * h] = n;",
         "  }",
@@ -455,29 +481,95 @@ def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
     ]
 
 
-def _bitmap_expand(sk: Skinny, mtiles: int) -> list:
-    """Each row: 16 mask bytes -> 4 quads; the lane's values start after the set bytes of the lanes
-    before it in its quad of lanes (a shuffle scan) and the row's running count."""
-    return [
+def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
+    """The bitmap main loop, a software pipeline over the warp's chunks (64 columns of each row; lane
+    ``t`` of a row's quad owns columns 16t..16t+15, 16 bits of the mask): while chunk ``c`` is
+    expanded and multiplied, the window of chunk ``c + 1``'s values is in flight (its first value is
+    known from the bits of the chunks before) and so are the mask bits of chunk ``c + 2``.
+
+    A row's values for a chunk are contiguous (about 19 of 64 at 70% sparsity): the quad loads them
+    as 16-byte vectors from the 16-byte boundary at or before the first (one vector per lane, a second
+    when the window runs past 32 values), stores them in the row's window in shared memory, and each
+    lane picks its values from there by its bits: the offset of a lane's first value is the set bits
+    of the lanes before it in the quad (a shuffle scan). A window of more than 64 values (a chunk
+    nearly full) is read from global memory instead."""
+    rows, vals = 2 * mtiles, sk.values
+    u16 = "(const unsigned short*)"
+
+    def bits(h, chunk):  # the lane's 16 mask bits of a chunk; zero past the warp's chunks
+        return (f"(sd_ok[{h}] && {chunk} < sd_c1) ? (unsigned)__ldg({u16}({sk.mask} + sd_base[{h}]) + "
+                f"({chunk}) * 4 + sd_t) : 0u")
+
+    def scan(m, before, total):  # exclusive prefix of the quad's set bits, and their total
+        return [f"      {{ const int n = __popc({m}); int x = n, y = __shfl_up_sync(0xffffffffu, x, 1, 4);",
+                "        if (sd_t >= 1) x += y; y = __shfl_up_sync(0xffffffffu, x, 2, 4); if (sd_t >= 2) x += y;",
+                f"        {before} = x - n; {total} = __shfl_sync(0xffffffffu, x, 3, 4); }}"]
+
+    def window(h, vb, total, dst):  # the quad's 16-byte vectors from the boundary at or before vb
+        return [f"      {{ const unsigned long long a = (unsigned long long)({u16}{vals} + {vb});",
+                "        const uint4* A = (const uint4*)(a & ~15ull) + sd_t;",
+                f"        const unsigned long long e = (unsigned long long)({u16}{vals} + sd_vend[{h}]);",
+                "        const int need = (int)((a & 15ull) >> 1) + " + total + ";",
+                f"        {dst}[0] = make_uint4(0, 0, 0, 0); {dst}[1] = make_uint4(0, 0, 0, 0);",
+                f"        if ({total} > 0 && (unsigned long long)A < e) {dst}[0] = __ldg(A);",
+                f"        if (need > 32 && (unsigned long long)(A + 4) < e) {dst}[1] = __ldg(A + 4); }}"]
+
+    def expand(h, load):
+        out = ["        int idx = 0;", "#pragma unroll", "        for (int u = 0; u < 4; ++u) {",
+               "          unsigned lo = 0u, hi = 0u;"]
+        for bit, dst, shift in ((1, "lo", ""), (2, "lo", " << 16"), (4, "hi", ""), (8, "hi", " << 16")):
+            op = "|=" if shift else "="
+            out.append(f"          if (m & ({bit}u << (4 * u))) {dst} {op} (unsigned){load}{shift};")
+        out += [f"          sd_lo[{h}][u] = lo; sd_hi[{h}][u] = hi;", "        }"]
+        return out
+
+    lines = [
+        f"  unsigned sd_mc[{rows}], sd_mn[{rows}];  // the lane's mask bits of this chunk and the next",
+        f"  int sd_bc[{rows}], sd_tc[{rows}];  // this chunk: values before the lane's in its quad, in the quad",
+        f"  uint4 sd_wc[{rows}][2];  // this chunk's window (the quad's 16-byte vectors)",
         "#pragma unroll",
-        f"    for (int h = 0; h < {2 * mtiles}; ++h) {{",
-        "      const uint4 m = sd_v[h][0];",
-        "      const unsigned mw[4] = {m.x, m.y, m.z, m.w};",
-        "      const int n = __popc(m.x) + __popc(m.y) + __popc(m.z) + __popc(m.w);",
-        "      int x = n, y = __shfl_up_sync(0xffffffffu, x, 1, 4); if (sd_t >= 1) x += y;",
-        "      y = __shfl_up_sync(0xffffffffu, x, 2, 4); if (sd_t >= 2) x += y;",
-        "      const int before = x - n, total = __shfl_sync(0xffffffffu, x, 3, 4);",
-        f"      const unsigned short* __restrict__ vp = (const unsigned short*){sk.values} + sd_vbase[h] + before;",
-        "      int idx = 0;",
+        f"  for (int h = 0; h < {rows}; ++h) {{",
+        f"    sd_mc[h] = {bits('h', 'sd_c0')};",
+        f"    sd_mn[h] = {bits('h', 'sd_c0 + 1')};",
+        *scan("sd_mc[h]", "sd_bc[h]", "sd_tc[h]"),
+        *window("h", "sd_vbase[h]", "sd_tc[h]", "sd_wc[h]"),
+        "  }",
+        "  for (long long sd_c = sd_c0; sd_c < sd_c1; ++sd_c) {",
+        f"    unsigned sd_mnn[{rows}]; int sd_bn[{rows}], sd_tn[{rows}]; uint4 sd_wn[{rows}][2]; "
+        f"long long sd_vn[{rows}];",
         "#pragma unroll",
-        "      for (int u = 0; u < 4; ++u) {",
-        "        unsigned lo = 0u, hi = 0u;",
-        "        if (mw[u] & 0x1u) lo = __ldg(vp + idx++);",
-        "        if (mw[u] & 0x100u) lo |= (unsigned)__ldg(vp + idx++) << 16;",
-        "        if (mw[u] & 0x10000u) hi = __ldg(vp + idx++);",
-        "        if (mw[u] & 0x1000000u) hi |= (unsigned)__ldg(vp + idx++) << 16;",
-        "        sd_lo[h][u] = lo; sd_hi[h][u] = hi;",
-        "      }",
-        "      sd_vbase[h] += total;",
+        f"    for (int h = 0; h < {rows}; ++h) {{  // the next chunk's window, the bits of the one after",
+        "      sd_vn[h] = sd_vbase[h] + sd_tc[h];",
+        *scan("sd_mn[h]", "sd_bn[h]", "sd_tn[h]"),
+        *window("h", "sd_vn[h]", "sd_tn[h]", "sd_wn[h]"),
+        f"      sd_mnn[h] = {bits('h', 'sd_c + 2')};",
         "    }",
+        "    __syncwarp();  // the lanes are done reading the last chunk's windows",
+        "#pragma unroll",
+        f"    for (int h = 0; h < {rows}; ++h) {{",
+        "      uint4* w = (uint4*)&sd_win[sd_warp][sd_r + 8 * h][0];",
+        "      w[sd_t] = sd_wc[h][0]; w[4 + sd_t] = sd_wc[h][1];",
+        "    }",
+        "    __syncwarp();",
+        f"    unsigned sd_lo[{rows}][4], sd_hi[{rows}][4];  // per row: 4 quads of dense 16-bit values",
+        "#pragma unroll",
+        f"    for (int h = 0; h < {rows}; ++h) {{",
+        "      const unsigned m = sd_mc[h];",
+        f"      const int mis = (int)(((unsigned long long)({u16}{vals} + sd_vbase[h]) & 15ull) >> 1);",
+        "      if (mis + sd_tc[h] <= 64) {",
+        "        const unsigned short* vp = &sd_win[sd_warp][sd_r + 8 * h][mis + sd_bc[h]];",
+        *expand("h", "vp[idx++]"),
+        "      } else {  // a nearly full chunk: its values straight from global memory",
+        f"        const unsigned short* vp = {u16}{vals} + sd_vbase[h] + sd_bc[h];",
+        *expand("h", "__ldg(vp + idx++)"),
+        "      }",
+        "    }",
+        *mma_lines,
+        "#pragma unroll",
+        f"    for (int h = 0; h < {rows}; ++h) {{",
+        "      sd_vbase[h] = sd_vn[h]; sd_mc[h] = sd_mn[h]; sd_mn[h] = sd_mnn[h]; sd_bc[h] = sd_bn[h];",
+        "      sd_tc[h] = sd_tn[h]; sd_wc[h][0] = sd_wn[h][0]; sd_wc[h][1] = sd_wn[h][1];",
+        "    }",
+        "  }",
     ]
+    return lines
