@@ -224,30 +224,27 @@ class _Plan:
     def __init__(self, program: A.Program, types: dict, backend: str = "cpu", schedule: dict | None = None):
         self.checked = check(program, types)                     # bind & check against operands
         self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
-        self.steps, self.getters = [], []
+        self.steps, self.arguments = [], []
         for k, st in enumerate(self.rewritten.statements):
             low = lower(self.rewritten, st, k, {**(schedule or {}), "backend": backend})  # loop IR
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
             build = cuda_cupy.build if backend == "cuda" else numba_cpu.build
-            self.zeros = cuda_cupy.zeros if backend == "cuda" else np.zeros  # outputs where the kernel runs
+            zeros = cuda_cupy.zeros if backend == "cuda" else np.zeros  # outputs where the kernel runs
             fn, source = build(low.function)                     # render + compile (cached)
             ttype = self.rewritten.types[st.target.tensor]
             whats = [low.arguments[p] for p in low.function.params]
-            if backend == "cpu" and not low.converted:  # one generated function instead of a getter each
-                getters = _argument_function(whats, ttype, self.rewritten, low.dense_volume)
-            else:
-                getters = [self.getter(w, ttype) for w in whats]
             self.steps.append((st, low, fn, source))
-            self.getters.append(getters)
+            self.arguments.append(_argument_function(whats, ttype, self.rewritten, low.dense_volume, zeros=zeros))
             _dump(low, source)
+        self.backend = backend
         self.single = self._single()
 
     def _single(self):
         """For one CPU statement with one dense output: a function env -> that output, the whole
         per-call path of a small kernel (run() does the same, with bookkeeping for many steps)."""
-        if len(self.steps) != 1 or not callable(self.getters[0]) or self.rewritten.derived:
+        if len(self.steps) != 1 or self.backend != "cpu" or self.steps[0][1].converted or self.rewritten.derived:
             return None
         st, low, fn, _ = self.steps[0]
         ttype = self.rewritten.types[st.target.tensor]
@@ -259,60 +256,31 @@ class _Plan:
     def run(self, bound: dict) -> dict:
         c = self.rewritten
         env = composite.bind(c, bound) if c.derived else bound  # factors, split operands (bound: the caller's own)
-        for (st, low, fn, _), getters in zip(self.steps, self.getters):
+        for (st, low, fn, _), arguments in zip(self.steps, self.arguments):
             target = st.target.tensor
             ttype = c.types[target]
-            if callable(getters):  # generated: (arguments, work)
-                args, work = getters(env)
-            else:
-                converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
-                             for st_acc in [_access(st, k)]} if low.converted else None
-                args = [g(env, converted) for g in getters]
-                work = max(low.dense_volume, sum(a.size for a in args if type(a) is np.ndarray))
+            converted = {k: asformat(env[st_acc.tensor], fmt) for k, fmt in low.converted.items()
+                         for st_acc in [_access(st, k)]} if low.converted else None
+            args, work = arguments(env, converted)
             result = fn(*args, work=work)
             env[target] = result if ttype.format.is_dense else _assemble(result, low, ttype)
         return composite.unsplit(c, {name: env[name] for name in c.outputs}) if c.derived else \
             {name: env[name] for name in c.outputs}
 
     def argument(self, what: tuple, env, converted, ttype):
-        """The argument ``what`` describes, for these operands (tests and backends use it)."""
-        return self.getter(what, ttype)(env, converted)
-
-    def getter(self, what: tuple, ttype):
-        """A function (env, converted copies) -> the argument ``what`` describes (see ``Lowered.arguments``)."""
-        kind = what[0]
-        if kind == "out" and len(what) > 1:  # added to: the array an earlier statement wrote
-            return lambda env, conv: env[what[1]]
-        if kind == "out":
-            zeros, shape, dtype = self.zeros, ttype.shape, ttype.dtype
-            return lambda env, conv: zeros(shape, dtype=dtype)
-        if kind == "out_cap":
-            return lambda env, conv: 1024
-        if kind == "scattered":
-            pos, crd = (self.getter(w, ttype) if w else (lambda env, conv: None) for w in what[1:])
-            return lambda env, conv: _scattered(pos(env, conv), crd(env, conv))
-        if kind == "extent":
-            n = self.rewritten.extents[what[1]]
-            return lambda env, conv: n
-        if kind == "scalar":
-            return lambda env, conv: env[what[1]]
-        name, c = what[1], what[2]
-        tensor = (lambda env, conv: conv[c]) if c is not None else (lambda env, conv: env[name])
-        if kind == "dim":
-            d = what[3]
-            return lambda env, conv: tensor(env, conv).shape[d]
-        if kind == "level":
-            lv, arr = what[3], what[4]
-            return lambda env, conv: tensor(env, conv).levels[lv][arr]
-        return lambda env, conv: (lambda t: t.values if isinstance(t, SparseTensor) else t)(tensor(env, conv))
+        """The argument ``what`` describes, for these operands (tests use it)."""
+        zeros = cuda_cupy.zeros if self.backend == "cuda" else np.zeros
+        (arg,), _ = _argument_function([what], ttype, self.rewritten, 0, zeros=zeros)(env, converted)
+        return arg
 
 
-def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=None):
-    """One Python function env -> (arguments, work) for a CPU step, generated from what each argument
-    is (``Lowered.arguments``): the per-call path of a small kernel is then one call, not a getter
-    per argument. ``work`` (array elements the call touches) picks the serial or parallel build.
-    Given ``compiled`` (the step's ``numba_cpu.Compiled``), the function calls it and returns its result."""
-    lines, names, sized, consts = [], [], [], {"zeros": np.zeros, "out_shape": ttype.shape,
+def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=None, zeros=np.zeros):
+    """One Python function (env, converted copies) -> (arguments, work) for a step, generated from
+    what each argument is (``Lowered.arguments``): the per-call path of a small kernel is then one
+    call, not a getter per argument. ``work`` (array elements the call touches) picks the CPU's
+    serial or parallel build. ``zeros`` allocates outputs where the kernel runs. Given ``compiled``
+    (a CPU step's ``numba_cpu.Compiled``), the function calls it and returns its result."""
+    lines, names, sized, consts = [], [], [], {"zeros": zeros, "out_shape": ttype.shape,
                                               "out_dtype": ttype.dtype, "scattered": _scattered,
                                               "threshold": numba_cpu.PARALLEL_THRESHOLD}
     tensors: dict = {}
@@ -332,19 +300,22 @@ def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=
         elif kind == "scalar":
             lines.append(f"{v} = env[{what[1]!r}]")
         else:
-            name = what[1]
-            if name not in tensors:
-                tensors[name] = f"t{len(tensors)}"
-                lines.append(f"{tensors[name]} = env[{name!r}]")
-            t = tensors[name]
+            name, copy = what[1], what[2]  # the operand, or its copy converted to the format the loops need
+            if (name, copy) not in tensors:
+                tensors[name, copy] = f"t{len(tensors)}"
+                source = f"conv[{copy!r}]" if copy is not None else f"env[{name!r}]"
+                lines.append(f"{tensors[name, copy]} = {source}")
+            t = tensors[name, copy]
             if kind == "dim":
                 lines.append(f"{v} = {t}.shape[{int(what[3])}]")
             elif kind == "level":
                 lines.append(f"{v} = {t}.levels[{int(what[3])}][{what[4]!r}]")
                 sized.append(v)
             else:  # values: of a sparse tensor, or the dense array itself
-                dense = checked.types[name].format.is_dense
-                lines.append(f"{v} = {t}" if dense else f"{v} = {t}.values")
+                if copy is not None:
+                    lines.append(f"{v} = {t}.values if type({t}) is SparseTensor else {t}")
+                else:
+                    lines.append(f"{v} = {t}" if checked.types[name].format.is_dense else f"{v} = {t}.values")
                 sized.append(v)
         names.append(v)
     listed = ", ".join(names)
@@ -354,7 +325,8 @@ def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=
     else:
         consts.update(serial=compiled.serial, compiled=compiled)
         tail = [f"return serial({listed}) if work < threshold else compiled({listed}, work=work)"]
-    src = "def arguments(env):\n" + "".join(f"    {ln}\n" for ln in lines + tail)
+    consts["SparseTensor"] = SparseTensor
+    src = "def arguments(env, conv=None):\n" + "".join(f"    {ln}\n" for ln in lines + tail)
     exec(src, consts)  # noqa: S102 - the source is built above from names the checker accepted
     return consts["arguments"]
 
