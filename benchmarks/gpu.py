@@ -322,7 +322,7 @@ def skinny_sweep(results, rows=8192, cols=8192, ncols=16):
         configs = {"nm(2,4)": ((1, 2, 16, None), (1, 3, 16, None), (1, 2, 16, 4), (1, 1, 32, None),
                                (2, 2, 16, None), (1, 2, 8, None)),
                    "nm(2,8)": ((2, 2, 8, None), (1, 2, 8, None), (2, 2, 8, 4), (1, 2, 16, None)),
-                   "bitmap": ((1, 2, 16, None), (1, 2, 16, 4), (1, 1, 16, None), (2, 1, 16, None))}[fmt]
+                   "bitmap": ((1, 2, 16, None), (1, 2, 16, 4), (1, 1, 16, None), (1, 1, 16, 4))}[fmt]
         for cfg in configs:
             cuda_schedules.CONFIG[key] = cfg
             kernel = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt)

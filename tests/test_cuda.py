@@ -190,8 +190,8 @@ def test_skinny_product_renders_the_tensor_core_template_for_16_bit_weights(fmt)
     src = cuda_render.render(fn, half)
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src and "_skinny1x8x1x1x8(" in src
     assert "sd_h2f(" in src  # the generic kernel widens 16-bit loads to float32 as well
-    if fmt == "bitmap":  # 16 bits of the mask per lane and row, the values through a window in shared memory
-        assert "(const unsigned short*)(t_W1_mask + sd_base[h])" in src and "sd_win[sd_warp]" in src
+    if fmt == "bitmap":  # a mask word per lane and row, the values through a window in shared memory
+        assert "__ldg(t_W1_mask + sd_base[h] + (sd_c + 2) * 4 + sd_t)" in src and "sd_win[sd_warp]" in src
         assert "sd_trailing_zeros(" in src  # the generic kernel walks the set bits
 
 
@@ -237,7 +237,8 @@ def test_skinny_product_fp16_matches_float32(fmt, rows, cols, ncols):
     from sparsedsl.backends import cuda_schedules
 
     m = 4 if fmt == "nm(2,4)" else 8
-    per_chunk = 4 * cuda_schedules.CONFIG.get(("nm", m), cuda_schedules.DEFAULT)[2] * m // 2 if fmt != "bitmap" else 64
+    per_chunk = 4 * cuda_schedules.CONFIG.get(("nm", m), cuda_schedules.DEFAULT)[2] * m // 2 if fmt != "bitmap" \
+        else cuda_schedules.BITMAP_CHUNK
     assert took == (ncols % 16 == 0 and cols % per_chunk == 0)
 
 

@@ -405,7 +405,7 @@ class Specialised(KernelSource):
             return None
         mtiles, minblocks, slots, warps = cuda_schedules.config(sk)
         slots = slots if sk.kind == "nm" and slots % 8 == 0 else 8
-        per_chunk = 4 * slots * sk.m // sk.n if sk.kind == "nm" else 64  # columns per 4-lane chunk of a row
+        per_chunk = 4 * slots * sk.m // sk.n if sk.kind == "nm" else cuda_schedules.BITMAP_CHUNK  # per 4 lanes
         ptr = {name: env[name].data.ptr if hasattr(env[name], "data") else env[name].bits.data.ptr
                for name in (sk.values, sk.dense, sk.crd or sk.mask)}
         if not (cols % 16 == 0 and 16 <= cols <= 64 and extent % per_chunk == 0 and extent > 0 and rows > 0

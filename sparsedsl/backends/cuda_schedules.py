@@ -14,8 +14,8 @@ Unstructured Sparsity", 2023; Mustafar, 2025) in the lowered loop nest of one pa
       out[i, n] = acc
 
 and renders it "load compressed, compute dense": a warp owns 16 or 32 rows (one or two m16 tiles, ``CONFIG``),
-each lane loads one or two 16-byte vectors of values (8 slots each) and their in-group indices (or 16
-mask bits, the values through a window in shared memory: ``_bitmap_main``) per row, a chunk ahead of
+each lane loads one or two 16-byte vectors of values (8 slots each) and their in-group indices (or a
+32-bit mask word, the values through a window in shared memory: ``_bitmap_main``) per row, a chunk ahead of
 its use (register double buffering; a ``cp.async`` ring through shared memory measured 5-10% slower
 on an H100), expands them into the dense
 A fragment of a tensor-core ``mma.m16n8k16`` (float32 accumulation), and takes X's fragment from
@@ -250,15 +250,17 @@ __device__ __forceinline__ void sd_mma_{T}(float* c, unsigned a0, unsigned a1, u
 
 # The template's knobs per (level kind, M; 0 for bitmap): m16 tiles per warp (they share X's fragments;
 # more tiles, more registers), blocks per SM asked of the register allocator, N:M slots per lane and
-# row in a chunk (bitmap: 16 mask bits, fixed), warps per block (None: as many as fill the GPU, <= 8).
+# row in a chunk (bitmap: one 32-bit mask word, fixed), warps per block (None: as many as fill the GPU, <= 8).
 # Chosen by the sweep of benchmarks/gpu.py on an H100 (benchmarks/results/gpu-h100.json, skinny_sweep).
 CONFIG = {("nm", 4): (1, 2, 16, None), ("nm", 8): (2, 2, 8, 4), ("bitmap", 0): (1, 2, 16, None)}
 DEFAULT = (1, 2, 8, None)
 
 
 def config(sk: Skinny) -> tuple:
-    """(m tiles, min blocks, slots, warps per block or None) for this weight level."""
-    return CONFIG.get((sk.kind, sk.m if sk.kind == "nm" else 0), DEFAULT)
+    """(m tiles, min blocks, slots, warps per block or None) for this weight level; bitmap weights
+    take one m16 tile per warp (their value windows fill the static shared memory)."""
+    cfg = CONFIG.get((sk.kind, sk.m if sk.kind == "nm" else 0), DEFAULT)
+    return cfg if sk.kind == "nm" else (1, *cfg[1:])
 
 
 def splitk_limit(nt: int, mtiles: int) -> int:
@@ -278,7 +280,7 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
     mma = HALF_MMA[ks.types.arrays[sk.values][0]]
     stm = CStmts(ks.types, ks.cexpr)
     c = ks.cexpr
-    q = slots // sk.n * (sk.m // 4) if sk.kind == "nm" else 4  # column quads per lane and row per chunk
+    q = slots // sk.n * (sk.m // 4) if sk.kind == "nm" else BITMAP_CHUNK // 16  # column quads per lane and row
     lines = [MMA.format(T=mma), f'extern "C" __global__ void __launch_bounds__({32 * splitk}, {minblocks}) '
              f'{ks.fn.name}_k{k}_skinny{nt}x{splitk}x{mtiles}x{minblocks}x{slots}(' + ", ".join(ks.params()) + ") {"]
     ks.prologue(loop, lines)
@@ -456,22 +458,39 @@ def _nm_lut_expand(sk: Skinny, q: int, mtiles: int, slots: int) -> list:
     ]
 
 
-# A row's value window in shared memory: 64 values (two 16-byte vectors per lane of its quad) and
-# 16 bytes of padding, so that the 8 rows of a warp's store start 4 banks apart.
-WIN_STRIDE = 72
+# Columns per chunk of a row (4 lanes, one 32-bit mask word each) in the bitmap template.
+BITMAP_CHUNK = 128
+# A row's value window in shared memory: room for a chunk's values from the 16-byte boundary before
+# the first (up to 7 + 128, in five 16-byte vectors per lane of its quad), and 16 bytes of padding so
+# that the 8 rows of a warp's store start 20 banks apart. 43 KB for 8 warps of 16 rows: the template
+# runs bitmap weights with one m16 tile per warp (``config``).
+WIN_STRIDE = 168
 
 
 def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
     """Each warp's first packed value in each of its rows: the set bits of the mask words of the
-    warps before it (two words per chunk), counted by those warps and summed through shared memory."""
+    warps before it (a word per lane and chunk), counted by those warps and summed through shared
+    memory. Also the expansion table: for each 4-bit group of the mask, the byte selectors that move
+    its values from a run of 4 packed halves to their columns, and the masks that zero the others."""
     return [
+        "  __shared__ uint4 sd_blut[16];",
+        "  if (threadIdx.x < 16) {",
+        "    const unsigned e = threadIdx.x;",
+        "    unsigned sel[2] = {0u, 0u}, keep[2] = {0u, 0u};",
+        "    for (int i = 0; i < 4; ++i) {  // column i takes packed half r, the set bits below it",
+        "      const unsigned r = __popc(e & ((1u << i) - 1u));",
+        "      sel[i >> 1] |= ((2u * r) | ((2u * r + 1u) << 4)) << (8 * (i & 1));",
+        "      if ((e >> i) & 1u) keep[i >> 1] |= 0xffffu << (16 * (i & 1));",
+        "    }",
+        "    sd_blut[e] = make_uint4(sel[0], sel[1], keep[0], keep[1]);",
+        "  }",
         f"  __shared__ long long sd_cnt[{splitk}][{16 * mtiles}];",
         "#pragma unroll",
         f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
         "    long long n = 0;",
         "    if (sd_ok[h])",
-        "      for (long long w = 2 * sd_c0 + sd_t; w < 2 * sd_c1; w += 4)",
-        f"        n += __popc(__ldg({sk.mask} + sd_base[h] + w));",
+        "      for (long long cc = sd_c0; cc < sd_c1; ++cc)",
+        f"        n += __popc(__ldg({sk.mask} + sd_base[h] + cc * 4 + sd_t));",
         "    n += __shfl_xor_sync(0xffffffffu, n, 1); n += __shfl_xor_sync(0xffffffffu, n, 2);",
         "    if (sd_t == 0) sd_cnt[sd_warp][sd_r + 8 * h] = n;",
         "  }",
@@ -482,23 +501,23 @@ def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
 
 
 def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
-    """The bitmap main loop, a software pipeline over the warp's chunks (64 columns of each row; lane
-    ``t`` of a row's quad owns columns 16t..16t+15, 16 bits of the mask): while chunk ``c`` is
-    expanded and multiplied, the window of chunk ``c + 1``'s values is in flight (its first value is
-    known from the bits of the chunks before) and so are the mask bits of chunk ``c + 2``.
+    """The bitmap main loop, a software pipeline over the warp's chunks (128 columns of each row; lane
+    ``t`` of a row's quad owns columns 32t..32t+31, one mask word): while chunk ``c`` is expanded and
+    multiplied, the window of chunk ``c + 1``'s values is in flight (its first value is known from the
+    bits of the chunks before) and so is the mask word of chunk ``c + 2``.
 
-    A row's values for a chunk are contiguous (about 19 of 64 at 70% sparsity): the quad loads them
-    as 16-byte vectors from the 16-byte boundary at or before the first (one vector per lane, a second
-    when the window runs past 32 values), stores them in the row's window in shared memory, and each
-    lane picks its values from there by its bits: the offset of a lane's first value is the set bits
-    of the lanes before it in the quad (a shuffle scan). A window of more than 64 values (a chunk
-    nearly full) is read from global memory instead."""
+    A row's values for a chunk are contiguous (about 38 of 128 at 70% sparsity): the quad loads them
+    as 16-byte vectors from the 16-byte boundary at or before the first (two per lane: 64 values),
+    stores them in the row's window in shared memory, and each lane expands its columns 4 at a time:
+    the 3 words holding the next 4 packed values, a funnel shift to the first, and a byte permute and
+    mask looked up by the 4 mask bits (``sd_blut``). A lane's first value follows the set bits of the
+    lanes before it in the quad (a shuffle scan). A window of more than 64 values (a chunk more than
+    about 45% full) has the rest loaded when it is used (up to three more vectors per lane)."""
     rows, vals = 2 * mtiles, sk.values
     u16 = "(const unsigned short*)"
 
-    def bits(h, chunk):  # the lane's 16 mask bits of a chunk; zero past the warp's chunks
-        return (f"(sd_ok[{h}] && {chunk} < sd_c1) ? (unsigned)__ldg({u16}({sk.mask} + sd_base[{h}]) + "
-                f"({chunk}) * 4 + sd_t) : 0u")
+    def bits(h, chunk):  # the lane's mask word of a chunk; zero past the warp's chunks
+        return f"(sd_ok[{h}] && {chunk} < sd_c1) ? __ldg({sk.mask} + sd_base[{h}] + ({chunk}) * 4 + sd_t) : 0u"
 
     def scan(m, before, total):  # exclusive prefix of the quad's set bits, and their total
         return [f"      {{ const int n = __popc({m}); int x = n, y = __shfl_up_sync(0xffffffffu, x, 1, 4);",
@@ -514,17 +533,8 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
                 f"        if ({total} > 0 && (unsigned long long)A < e) {dst}[0] = __ldg(A);",
                 f"        if (need > 32 && (unsigned long long)(A + 4) < e) {dst}[1] = __ldg(A + 4); }}"]
 
-    def expand(h, load):
-        out = ["        int idx = 0;", "#pragma unroll", "        for (int u = 0; u < 4; ++u) {",
-               "          unsigned lo = 0u, hi = 0u;"]
-        for bit, dst, shift in ((1, "lo", ""), (2, "lo", " << 16"), (4, "hi", ""), (8, "hi", " << 16")):
-            op = "|=" if shift else "="
-            out.append(f"          if (m & ({bit}u << (4 * u))) {dst} {op} (unsigned){load}{shift};")
-        out += [f"          sd_lo[{h}][u] = lo; sd_hi[{h}][u] = hi;", "        }"]
-        return out
-
-    lines = [
-        f"  unsigned sd_mc[{rows}], sd_mn[{rows}];  // the lane's mask bits of this chunk and the next",
+    return [
+        f"  unsigned sd_mc[{rows}], sd_mn[{rows}];  // the lane's mask words of this chunk and the next",
         f"  int sd_bc[{rows}], sd_tc[{rows}];  // this chunk: values before the lane's in its quad, in the quad",
         f"  uint4 sd_wc[{rows}][2];  // this chunk's window (the quad's 16-byte vectors)",
         "#pragma unroll",
@@ -538,7 +548,7 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
         f"    unsigned sd_mnn[{rows}]; int sd_bn[{rows}], sd_tn[{rows}]; uint4 sd_wn[{rows}][2]; "
         f"long long sd_vn[{rows}];",
         "#pragma unroll",
-        f"    for (int h = 0; h < {rows}; ++h) {{  // the next chunk's window, the bits of the one after",
+        f"    for (int h = 0; h < {rows}; ++h) {{  // the next chunk's window, the mask word of the one after",
         "      sd_vn[h] = sd_vbase[h] + sd_tc[h];",
         *scan("sd_mn[h]", "sd_bn[h]", "sd_tn[h]"),
         *window("h", "sd_vn[h]", "sd_tn[h]", "sd_wn[h]"),
@@ -549,19 +559,33 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
         f"    for (int h = 0; h < {rows}; ++h) {{",
         "      uint4* w = (uint4*)&sd_win[sd_warp][sd_r + 8 * h][0];",
         "      w[sd_t] = sd_wc[h][0]; w[4 + sd_t] = sd_wc[h][1];",
+        f"      const unsigned long long a = (unsigned long long)({u16}{vals} + sd_vbase[h]);",
+        "      const int need = (int)((a & 15ull) >> 1) + sd_tc[h];",
+        "      if (need > 64) {  // a chunk more than about 45% full: the rest of its window, now",
+        "        const uint4* A = (const uint4*)(a & ~15ull) + sd_t;",
+        f"        const unsigned long long e = (unsigned long long)({u16}{vals} + sd_vend[h]);",
+        "        for (int k = 2; k < 5; ++k)",
+        "          if (need > 32 * k && (unsigned long long)(A + 4 * k) < e) w[4 * k + sd_t] = __ldg(A + 4 * k);",
+        "      }",
         "    }",
         "    __syncwarp();",
-        f"    unsigned sd_lo[{rows}][4], sd_hi[{rows}][4];  // per row: 4 quads of dense 16-bit values",
+        f"    unsigned sd_lo[{rows}][8], sd_hi[{rows}][8];  // per row: 8 quads of dense 16-bit values",
         "#pragma unroll",
         f"    for (int h = 0; h < {rows}; ++h) {{",
         "      const unsigned m = sd_mc[h];",
         f"      const int mis = (int)(((unsigned long long)({u16}{vals} + sd_vbase[h]) & 15ull) >> 1);",
-        "      if (mis + sd_tc[h] <= 64) {",
-        "        const unsigned short* vp = &sd_win[sd_warp][sd_r + 8 * h][mis + sd_bc[h]];",
-        *expand("h", "vp[idx++]"),
-        "      } else {  // a nearly full chunk: its values straight from global memory",
-        f"        const unsigned short* vp = {u16}{vals} + sd_vbase[h] + sd_bc[h];",
-        *expand("h", "__ldg(vp + idx++)"),
+        "      const unsigned* wrow = (const unsigned*)&sd_win[sd_warp][sd_r + 8 * h][0];",
+        "      int p = mis + sd_bc[h];  // the window position of the next value",
+        "#pragma unroll",
+        "      for (int u = 0; u < 8; ++u) {",
+        "        const unsigned m4 = (m >> (4 * u)) & 15u;",
+        "        const unsigned* wp = wrow + (p >> 1);",
+        "        const unsigned s = (unsigned)(p & 1) << 4, w1 = wp[1];",
+        "        const unsigned x0 = __funnelshift_r(wp[0], w1, s), x1 = __funnelshift_r(w1, wp[2], s);",
+        "        const uint4 sel = sd_blut[m4];",
+        "        sd_lo[h][u] = __byte_perm(x0, x1, sel.x) & sel.z;",
+        "        sd_hi[h][u] = __byte_perm(x0, x1, sel.y) & sel.w;",
+        "        p += __popc(m4);",
         "      }",
         "    }",
         *mma_lines,
@@ -572,4 +596,3 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
         "    }",
         "  }",
     ]
-    return lines
