@@ -172,7 +172,7 @@ def test_bitmap_mask_length():
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.uint64])
 def test_bitmap_mask_wrong_dtype(dtype):
     # the old layout (one byte per coordinate) is refused, not read as bits
-    with pytest.raises(FormatError, match="mask.*uint32.*got dtype") as ei:
+    with pytest.raises(FormatError, match="'mask' must be a 1-D numpy array of uint32 words.*got a 1-D array of") as ei:
         bitmap(np.array([1, 0, 1, 0, 0, 1], dtype=dtype), i32(0, 2, 3), f64(1, 2, 3))
     assert "level 1" in str(ei.value)
 

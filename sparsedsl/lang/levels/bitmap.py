@@ -55,13 +55,12 @@ class Bitmap(LevelType):
         if mask is None:
             raise FormatError(f"{where}: the 'mask' array is missing")
         if not isinstance(mask, np.ndarray) or mask.ndim != 1 or mask.dtype != np.uint32:
-            got = f"dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
-            raise FormatError(f"{where}: 'mask' must be a 1-D uint32 numpy array (coordinate j is bit j % 32 "
-                              f"of word j // 32 of its row), got {got}"
-                              + (f" of {mask.ndim} dimensions" if isinstance(mask, np.ndarray) and mask.ndim != 1
-                                 else "")
-                              + ("; build it with sparsedsl.asformat(array, 'bitmap')"
-                                 if isinstance(mask, np.ndarray) and mask.dtype in (np.uint8, np.bool_) else ""))
+            isarray = isinstance(mask, np.ndarray)
+            got = f"a {mask.ndim}-D array of {mask.dtype}" if isarray else type(mask).__name__
+            old = isarray and mask.dtype in (np.uint8, np.bool_)  # the former layout, a byte per coordinate
+            raise FormatError(f"{where}: 'mask' must be a 1-D numpy array of uint32 words (coordinate j is bit "
+                              f"j % 32 of word j // 32 of its row), got {got}"
+                              + ("; sparsedsl.asformat(array, 'bitmap') builds one" if old else ""))
         if len(mask) != nparents * w:
             raise FormatError(f"{where}: 'mask' must have {w} uint32 words per parent (ceil({extent} / 32)), "
                               f"{nparents} x {w} = {nparents * w}, got {len(mask)}")
