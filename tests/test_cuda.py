@@ -442,3 +442,25 @@ def test_spgemm_empty_rows_and_rows_whose_product_is_empty():
     assert C.nnz == 0
     _spgemm_matches_scipy(sp.csr_matrix((0, 60)), sp.random(60, 40, density=0.1, format="csr", random_state=1),
                           np.float32)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows,per_row", [(300, 200), (4000, 3), (2000, 60)])
+def test_spmm_added_into_its_target_takes_a_thread_per_row_and_column(rows, per_row):
+    """A product added into a target an earlier term wrote (``Y = A·X - 2Z``: the rewrite writes
+    -2Z, then adds A·X) runs like the plain product, a thread per (row, column) pair (each owns its
+    element, so ``+=`` needs no atomics), not a thread per row."""
+    rng = np.random.default_rng(rows)
+    a = sp.random(rows, 5000, density=per_row / 5000, format="csr", random_state=rng, dtype=np.float32)
+    X = cp.asarray(rng.standard_normal((5000, 64)).astype(np.float32))
+    Z = cp.asarray(rng.standard_normal((rows, 64)).astype(np.float32))
+    A = sd.asformat(a, "csr").to("cuda")
+    for expr in ("Y[i,n] = A[i,j] * X[j,n]", "Y[i,n] = sum[j](A[i,j] * X[j,n]) - 2 * Z[i,n]"):
+        kernel = sd.compile(expr, A="csr")
+        ops = {"A": A, "X": X} if "Z" not in expr else {"A": A, "X": X, "Z": Z}
+        Y = kernel(**ops)
+        want = a @ cp.asnumpy(X) - (2 * cp.asnumpy(Z) if "Z" in expr else 0)
+        np.testing.assert_allclose(cp.asnumpy(Y), want, rtol=1e-4, atol=1e-4)
+        text = sd.explain(kernel, **ops)
+        assert "one thread per (v_i, v_n) pair" in text and "lanes per iteration" not in text

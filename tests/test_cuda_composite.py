@@ -116,6 +116,13 @@ def test_dense_contraction_steps_are_recognised_for_cublas():
     found = [dense_contraction(lower(plan.rewritten, st, i, {"backend": "cuda"}).function)
              for i, (st, *_) in enumerate(plan.steps)]
     assert [c is not None for c in found] == [True, True, False]
+    # the sparse term, added into Y, takes a thread per (row, column) pair like a plain SpMM
+    from sparsedsl.backends.cuda_render import plan_steps
+
+    st, *_ = plan.steps[2]
+    kernels = [s for s in plan_steps(lower(plan.rewritten, st, 2, {"backend": "cuda"}).function, [])
+               if s.kind == "parallel"]
+    assert len(kernels) == 1 and kernels[0].collapse is not None and not kernels[0].atomic
     vtx, u_t = found[0], found[1]
     assert not vtx.accumulate and not u_t.accumulate
     ins, out = vtx.spec.split("->")
@@ -126,3 +133,23 @@ def test_dense_contraction_steps_are_recognised_for_cublas():
                                  "Z": rng.standard_normal((5, 3))}))
     assert all(dense_contraction(lower(plan2.rewritten, st, i, {"backend": "cuda"}).function) is None
                for i, (st, *_) in enumerate(plan2.steps) if "Z" in str(st))
+
+
+@pytest.mark.parametrize("spec", ["ca,cb->ab", "ac,cb->ab", "ab,b->a", "abc,cd->abd", "bac,cd->dab",
+                                  "ab,ab->a", "ab,cb->ca", "a,b->ab", "abc,cbd->ad"])
+def test_contraction_step_matches_einsum(spec, monkeypatch):
+    """The cuBLAS path of a dense contraction step (tensordot, then the output's axis order), run
+    here with numpy standing in for cupy (the two share these functions)."""
+    from sparsedsl.backends.cuda_plan import Contraction
+
+    monkeypatch.setattr(cuda_cupy, "cupy", lambda: np)
+    rng = np.random.default_rng(len(spec))
+    (lix, rix), oix = spec.split("->")[0].split(","), spec.split("->")[1]
+    dims = {x: int(rng.integers(1, 5)) for x in set(lix + rix)}
+    left, right = (rng.standard_normal([dims[x] for x in ix]) for ix in (lix, rix))
+    want = np.einsum(spec, left, right)
+    for accumulate, start in ((False, 0.0), (True, 1.5)):
+        out = np.full(want.shape, start)
+        got = cuda_cupy._contract({"L": left, "R": right, "out": out}, Contraction(spec, "L", "R", accumulate))
+        assert got is out
+        np.testing.assert_allclose(out, want + start, rtol=1e-12, atol=1e-12)

@@ -387,9 +387,14 @@ def _collapse_shape(loop: L.For):
     if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Name) and x.target not in plain
            for x in _walk(inner.body)):
         return None
-    if any(isinstance(x, L.Assign) and x.op and isinstance(_parse(x.target), pyast.Subscript)
-           for x in _walk(inner.body)):
-        return None  # a scatter (out[..] += ..): the inner index may be a reduction index
+    for x in _walk(inner.body):
+        t = _parse(x.target) if isinstance(x, L.Assign) and x.op else None
+        if isinstance(t, pyast.Subscript):
+            # out[i, n] += ..: a pair's own element when both loops index it directly (an earlier term
+            # of a sum written into the same target); else a scatter whose index may be a reduction's
+            idx = {pyast.unparse(e) for e in (t.slice.elts if isinstance(t.slice, pyast.Tuple) else [t.slice])}
+            if not {loop.var, inner.var} <= idx:
+                return None
     return inner
 
 
@@ -399,7 +404,7 @@ def _collapse_shape(loop: L.For):
 @dataclasses.dataclass(frozen=True)
 class Contraction:
     """A function that is one dense contraction ``out[o..] (=|+=) Σ_r left[..] * right[..]``, every
-    loop over a whole extent: the CUDA backend hands it to cuBLAS through ``cupy.einsum`` (the
+    loop over a whole extent: the CUDA backend hands it to cuBLAS through ``cupy.tensordot`` (the
     factored products of composites, U·(Vᵀ·X), are such steps)."""
 
     spec: str  # einsum subscripts, "jr,jn->rn"
