@@ -12,6 +12,7 @@ import functools
 import hashlib
 import importlib.util
 import pickle
+import platform
 import sys
 
 import numba
@@ -30,6 +31,7 @@ from numba.extending import intrinsic
 from llvmlite import ir
 
 HUGE_PAGES = {huge_pages}
+X86 = {x86}
 
 
 @intrinsic
@@ -45,6 +47,33 @@ def prefetch(typingctx, arr, idx):
         builder.call(fn, [ptr] + [ir.Constant(ir.IntType(32), v) for v in (0, 1, 1)])
         return context.get_dummy_value()
     return types.none(arr, idx), codegen
+
+
+@intrinsic
+def stream_store(typingctx, arr, idx, val):
+    """arr[idx] = val as a non-temporal store: the line is written to memory without being read
+    first (a dense output streamed out by a parallel loop saves the read of every line it writes)."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        value = context.cast(builder, args[2], signature.args[2], signature.args[0].dtype)
+        store = builder.store(value, builder.gep(ary.data, [args[1]]))
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+    return types.none(arr, idx, val), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """Order this thread's non-temporal stores before what follows (sfence on x86, a fence elsewhere)."""
+    def codegen(context, builder, signature, args):
+        if X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse.sfence")
+            builder.call(fn, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.none(), codegen
 
 
 @intrinsic
@@ -167,6 +196,7 @@ def chunk_bound(weight, start, stop, chunk, nchunks):
 '''
 
 PREAMBLE = PREAMBLE.replace("{huge_pages}", str(sys.platform.startswith("linux")))  # Linux's MADV_HUGEPAGE
+PREAMBLE = PREAMBLE.replace("{x86}", str(platform.machine().lower() in ("x86_64", "amd64")))
 
 VERSION = f"numba-{numba.__version__}-py{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -178,6 +208,7 @@ def render(fn: L.Function, parallel: bool) -> str:
     lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck=False, nogil=True{fast})",
              f"def {fn.name}({', '.join(params)}):"]
     emits = any(isinstance(s, L.Emit) for s in _walk(fn.body))
+    streamed: set = set()  # ids of the stores rendered as stream_store
 
     def put(stmts, ind):
         pad = "    " * ind
@@ -195,7 +226,12 @@ def render(fn: L.Function, parallel: bool) -> str:
                     lines.append(f"{pad}    _hi = _lo0 + (_hi0 - _lo0) * (_ch + 1) // _nch")
                 put(s.private, ind + 1)
                 lines.append(f"{pad}    for {s.var} in range(_lo, _hi):")
+                # a 1-D output written once per iteration (SpMV's out[i] = acc) is streamed out
+                outs = [x for x in s.body if isinstance(x, L.Assign) and x.op is None and x.target == f"out[{s.var}]"]
+                streamed.update(id(x) for x in outs)
                 put(s.body or [L.Comment("empty")], ind + 2)
+                if outs:
+                    lines.append(f"{pad}    store_fence()")
             elif isinstance(s, L.For):
                 put(s.private, ind)
                 lines.append(f"{pad}for {s.var} in range({_x(s.start)}, {_x(s.stop)}):")
@@ -211,7 +247,9 @@ def render(fn: L.Function, parallel: bool) -> str:
                     put(s.orelse, ind + 1)
             elif isinstance(s, L.Assign):
                 target, value = _x(s.target), _x(s.value)
-                if s.op is None:
+                if id(s) in streamed:
+                    lines.append(f"{pad}stream_store(out, {_x(s.target)[4:-1]}, {value})")
+                elif s.op is None:
                     lines.append(f"{pad}{target} = {value}")
                 elif s.op == "+":
                     lines.append(f"{pad}{target} += {value}")
