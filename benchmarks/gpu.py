@@ -256,7 +256,10 @@ def pruned_weights(rows, cols, fmt, seed=5):
     vals = cp.take_along_axis(w.reshape(rows, cols // m, m), crd.astype(cp.int64), axis=2)
     keep = (crd[:, :, :, None] == cp.arange(m, dtype=cp.uint8)).any(axis=2)
     dense = cp.where(keep, w.reshape(rows, cols // m, m), cp.float16(0))
-    st = SparseTensor(fmt, (rows, cols), [{}, {"crd": crd.ravel()}], vals.ravel(), check=False)
+    level = sd.lang.formats.as_format(fmt, 2).levels[1].type  # the group's indices packed in one word
+    shifts = cp.arange(n, dtype=cp.uint64) * level.bits
+    meta = (crd.astype(cp.uint64) << shifts).sum(axis=2, dtype=cp.uint64).astype(level.dtype)
+    st = SparseTensor(fmt, (rows, cols), [{}, {"meta": meta.ravel()}], vals.ravel(), check=False)
     return dense.reshape(rows, cols), st
 
 

@@ -180,56 +180,69 @@ def test_bitmap_mask_wrong_dtype(dtype):
 # ---- N:M -----------------------------------------------------------------------------------------
 
 
-def nm(crd, values, shape=(1, 8)):
-    return SparseTensor("nm(2,4)", shape, [{}, {"crd": crd}], values)
+def nm(groups, values, shape=(1, 8)):
+    """An nm(2,4) tensor from each group's two in-group indices (7: an empty slot), packed 3 bits each."""
+    return SparseTensor("nm(2,4)", shape, [{}, {"meta": np.array([a | b << 3 for a, b in groups], np.uint8)}],
+                        values)
 
 
 def test_valid_nm():
-    t = nm(u8(0, 2, 1, 255), f64(1, 2, 3, 0))
+    t = nm([(0, 2), (1, 7)], f64(1, 2, 3, 0))
     np.testing.assert_array_equal(t.to_numpy(), [[1, 0, 2, 0, 0, 3, 0, 0]])
 
 
 def test_nm_index_not_below_m():
     with pytest.raises(FormatError) as ei:
-        nm(u8(0, 2, 1, 4), f64(1, 2, 3, 4))
+        nm([(0, 2), (1, 4)], f64(1, 2, 3, 4))
     msg = str(ei.value)
-    assert "level 1" in msg and "crd[3] = 4" in msg and "255" in msg
+    assert "level 1" in msg and "group 1 slot 1" in msg and "index 4" in msg and "7" in msg
 
 
 def test_nm_group_out_of_order():
     with pytest.raises(FormatError) as ei:
-        nm(u8(0, 2, 3, 1), f64(1, 2, 3, 4))
+        nm([(0, 2), (3, 1)], f64(1, 2, 3, 4))
     msg = str(ei.value)
     assert "level 1" in msg and "group 1" in msg and "out of order" in msg
 
 
 def test_nm_group_duplicate_index():
     with pytest.raises(FormatError, match="group 0"):
-        nm(u8(2, 2, 255, 255), f64(1, 2, 0, 0))
+        nm([(2, 2), (7, 7)], f64(1, 2, 0, 0))
 
 
 def test_nm_empty_slot_before_used_slot():
     with pytest.raises(FormatError, match="group 1"):
-        nm(u8(0, 2, 255, 1), f64(1, 2, 0, 4))
+        nm([(0, 2), (7, 1)], f64(1, 2, 0, 4))
+
+
+def test_nm_bits_above_the_fields():
+    with pytest.raises(FormatError, match=r"meta\[1\] = 137 has bits set above"):
+        SparseTensor("nm(2,4)", (1, 8), [{}, {"meta": u8(16, 137)}], f64(1, 2, 3, 0))
+
+
+def test_nm_meta_of_the_wrong_width():
+    with pytest.raises(FormatError, match="must be uint8.*asformat"):
+        SparseTensor("nm(2,4)", (1, 8), [{}, {"meta": np.array([16, 57], np.uint16)}], f64(1, 2, 3, 0))
+    with pytest.raises(FormatError, match="uint16"):
+        SparseTensor("nm(4,8)", (1, 8), [{}, {"meta": u8(0)}], f64(1, 2, 3, 4))
+
+
+def test_nm_too_many_slots_for_a_word():
+    with pytest.raises(FormatError, match="64-bit word"):
+        sparsedsl.asformat(np.ones((2, 32)), "nm(16,32)")
 
 
 def test_nm_group_out_of_order_message_is_readable():
     with pytest.raises(FormatError) as ei:
-        nm(u8(0, 2, 3, 1), f64(1, 2, 3, 4))
+        nm([(0, 2), (3, 1)], f64(1, 2, 3, 4))
     assert "[3, 1]" in str(ei.value) and "np." not in str(ei.value)
 
 
 def test_nm_extent_not_multiple_of_m():
     with pytest.raises(FormatError) as ei:
-        nm(u8(0, 2, 255, 255), f64(1, 2, 0, 0), shape=(1, 6))
+        nm([(0, 2), (7, 7)], f64(1, 2, 0, 0), shape=(1, 6))
     msg = str(ei.value)
     assert "level 1" in msg and "multiple of 4" in msg
-
-
-def test_nm_crd_must_be_uint8():
-    with pytest.raises(FormatError) as ei:
-        nm(i32(0, 2, 1, 3), f64(1, 2, 3, 4))
-    assert "level 1" in str(ei.value) and "uint8" in str(ei.value)
 
 
 def test_nm_conversion_of_an_over_full_group_says_what_to_do():
@@ -756,7 +769,7 @@ RAW_FORMATS = {
     "dcsr": (2, [("pos", "crd"), ("pos", "crd")]),
     "coo": (2, [("pos", "crd"), ("crd",)]),
     "bitmap": (2, [("mask", "pos")]),
-    "nm(2,4)": (2, [("crd",)]),
+    "nm(2,4)": (2, [("meta",)]),
     "bsr(2,2)": (2, [("pos", "crd")]),
     "csf": (3, [("pos", "crd")] * 3),
 }
@@ -780,9 +793,9 @@ def raw_tensors(draw):
             if key == "mask":  # words with low bits, padding bits, the top bit
                 words = st.sampled_from([0, 1, 2, 5, 0x10, 0x80000000, 0xFFFFFFFF])
                 arrays[key] = np.array(draw(st.lists(words, min_size=n, max_size=n)), dtype=np.uint32)
-            elif name.startswith("nm"):
-                arrays[key] = np.array(draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 255]), min_size=n,
-                                                     max_size=n)), dtype=np.uint8)
+            elif name.startswith("nm"):  # two 3-bit indices a byte: valid, empty (7), too large, disordered
+                arrays[key] = np.array(draw(st.lists(st.sampled_from([0, 8, 16, 17, 57, 63, 4, 12, 64, 255]),
+                                                     min_size=n, max_size=n)), dtype=np.uint8)
             else:
                 dtype = draw(st.sampled_from([np.int32, np.int64, np.uint8]))
                 lo = 0 if dtype == np.uint8 else -2

@@ -7,7 +7,7 @@ Unstructured Sparsity", 2023; Mustafar, 2025) in the lowered loop nest of one pa
 
     for i (parallel):  head                      # the row's position (a0_0_q = i)
       for n in [0, C):  acc = 0
-        nm:      for g in [0, G): for s in [0, N): q = base + g*N + s; k = crd[q]
+        nm:      for g in [0, G): for s in [0, N): q = (first + g)*N + s; k = (meta[first + g] >> s*bits) & ones
                    if k < M: j = g*M + k; acc += W[q] * X[j, n]
         bitmap:  q = pos[p]; for w in [0, ceil(D / 32)): b = mask[base + w]
                    while b != 0: j = w*32 + trailing_zeros(b); acc += W[q] * X[j, n]; q += 1; b &= b - 1
@@ -129,6 +129,8 @@ def skinny_shape(loop: L.For, arrays: dict):
 
 
 def _nm(loop, head, cl, nest, store):
+    """The N:M level's sum (levels/nm.py): for each group g and slot s, the slot's value position q,
+    its in-group index k unpacked from the group's word, and ``if k < M: acc += W[q] * X[g*M + k, n]``."""
     if len(nest) != 1 or not isinstance(nest[0], L.For) or nest[0].start != "0":
         return None
     gl = nest[0]
@@ -141,37 +143,43 @@ def _nm(loop, head, cl, nest, store):
             or not isinstance(b[2], L.If) or b[2].orelse:
         return None
     q, k = b[0].target, b[1].target
-    kv = _p(b[1].value)
-    if not (isinstance(kv, pyast.Subscript) and pyast.unparse(kv.slice) == q):
+    kv = _p(b[1].value)  # (meta[word] >> shift) & ones
+    if not (isinstance(kv, pyast.BinOp) and isinstance(kv.op, pyast.BitAnd) and isinstance(kv.left, pyast.BinOp)
+            and isinstance(kv.left.op, pyast.RShift) and isinstance(kv.left.left, pyast.Subscript)
+            and isinstance(kv.left.left.value, pyast.Name)):
         return None
-    crd = kv.value.id
+    meta, word, shift, ones = (kv.left.left.value.id, pyast.unparse(kv.left.left.slice), pyast.unparse(kv.left.right),
+                               _int(pyast.unparse(kv.right)))
     cond = _p(b[2].cond)
     if not (isinstance(cond, pyast.Compare) and pyast.unparse(cond.left) == k and isinstance(cond.ops[0], pyast.Lt)):
         return None
     m = _int(pyast.unparse(cond.comparators[0]))
     then = b[2].then
     if m is None or m % 4 or n != 2 or len(then) != 2 or then[0].op is not None or then[1].target != "acc" \
-            or then[1].op != "+":
-        return None
+            or then[1].op != "+" or ones != (1 << m.bit_length()) - 1 or n * m.bit_length() > 8:
+        return None  # the template reads one byte per group
     j = then[0].target
     prod = _product(then[1].value, cl.var, j)
     if prod is None or prod[1] != q:
         return None
-    # the slot is base + g*N + s, the coordinate g*M + k, and every row's base a multiple of its slot count:
-    # checked at a few points (the lowering's spelling is not relied on)
-    names = (_names(b[0].value) | _names(gl.stop)) - {gl.var, sl.var}
+    # the slot is (first + g)*N + s, the group's word first + g, the field s*bits, the coordinate g*M + k,
+    # every row's first slot a multiple of its slot count: checked at a few points (the lowering's
+    # spelling is not relied on)
+    names = (_names(b[0].value) | _names(word) | _names(gl.stop)) - {gl.var, sl.var}
     rng = random.Random(0)
     for _ in range(4):
         env = {v: rng.randrange(1, 40) * m * 8 for v in names}
         groups = _eval(gl.stop, env)
         g, s = rng.randrange(0, 50), rng.randrange(0, n)
+        at = {**env, gl.var: g, sl.var: s}
         base = _eval(_sub(b[0].value, {gl.var: "0", sl.var: "0"}), env)
-        if _eval(b[0].value, {**env, gl.var: g, sl.var: s}) != base + g * n + s or (groups and base % (groups * n)):
+        if _eval(b[0].value, at) != base + g * n + s or (groups and base % (groups * n)) or \
+                _eval(word, at) * n != base + g * n or _eval(shift, at) != s * m.bit_length():
             return None
         if _eval(then[0].value, {gl.var: g, k: 3}) != g * m + 3:
             return None
     return Skinny("nm", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, f"({gl.stop}) * {m}",
-                  crd=crd, n=n, m=m, groups=gl.stop, slot0=_sub(b[0].value, {gl.var: "0", sl.var: "0"}))
+                  crd=meta, n=n, m=m, groups=gl.stop, slot0=_sub(b[0].value, {gl.var: "0", sl.var: "0"}))
 
 
 def _bitmap(loop, head, cl, nest, store):
@@ -252,7 +260,7 @@ __device__ __forceinline__ void sd_mma_{T}(float* c, unsigned a0, unsigned a1, u
 # more tiles, more registers), blocks per SM asked of the register allocator, N:M slots per lane and
 # row in a chunk (bitmap: one 32-bit mask word, fixed), warps per block (None: as many as fill the GPU, <= 8).
 # Chosen by the sweep of benchmarks/gpu.py on an H100 (benchmarks/results/gpu-h100.json, skinny_sweep).
-CONFIG = {("nm", 4): (1, 2, 16, None), ("nm", 8): (2, 2, 8, 4), ("bitmap", 0): (1, 2, 16, None)}
+CONFIG = {("nm", 4): (1, 2, 16, 4), ("nm", 8): (2, 2, 8, 4), ("bitmap", 0): (1, 2, 16, None)}
 DEFAULT = (1, 2, 8, None)
 
 
@@ -384,11 +392,16 @@ def _nm_main(sk: Skinny, q: int, mtiles: int, slots: int, mma_lines: list) -> li
     (register double buffering), expanded through the byte-permute table."""
     rows = 2 * mtiles
     vec = slots // 8  # 16-byte vectors of values per lane and row (8 slots each)
-    regs = f"uint4 v[{rows}][{vec}]; uint2 kk[{rows}][{vec}];"
-    zero = "v[h][b] = make_uint4(0, 0, 0, 0); kk[h][b] = make_uint2(0xffffffffu, 0xffffffffu);"
+    regs = f"uint4 v[{rows}][{vec}]; unsigned kk[{rows}][{vec}];"
+    zero = "v[h][b] = make_uint4(0, 0, 0, 0); kk[h][b] = 0xffffffffu;"
     at = f"sd_base[h] + cc * {4 * slots} + sd_t * {slots} + 8 * b"
-    load = [f"v[h][b] = __ldg((const uint4*)({sk.values} + {at}));",
-            f"kk[h][b] = __ldg((const uint2*)({sk.crd} + {at}));"]
+    load = [f"v[h][b] = __ldg((const uint4*)({sk.values} + {at}));"]  # 8 slots: 4 groups, 4 bytes of indices
+    if vec == 2:  # both vectors' index words in one 8-byte load, after both were cleared
+        first = at.replace("8 * b", "0")
+        load.append(f"if (b == 1) {{ const uint2 k2 = __ldg((const uint2*)({sk.crd} + ({first}) / {sk.n})); "
+                    "kk[h][0] = k2.x; kk[h][1] = k2.y; }")
+    else:
+        load.append(f"kk[h][b] = __ldg((const unsigned*)({sk.crd} + ({at}) / {sk.n}));")
     fetch = ["#pragma unroll", f"      for (int h = 0; h < {rows}; ++h)", "#pragma unroll",
              f"      for (int b = 0; b < {vec}; ++b) {{", f"        {zero}",
              "        if (sd_ok[h] && cc < sd_c1) {", *[f"          {x}" for x in load], "        }", "      }"]
@@ -416,13 +429,15 @@ def _nm_main(sk: Skinny, q: int, mtiles: int, slots: int, mma_lines: list) -> li
 
 
 def _nm_lut(sk: Skinny) -> list:
-    """N = 2: a group's two slots (one 32-bit word of values, indices c0 < c1 or empty) become its M
-    dense values through byte permutes; the selectors, one per output word, are looked up by (c0, c1)."""
-    m, words = sk.m, sk.m // 2
+    """N = 2: a group's two slots (one 32-bit word of values) become its M dense values through byte
+    permutes; the selectors, one per output word, are looked up by the group's index byte itself
+    (c0 in its low ``bits`` bits, c1 above; an index >= M is an empty slot)."""
+    words, bits = sk.m // 2, sk.m.bit_length()
+    entries, ones = 1 << (2 * bits), (1 << bits) - 1
     return [
-        f"  __shared__ unsigned sd_lut[{(m + 1) * (m + 1)}][{(words + 1) // 2}];",
-        f"  for (int e = threadIdx.x; e < {(m + 1) * (m + 1)}; e += blockDim.x) {{",
-        f"    const int c0 = e / {m + 1}, c1 = e % {m + 1};",
+        f"  __shared__ unsigned sd_lut[{entries}][{(words + 1) // 2}];",
+        f"  for (int e = threadIdx.x; e < {entries}; e += blockDim.x) {{",
+        f"    const int c0 = e & {ones}, c1 = e >> {bits};",
         f"    for (int w = 0; w < {words}; w += 2) {{",
         "      unsigned sel = 0;",
         "      for (int x = 0; x < 4; ++x) {  // output halves 2w .. 2w + 3: byte pairs 0-1 (c0), 2-3 (c1), or zero",
@@ -438,15 +453,15 @@ def _nm_lut(sk: Skinny) -> list:
 
 def _nm_lut_expand(sk: Skinny, q: int, mtiles: int, slots: int) -> list:
     m, per_q = sk.m, sk.m // 4
+    field = (1 << (2 * m.bit_length())) - 1  # the two indices of a group's byte
     return [
         "#pragma unroll",
         f"    for (int h = 0; h < {2 * mtiles}; ++h) {{",
         "#pragma unroll",
         f"      for (int g = 0; g < {slots // 2}; ++g) {{  // the lane's groups: 2 slots each, 4 per vector",
-        "        const uint4 vv = sd_v[h][g >> 2]; const uint2 kv = sd_k[h][g >> 2];",
+        "        const uint4 vv = sd_v[h][g >> 2];",
         "        const unsigned vw = (g & 3) == 0 ? vv.x : (g & 3) == 1 ? vv.y : (g & 3) == 2 ? vv.z : vv.w;",
-        "        const unsigned pair = ((g & 2) ? kv.y : kv.x) >> (16 * (g & 1));",
-        f"        const unsigned e = min(pair & 0xffu, {m}u) * {m + 1} + min((pair >> 8) & 0xffu, {m}u);",
+        f"        const unsigned e = (sd_k[h][g >> 2] >> (8 * (g & 3))) & {field}u;  // the group's index byte",
         "#pragma unroll",
         f"        for (int qq = 0; qq < {per_q}; ++qq) {{",
         "          const unsigned sel = sd_lut[e][qq];",

@@ -61,7 +61,8 @@ class Operand:
     safe: bool = False  # its value position is in bounds even where it is not present (a merge's cursor)
 
     def names(self, k: int) -> dict:
-        return {a: f"{self.tensor}{k}_{a}" for a in ("pos", "crd", "mask")}
+        """The kernel's names of level ``k``'s arrays (those its level type declares)."""
+        return {a: f"{self.tensor}{k}_{a}" for a in self.fmt.levels[k].type.array_names}
 
     def level_extent(self, k: int) -> str:
         spec = self.fmt.levels[k]

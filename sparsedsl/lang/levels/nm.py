@@ -1,8 +1,11 @@
 """The N:M level: the level's coordinates are cut into groups of M and each group keeps N slots
-holding its stored entries' in-group indices (uint8), in increasing order; an unused slot holds
-255. Values sit in every slot (zero in unused ones), so a row of K coordinates always stores
-K / M * N values: the layout of 2:4 sparse tensor cores ("Learning N:M Fine-grained Structured
-Sparse Neural Networks From Scratch", Zhou et al., 2021)."""
+holding its stored entries' in-group indices, in increasing order. The indices are packed: one
+unsigned word per group (``meta``, the narrowest of 8/16/32/64 bits that holds N fields of
+``bits = M.bit_length()`` bits; slot s in bits [s·bits, (s+1)·bits)), an unused slot holding all
+ones (>= M), the bits above the N fields zero. 2:4 and 2:8 take one byte per group, as the 2-bit
+index pairs of 2:4 sparse tensor cores take half a byte. Values sit in every slot (zero in unused
+ones), so a row of K coordinates always stores K / M * N values ("Learning N:M Fine-grained
+Structured Sparse Neural Networks From Scratch", Zhou et al., 2021)."""
 
 from __future__ import annotations
 
@@ -14,18 +17,36 @@ from ...errors import FormatError
 from ..loopir import Assign, For, If, While
 from .base import Cursor, LevelType, Parent, check_index_array
 
-EMPTY = 255
-
 
 @dataclass(frozen=True)
 class NM(LevelType):
     n: int = 2
     m: int = 4
-    array_names = ("crd",)
+    array_names = ("meta",)
 
     def __post_init__(self):
-        if not (isinstance(self.n, int) and isinstance(self.m, int) and 1 <= self.n <= self.m <= 254):
-            raise FormatError(f"nm(n, m) needs integers 1 <= n <= m <= 254, got nm({self.n}, {self.m})")
+        if not (isinstance(self.n, int) and isinstance(self.m, int) and 1 <= self.n <= self.m):
+            raise FormatError(f"nm(n, m) needs integers 1 <= n <= m, got nm({self.n}, {self.m})")
+        if self.n * self.m.bit_length() > 64:
+            raise FormatError(f"nm({self.n},{self.m}): {self.n} in-group indices of {self.m.bit_length()} bits do "
+                              f"not fit the 64-bit word a group keeps; use at most {64 // self.m.bit_length()} "
+                              f"entries per group of {self.m}, or a bitmap level")
+
+    @property
+    def bits(self) -> int:
+        """Bits of one slot's in-group index."""
+        return self.m.bit_length()
+
+    @property
+    def empty(self) -> int:
+        """The index an unused slot holds (all ones: never a valid index)."""
+        return (1 << self.bits) - 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The word a group's indices are packed in."""
+        words = [np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)]
+        return next(t for t in words if 8 * t.itemsize >= self.n * self.bits)
 
     def groups(self, extent, where="nm level"):
         if extent % self.m:
@@ -33,20 +54,34 @@ class NM(LevelType):
                               f"multiple of {self.m}; pad the tensor or choose another format")
         return extent // self.m
 
+    def fields(self, meta: np.ndarray) -> np.ndarray:
+        """The in-group indices of each group's slots: shape (len(meta), n)."""
+        shifts = np.arange(self.n, dtype=np.uint64) * np.uint64(self.bits)
+        return ((meta.astype(np.uint64)[:, None] >> shifts) & np.uint64(self.empty)).astype(np.int64)
+
     def npositions(self, arrays, nparents, extent):
         return nparents * self.groups(extent) * self.n
 
     def validate(self, arrays, nparents, extent, where):
-        slots = self.groups(extent, where) * self.n
-        crd = check_index_array(arrays, "crd", where, length=nparents * slots)
-        if crd.dtype != np.uint8:
-            raise FormatError(f"{where}: 'crd' of an nm level must be uint8, got {crd.dtype}")
-        grid = crd.reshape(-1, self.n).astype(np.int16)
-        used = grid != EMPTY
+        groups = self.groups(extent, where)
+        meta = check_index_array(arrays, "meta", where, length=nparents * groups)
+        if meta.dtype != self.dtype:
+            raise FormatError(f"{where}: 'meta' of an nm({self.n},{self.m}) level must be {self.dtype} (one word per "
+                              f"group, {self.n} indices of {self.bits} bits), got {meta.dtype}; build it with "
+                              f"sparsedsl.asformat")
+        width = self.n * self.bits
+        if width < 64:
+            high = np.flatnonzero(meta.astype(np.uint64) >> np.uint64(width))
+            if len(high):
+                raise FormatError(f"{where}: meta[{high[0]}] = {meta[high[0]]} has bits set above its {self.n} "
+                                  f"fields of {self.bits} bits")
+        grid = self.fields(meta)
+        used = grid != self.empty
         bad = np.flatnonzero(used.ravel() & (grid.ravel() >= self.m))
         if len(bad):
-            raise FormatError(f"{where}: crd[{bad[0]}] = {crd[bad[0]]} is not an in-group index < {self.m} "
-                              f"(nor {EMPTY}, the empty slot)")
+            g, slot = divmod(int(bad[0]), self.n)
+            raise FormatError(f"{where}: group {g} slot {slot} holds in-group index {grid[g, slot]}, not < {self.m} "
+                              f"(nor {self.empty}, the empty slot)")
         if self.n > 1:
             # used slots first, strictly increasing
             after_empty = used[:, 1:] & ~used[:, :-1]
@@ -77,40 +112,42 @@ class NM(LevelType):
             raise FormatError(f"nm({self.n},{self.m}): group {grp} (coordinates {grp * self.m}.."
                               f"{grp * self.m + self.m - 1}) below parent {row} holds more than {self.n} "
                               f"entries; keep at most {self.n} of every {self.m} (e.g. the largest magnitudes) first")
-        slot = ug * self.n + rank
-        crd = np.full(nparents * groups * self.n, EMPTY, dtype=np.uint8)
-        crd[slot] = (coord[new] % self.m).astype(np.uint8)
-        child = slot[np.cumsum(new) - 1]
-        return {"crd": crd}, child, len(crd)
+        grid = np.full((nparents * groups, self.n), self.empty, dtype=np.uint64)
+        grid[ug, rank] = (coord[new] % self.m).astype(np.uint64)
+        shifts = np.arange(self.n, dtype=np.uint64) * np.uint64(self.bits)
+        meta = np.bitwise_or.reduce(grid << shifts, axis=1) if self.n > 1 else grid[:, 0]
+        child = (ug * self.n + rank)[np.cumsum(new) - 1]
+        return {"meta": meta.astype(self.dtype)}, child, nparents * groups * self.n
 
     def unpack(self, parents, arrays, nparents, extent):
         groups, n = self.groups(extent), self.n
-        per = groups * n
-        owner = np.repeat(np.arange(len(parents)), per)
-        slot = parents.astype(np.int64)[owner] * per + np.tile(np.arange(per), len(parents))
-        c = arrays["crd"][slot]
-        keep = c != EMPTY
-        slot, owner = slot[keep], owner[keep]
-        coord = (slot % per) // n * self.m + c[keep]
-        return owner, coord.astype(np.int64), slot
+        owner = np.repeat(np.arange(len(parents)), groups)
+        gid = parents.astype(np.int64)[owner] * groups + np.tile(np.arange(groups), len(parents))
+        grid = self.fields(arrays["meta"][gid])
+        keep = grid != self.empty
+        owner = np.repeat(owner, n).reshape(-1, n)[keep]
+        slot = (gid[:, None] * n + np.arange(n))[keep]
+        coord = (gid % groups)[:, None] * self.m + grid
+        return owner, coord[keep].astype(np.int64), slot
 
     def loop(self, names, parent, extent, coord, pos, body):
-        p, crd = parent.pos, names["crd"]
+        p, meta = parent.pos, names["meta"]
         g, s, k = f"{pos}_g", f"{pos}_s", f"{pos}_k"
         groups = f"({extent} // {self.m})"
-        first = "0" if p == "0" else f"{p} * {groups} * {self.n}"
+        first = "0" if p == "0" else f"{p} * {groups}"
         return [For(g, "0", groups, [For(s, "0", str(self.n), [
-            Assign(pos, f"{first} + {g} * {self.n} + {s}"),
-            Assign(k, f"{crd}[{pos}]"),
+            Assign(pos, f"({first} + {g}) * {self.n} + {s}"),
+            Assign(k, f"({meta}[{first} + {g}] >> ({s} * {self.bits})) & {self.empty}"),
             If(f"{k} < {self.m}", [Assign(coord, f"{g} * {self.m} + {k}"), *body]),
         ])])]
 
     def cursor(self, names, parent, extent, tag):
-        q, end, crd = f"{tag}_q", f"{tag}_stop", names["crd"]
+        q, end, meta = f"{tag}_q", f"{tag}_stop", names["meta"]
         per = f"({extent} // {self.m} * {self.n})"
-        skip = While(f"{q} < {end} and {crd}[{q}] == {EMPTY}", [Assign(q, "1", "+")])
+        index = f"(({meta}[{q} // {self.n}] >> ({q} % {self.n} * {self.bits})) & {self.empty})"
+        skip = While(f"{q} < {end} and {index} == {self.empty}", [Assign(q, "1", "+")])
         init = [Assign(q, f"{parent.pos} * {per}"), Assign(end, f"{q} + {per}"), skip]
-        coord = f"(({q} - {end} + {per}) // {self.n} * {self.m} + {crd}[{q}])"
+        coord = f"(({q} - {end} + {per}) // {self.n} * {self.m} + {index})"
         return Cursor(init=init, valid=f"{q} < {end}", coord=coord, pos=q,
                       advance=[Assign(q, "1", "+"), skip], child=Parent(pos=q))
 
