@@ -621,8 +621,9 @@ class Specialised(KernelSource):
                     f"one thread per ({step.loop.var}, {step.collapse.var}) pair" if step.collapse else \
                     "one thread per iteration (grid-stride)"
                 if getattr(step, "spgemm", None) is not None:
+                    slots = cuda_spgemm.block_slots(cuda_spgemm.BLOCK_BINS - 1)
                     how = ("a row's products in a hash table in shared memory (cuda_spgemm): a warp per row, "
-                           "a block per row for longer rows (tables of up to 16,384 slots in dynamic shared "
+                           f"a block per row for longer rows (tables of up to {slots:,} slots in dynamic shared "
                            "memory, bitonic-sorted), for the longest a bitmap of the columns in shared memory "
                            "over dense values in global memory")
                     got = getattr(step, "launched", None)

@@ -28,6 +28,7 @@ here needs cupy or a GPU: ``render()`` prints the source for given arguments.
 from __future__ import annotations
 
 import ast as pyast
+import functools
 
 import numpy as np
 
@@ -719,24 +720,37 @@ def kernel_name(fn: str, k: int, lanes=1) -> str:
 
 
 def signature(args: dict) -> dict:
-    """(kind, dtype, ndim) of each argument: "array" or "scalar"."""
+    """(kind, dtype, ndim) of each argument: "array" or "scalar". On every call of a kernel, so the
+    entry of each (dtype, ndim) / scalar type is computed once (numpy's dtype names are slow)."""
     sig = {}
     for name, v in args.items():
         if getattr(v, "sd_storage", None) == "bfloat16":  # cuda_cupy.BFloat16Array: uint16 bits
             sig[name] = ("array", "bfloat16", max(1, v.ndim))
         elif hasattr(v, "__cuda_array_interface__") or isinstance(v, np.ndarray) and v.ndim > 0:
-            if v.dtype.kind not in "biuf":
-                raise NotImplementedError(f"the CUDA backend does not support dtype {v.dtype} yet")
-            sig[name] = ("array", v.dtype.name, max(1, v.ndim))
-        elif isinstance(v, (bool, np.bool_)):
-            sig[name] = ("scalar", "bool", 0)
-        elif isinstance(v, (int, np.integer)):
-            sig[name] = ("scalar", "int64" if isinstance(v, int) else np.dtype(type(v)).name, 0)
-        elif isinstance(v, (float, np.floating)):
-            sig[name] = ("scalar", "float64" if isinstance(v, float) else np.dtype(type(v)).name, 0)
+            sig[name] = _array_entry(v.dtype, v.ndim)
+        elif isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)):
+            sig[name] = _scalar_entry(type(v))
         else:
             raise TypeError(f"argument {name}: cannot pass {type(v).__name__} to a CUDA kernel")
     return sig
+
+
+@functools.cache
+def _array_entry(dtype, ndim: int) -> tuple:
+    if dtype.kind not in "biuf":
+        raise NotImplementedError(f"the CUDA backend does not support dtype {dtype} yet")
+    return "array", dtype.name, max(1, ndim)
+
+
+@functools.cache
+def _scalar_entry(tp: type) -> tuple:
+    if issubclass(tp, (bool, np.bool_)):
+        return "scalar", "bool", 0
+    if tp is int:
+        return "scalar", "int64", 0
+    if tp is float:
+        return "scalar", "float64", 0
+    return "scalar", np.dtype(tp).name, 0
 
 
 def render(fn: L.Function, args: list) -> str:

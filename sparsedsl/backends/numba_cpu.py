@@ -208,7 +208,7 @@ def render(fn: L.Function, parallel: bool) -> str:
     lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck=False, nogil=True{fast})",
              f"def {fn.name}({', '.join(params)}):"]
     emits = any(isinstance(s, L.Emit) for s in _walk(fn.body))
-    streamed: set = set()  # ids of the stores rendered as stream_store
+    streamed: dict = {}  # id of a store rendered as stream_store -> the parallel loop's variable
 
     def put(stmts, ind):
         pad = "    " * ind
@@ -228,7 +228,7 @@ def render(fn: L.Function, parallel: bool) -> str:
                 lines.append(f"{pad}    for {s.var} in range(_lo, _hi):")
                 # a 1-D output written once per iteration (SpMV's out[i] = acc) is streamed out
                 outs = [x for x in s.body if isinstance(x, L.Assign) and x.op is None and x.target == f"out[{s.var}]"]
-                streamed.update(id(x) for x in outs)
+                streamed.update((id(x), s.var) for x in outs)
                 put(s.body or [L.Comment("empty")], ind + 2)
                 if outs:
                     lines.append(f"{pad}    store_fence()")
@@ -248,7 +248,7 @@ def render(fn: L.Function, parallel: bool) -> str:
             elif isinstance(s, L.Assign):
                 target, value = _x(s.target), _x(s.value)
                 if id(s) in streamed:
-                    lines.append(f"{pad}stream_store(out, {_x(s.target)[4:-1]}, {value})")
+                    lines.append(f"{pad}stream_store(out, u8({streamed[id(s)]}), {value})")
                 elif s.op is None:
                     lines.append(f"{pad}{target} = {value}")
                 elif s.op == "+":
