@@ -28,19 +28,26 @@ rows that A's row selects; it bounds the row's output entries), and
   two >= 2 ub slots, the values added with ``atomicAdd``;
 - ``block``: a block per row with ``ub <= BLOCK_UB``, the same code over a table in dynamic shared
   memory, in four bins by ``ub`` (tables of 2048..16384 slots, at most ``TABLE_BYTES``; rows of a bin
-  whose table does not fit go to the global kernel);
+  whose table does not fit go to the global kernel). The products are spread over the whole block
+  (``SPREAD``: a block scan of the B row lengths of up to ``threads`` A entries at a time, a binary
+  search per product): such rows often have a few A entries with long B rows, which a warp per 32 A
+  entries left to one or two warps while the others waited at the barrier;
 - ``global``: a block per longer row over a bitmap of the columns in shared memory (a window of
   ``BITMAP_WORDS`` words at a time, the products re-read per window when the columns do not fit) and
   the values dense in global memory (zeroed again as they are read), read back in column order.
 
-The count pass counts the keys a row inserted. The fill pass compacts the table, ranks each key
-among the row's keys (warp: by comparing with the others; block: a bitonic sort; so the row comes out
-sorted: canonical CSR, like the CPU path and scipy) and
-runs the tail's body for the entry of rank ``t``, with the tail's counters (``oq += 1``) advanced
-``t`` times. Every piece of code inside (bounds, positions, the key, the value, the stores) is the
-loop IR's, printed by the renderer; the lists, the launch and the global workspace are the
-backend's (``cuda_cupy.Specialised.spgemm_launch``). The sums are in a different order than on the
-CPU (atomics), so float results agree to rounding.
+The count pass counts the keys a row inserted. The fill pass ranks each key among the row's keys
+(so the row comes out sorted: canonical CSR, like the CPU path and scipy) and runs the tail's body for
+the entry of rank ``t``, with the tail's counters (``oq += 1``) advanced ``t`` times. Warp: the table
+compacted, a key's rank by comparing it with the others. The block kernels of ``ORDER_BINS`` when the columns fit
+``ORDER_WORDS`` words: no sort; the insertion also sets the key's bit in a bitmap of the columns in
+static shared memory, and each warp walks its run of the bitmap a word a lane, ranks the set bits by
+a scan of their counts and looks each value up in the hash table (stores of a warp land on a few
+consecutive entries). Other block kernels: the table compacted and bitonic-sorted. Every piece of
+code inside (bounds, positions, the key, the value, the stores) is the loop IR's, printed by the
+renderer; the lists, the launch and the global workspace are the backend's
+(``cuda_cupy.Specialised.spgemm_launch``). The sums are in a different order than on the CPU
+(atomics), so float results agree to rounding.
 """
 
 from __future__ import annotations
@@ -62,11 +69,29 @@ BIN_THREADS = (128, 256, 512, 1024)  # threads of block bin b's kernel: more for
 GLOBAL_THREADS = 1024  # threads of the global kernel: its few rows are the longest
 BITMAP_WORDS = 32768  # the global kernel's window of columns: 2^20 bits of shared memory (128 KiB)
 TABLE_BYTES = 128 << 10  # the largest block table (keys and values) in dynamic shared memory
+ORDER_WORDS = 4096  # the block kernels' fill pass: a bit per column in static shared memory (2^17 columns)
+ORDER_BITMAP = True  # the fill pass's block rows come out in column order through that bitmap, not a sort
+ORDER_BINS = (1, 2, 3)  # the block bins that have it (bin 0's rows are short: more blocks a SM instead)
+SPREAD = True  # block and global kernels: a row's products spread over the whole block, not 32 A entries a warp
+
+
+def table_slots(b: int) -> int:
+    """The table size (slots) of block bin ``b``."""
+    return 2048 << b
+
+
+def order_threads() -> set:
+    """The thread counts of the block kernels whose fill pass orders its rows by a bitmap."""
+    return {BIN_THREADS[b] for b in ORDER_BINS} if ORDER_BITMAP else set()
 
 
 def block_slots(b: int) -> int:
-    """The table size (slots) of block bin ``b``."""
-    return 2048 << b
+    """Block bin ``b``'s dynamic shared memory in slots: its table, and for a bin whose kernel has the
+    order bitmap (static shared memory) 16 slots more when the table is at most 32 KiB of 4-byte
+    keys and values: the launch opts in to more than 48 KiB of shared memory in all only for more
+    than 32 KiB of dynamic shared memory (``cuda_cupy.dynamic_shared``)."""
+    pad = BIN_THREADS[b] in order_threads() and table_slots(b) * 8 <= 32 << 10
+    return table_slots(b) + (16 if pad else 0)
 
 
 @dataclass
@@ -284,6 +309,8 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
     group = 32 if mode == "warp" else threads
     sync = "__syncwarp()" if group == 32 else "__syncthreads()"
     table = 2 * WARP_UB if mode == "warp" else 2 * BLOCK_UB
+    # the fill pass's entries in column order by a bitmap (the block kernels of ORDER_BINS)
+    ordered = mode == "block" and sg.stores and threads in order_threads()
     name = kernel_name(ks.fn.name, k, kernel_key(mode, threads))
     threads = 32 * WARPS if mode == "warp" else threads
     lines = [f'extern "C" __global__ void __launch_bounds__({threads}) {name}('
@@ -299,6 +326,9 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
     ]
     if group > 32:
         lines.append(f"  __shared__ long long sd_part[{group // 32}]; __shared__ int sd_cnt[{group // 32}];")
+        if SPREAD:  # the chunk's scan over the block (flat), the warps' totals
+            lines.append(f"  __shared__ int sd_wt[{group // 32}]; int* sd_ex = &sd_excl[0][0]; "
+                         "long long* sd_bb = &sd_bs[0][0];")
     if mode == "warp":
         per = threads // group
         lines.append(f"  __shared__ __align__(16) unsigned sd_tk_all[{per}][{table}];")
@@ -310,7 +340,12 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
         lines.append("  extern __shared__ __align__(16) unsigned char sd_dyn[];")
         lines.append("  unsigned* sd_tk = (unsigned*)sd_dyn;")
         if vdt:
-            lines.append(f"  {vt}* sd_tv = ({vt}*)(sd_dyn + 4 * ({block_slots(0)} << sd_which));")
+            lines.append(f"  {vt}* sd_tv = ({vt}*)(sd_dyn + 4 * ({table_slots(0)} << sd_which));")
+        if ordered:
+            lines += [f"  __shared__ __align__(16) unsigned sd_ob[{ORDER_WORDS}];  // the row's columns, a bit each",
+                      f"  const bool sd_obm = sd_wsize <= {32 * ORDER_WORDS}LL;  // else the bitonic sort",
+                      "  if (sd_obm) for (int sd_s = threadIdx.x; sd_s < (int)((sd_wsize + 31) >> 5); "
+                      f"sd_s += {threads}) sd_ob[sd_s] = 0u;"]
     else:  # a bitmap of a window of columns in dynamic shared memory, the values dense in global memory
         lines.append("  extern __shared__ __align__(16) unsigned char sd_dyn[];")
         lines.append("  unsigned* sd_bm = (unsigned*)sd_dyn;")
@@ -364,14 +399,22 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
                   "    const int sd_nw = (int)min((long long)sd_words, (sd_wsize - sd_lo + 31) >> 5);",
                   f"    for (int sd_s = sd_gt; sd_s < sd_nw; sd_s += {group}) sd_bm[sd_s] = 0u;",
                   f"    {sync};"]
-    # the products: per chunk of 32 A entries of a warp, a scan of their B row lengths; then
-    # product p of the chunk goes to lane p % 32 (a binary search finds its A entry)
-    wstep = 32 * (group // 32)
-    lines += [f"    for (long long sd_c = sd_a0 + 32 * {'0' if group == 32 else 'sd_warp'}; sd_c < sd_a1; "
-              f"sd_c += {wstep}) {{",
-              "      long long sd_b0 = 0; int sd_len = 0;",
-              "      if (sd_c + sd_lane < sd_a1) {",
-              f"        {a.var} = sd_c + sd_lane;"]
+    # the products: per chunk of 32 A entries of a warp (or `group` of the block: SPREAD), a scan of
+    # their B row lengths; then product p of the chunk goes to lane (thread) p % 32 (p % group), a
+    # binary search finds its A entry. A block's rows often have fewer A entries than it has threads
+    # but a few long B rows: spread over the block, no warp waits at the barrier for one that has them all
+    spread = SPREAD and group > 32
+    span = group if spread else 32
+    ex, bs = ("sd_ex", "sd_bb") if spread else ("sd_excl[sd_warp]", "sd_bs[sd_warp]")
+    me = "sd_gt" if spread else "sd_lane"
+    if spread:
+        lines += [f"    for (long long sd_c = sd_a0; sd_c < sd_a1; sd_c += {group}) {{"]
+    else:
+        lines += [f"    for (long long sd_c = sd_a0 + 32 * {'0' if group == 32 else 'sd_warp'}; sd_c < sd_a1; "
+                  f"sd_c += {32 * (group // 32)}) {{"]
+    lines += ["      long long sd_b0 = 0; int sd_len = 0;",
+              f"      if (sd_c + {me} < sd_a1) {{",
+              f"        {a.var} = sd_c + {me};"]
     stm.put(sg.a_pre, 4, lines)
     lines += [f"        sd_b0 = {c(b.start)}; sd_len = (int)(({c(b.stop)}) - sd_b0);",
               "      }",
@@ -380,26 +423,35 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
               "      for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
               "        const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
               "        if (sd_lane >= sd_o) sd_inc += sd_y;",
-              "      }",
-              "      const int sd_tot = __shfl_sync(0xffffffffu, sd_inc, 31);",
-              "      sd_excl[sd_warp][sd_lane] = sd_inc - sd_len; sd_bs[sd_warp][sd_lane] = sd_b0;",
-              "      __syncwarp();",
-              "      for (int sd_q = sd_lane; sd_q < sd_tot; sd_q += 32) {" if not agg else
-              "      for (int sd_q0 = 0; sd_q0 < sd_tot; sd_q0 += 32) {  // in step: the warp sums a key's values",
-              ]
+              "      }"]
+    if spread:
+        lines += ["      if (sd_lane == 31) sd_wt[sd_warp] = sd_inc;",
+                  "      __syncthreads();",
+                  "      int sd_tot = 0;",
+                  "#pragma unroll",
+                  f"      for (int sd_x = 0; sd_x < {group // 32}; ++sd_x) {{ const int sd_y = sd_wt[sd_x]; "
+                  "if (sd_x < sd_warp) sd_inc += sd_y; sd_tot += sd_y; }",
+                  "      sd_ex[sd_gt] = sd_inc - sd_len; sd_bb[sd_gt] = sd_b0;",
+                  "      __syncthreads();"]
+    else:
+        lines += ["      const int sd_tot = __shfl_sync(0xffffffffu, sd_inc, 31);",
+                  "      sd_excl[sd_warp][sd_lane] = sd_inc - sd_len; sd_bs[sd_warp][sd_lane] = sd_b0;",
+                  "      __syncwarp();"]
+    lines += [f"      for (int sd_q = {me}; sd_q < sd_tot; sd_q += {span}) {{" if not agg else
+              f"      for (int sd_q0 = 0; sd_q0 < sd_tot; sd_q0 += {span}) {{  // in step: a warp sums a key's values"]
     if agg:  # every lane steps together, so that the lanes holding one key can add up their values first
-        lines += ["        const int sd_q = sd_q0 + sd_lane;",
+        lines += [f"        const int sd_q = sd_q0 + {me};",
                   f"        unsigned sd_key = 0xffffffffu, sd_s = 0; {vt} sd_val = 0; (void)sd_s;",
                   "        if (sd_q < sd_tot) {"]
     d = 5 if agg else 4  # the products' indent
     pad = "  " * d
     lines += [f"{pad}int sd_e = 0;",
               "#pragma unroll",
-              f"{pad}for (int sd_h = 16; sd_h > 0; sd_h >>= 1)",
-              f"{pad}  if (sd_excl[sd_warp][sd_e + sd_h] <= sd_q) sd_e += sd_h;",
+              f"{pad}for (int sd_h = {span // 2}; sd_h > 0; sd_h >>= 1)",
+              f"{pad}  if ({ex}[sd_e + sd_h] <= sd_q) sd_e += sd_h;",
               f"{pad}{a.var} = sd_c + sd_e;"]
     stm.put(sg.a_pre, d, lines)
-    lines.append(f"{pad}{b.var} = sd_bs[sd_warp][sd_e] + (sd_q - sd_excl[sd_warp][sd_e]);")
+    lines.append(f"{pad}{b.var} = {bs}[sd_e] + (sd_q - {ex}[sd_e]);")
     stm.put(sg.b_pre, d, lines)
     if agg:
         lines.append(f"{pad}sd_key = (unsigned)({c(sg.key)}); sd_val = {c(sg.value, vdt)};")
@@ -421,7 +473,9 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
                   f"{pad}  unsigned sd_old = sd_tk[sd_s];",
                   f"{pad}  if (sd_old == 0xffffffffu) {{",
                   f"{pad}    sd_old = atomicCAS(&sd_tk[sd_s], 0xffffffffu, sd_key);",
-                  f"{pad}    if (sd_old == 0xffffffffu) {{ ++sd_new; break; }}",
+                  f"{pad}    if (sd_old == 0xffffffffu) {{ ++sd_new; "
+                  + ("if (sd_obm) atomicOr(&sd_ob[sd_key >> 5], 1u << (sd_key & 31)); " if ordered else "")
+                  + "break; }",
                   f"{pad}  }}",
                   f"{pad}  if (sd_old == sd_key) break;",
                   f"{pad}  sd_s = (sd_s + 1) & sd_mask;",
@@ -442,7 +496,8 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
                   "          if (sd_rem) { sd_val += sd_t; sd_rem &= sd_rem - 1u; }",
                   "        }",
                   "        if (sd_lead) " + ATOMIC_ADD[vdt].format(p=target, v="sd_val") + ";"]
-    lines += ["      }", "      __syncwarp();", "    }"]
+    lines += ["      }", "      __syncthreads();  // the chunk's scan is rewritten next" if spread else
+              "      __syncwarp();", "    }"]
     lines += [f"    {sync};"]
     if mode == "global":
         lines += _window(ks, sg, stm, group, sync, vt)
@@ -494,6 +549,9 @@ def _emit(ks, sg, stm, mode, group, sync, vt) -> list:
             f"      {sync};",
             "    }",
             ]
+    ordered = mode == "block" and group in order_threads()
+    if ordered:
+        out = _ordered(ks, sg, stm, group, vt) + ["    } else {"] + out
     if mode == "block":
         # a bitonic sort of the compacted (key, value) pairs, padded with empty keys to a power of two
         # (<= the table's size, >= 2 n): the entry at e has rank e
@@ -518,6 +576,8 @@ def _emit(ks, sg, stm, mode, group, sync, vt) -> list:
                 f"      const {vt} sd_v = sd_tv[sd_e];" if sg.vals else "      const int sd_v = 0; (void)sd_v;"]
         out += _entry(ks, sg, stm, "sd_e", 3)
         out += ["    }"]
+        if ordered:
+            out += ["    }  // the bitonic sort"]
         return out
     out += ["    if (sd_gt < 4) sd_tk[sd_n + sd_gt] = 0xffffffffu;  // pad to whole 16-byte vectors (never less)",
             f"    {sync};",
@@ -531,6 +591,51 @@ def _emit(ks, sg, stm, mode, group, sync, vt) -> list:
             "      }"]
     out += _entry(ks, sg, stm, "sd_rank", 3)
     out += ["    }"]
+    return out
+
+
+def _ordered(ks, sg, stm, group, vt) -> list:
+    """The block kernels' fill pass when the columns fit the bitmap ``sd_ob`` (the insertion set a bit
+    per key): each warp walks its run of words 32 at a time (a word a lane), ranks the bits by a warp
+    scan of their counts after the counts of the earlier warps' runs, and runs the tail's body for
+    each in column order, the value looked up in the hash table; the words are cleared as they are
+    read. No sort, and a warp's stores fall on a few consecutive entries."""
+    nw = group // 32
+    out = ["    if (sd_obm) {",
+           "      const int sd_W = (int)((sd_wsize + 31) >> 5);",
+           f"      const int sd_per = ((sd_W + {32 * nw - 1}) / {32 * nw}) * 32;  // words per warp, whole rounds",
+           "      const int sd_x0 = min(sd_warp * sd_per, sd_W), sd_x1 = min(sd_x0 + sd_per, sd_W);",
+           "      int sd_mine = 0;",
+           "      for (int sd_x = sd_x0 + sd_lane; sd_x < sd_x1; sd_x += 32) sd_mine += __popc(sd_ob[sd_x]);",
+           "#pragma unroll",
+           "      for (int sd_o = 16; sd_o > 0; sd_o >>= 1) sd_mine += __shfl_xor_sync(0xffffffffu, sd_mine, sd_o);",
+           "      if (sd_lane == 0) sd_cnt[sd_warp] = sd_mine;",
+           "      __syncthreads();",
+           "      int sd_rank = 0; for (int sd_x = 0; sd_x < sd_warp; ++sd_x) sd_rank += sd_cnt[sd_x];",
+           "      for (int sd_xb = sd_x0; sd_xb < sd_x1; sd_xb += 32) {",
+           "        const int sd_x = sd_xb + sd_lane;",
+           "        unsigned sd_bits = sd_x < sd_x1 ? sd_ob[sd_x] : 0u;",
+           "        if (sd_bits) sd_ob[sd_x] = 0u;  // clear for the next row",
+           "        const int sd_c = __popc(sd_bits);",
+           "        int sd_inc = sd_c;",
+           "#pragma unroll",
+           "        for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
+           "          const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
+           "          if (sd_lane >= sd_o) sd_inc += sd_y;",
+           "        }",
+           "        int sd_r = sd_rank + sd_inc - sd_c;",
+           "        sd_rank += __shfl_sync(0xffffffffu, sd_inc, 31);",
+           "        while (sd_bits) {",
+           "          const unsigned sd_k = 32u * (unsigned)sd_x + (unsigned)(__ffs(sd_bits) - 1);",
+           "          sd_bits &= sd_bits - 1u;"]
+    if sg.vals:
+        out += ["          unsigned sd_s = (sd_k * 2654435769u) >> (32 - sd_lg);",
+                "          while (sd_tk[sd_s] != sd_k) sd_s = (sd_s + 1) & sd_mask;",
+                f"          const {vt} sd_v = sd_tv[sd_s];"]
+    else:
+        out += ["          const int sd_v = 0; (void)sd_v;"]
+    out += _entry(ks, sg, stm, "sd_r", 5)
+    out += ["          ++sd_r;", "        }", "      }"]
     return out
 
 
