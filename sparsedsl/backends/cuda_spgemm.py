@@ -65,13 +65,15 @@ LISTS = BLOCK_BINS + 1  # the row lists the warp kernel fills: the block bins, t
 HEAD = 8  # ints before the lists in the list array (their lengths)
 WARPS = 4  # warps (rows) per block of the warp kernel
 BLOCK = 256  # threads of the block and global kernels (unless the launch names more)
-BIN_THREADS = (128, 256, 512, 1024)  # threads of block bin b's kernel: more for the larger tables (fewer a SM)
+BIN_THREADS = (256, 256, 512, 1024)  # threads of block bin b's kernel (bins 0 and 1 share one: 128 for bin 0
+# was 2% slower on the H100 power-law product once its rows were ordered by the bitmap)
 GLOBAL_THREADS = 1024  # threads of the global kernel: its few rows are the longest
 BITMAP_WORDS = 32768  # the global kernel's window of columns: 2^20 bits of shared memory (128 KiB)
 TABLE_BYTES = 128 << 10  # the largest block table (keys and values) in dynamic shared memory
 ORDER_WORDS = 4096  # the block kernels' fill pass: a bit per column in static shared memory (2^17 columns)
 ORDER_BITMAP = True  # the fill pass's block rows come out in column order through that bitmap, not a sort
-ORDER_BINS = (1, 2, 3)  # the block bins that have it (bin 0's rows are short: more blocks a SM instead)
+ORDER_BINS = (0, 1, 2, 3)  # the block bins that have it (a kernel shared by two bins has it for both)
+WARP_WALK = True  # the global kernel's fill walks its bitmap a word a lane (coalesced stores, no bank conflicts)
 SPREAD = True  # block and global kernels: a row's products spread over the whole block, not 32 A entries a warp
 
 
@@ -641,7 +643,51 @@ def _ordered(ks, sg, stm, group, vt) -> list:
 
 def _window(ks, sg, stm, group, sync, vt) -> list:
     """The global kernel after a window's products: its set bits counted and (fill pass) the tail's body
-    run for each in column order, its rank a scan of the bit counts of each thread's run of words."""
+    run for each in column order. WARP_WALK: each warp walks its run of words a word a lane (as the
+    ordered block kernels do); else each thread its own run (its rank a scan of the runs' counts)."""
+    if WARP_WALK:
+        out = ["    int sd_mine = 0;",
+               f"    for (int sd_x = sd_gt; sd_x < sd_nw; sd_x += {group}) sd_mine += __popc(sd_bm[sd_x]);"]
+        if not sg.stores:
+            return out + ["    sd_new += sd_mine; (void)sd_done;",
+                          f"    {sync};  // the bitmap is cleared for the next window"]
+        nw = group // 32
+        out = ["    {",
+               f"      const int sd_per = ((sd_nw + {32 * nw - 1}) / {32 * nw}) * 32;  // words per warp",
+               "      const int sd_x0 = min(sd_warp * sd_per, sd_nw), sd_x1 = min(sd_x0 + sd_per, sd_nw);",
+               "      int sd_mine = 0;",
+               "      for (int sd_x = sd_x0 + sd_lane; sd_x < sd_x1; sd_x += 32) sd_mine += __popc(sd_bm[sd_x]);",
+               "#pragma unroll",
+               "      for (int sd_o = 16; sd_o > 0; sd_o >>= 1)",
+               "        sd_mine += __shfl_xor_sync(0xffffffffu, sd_mine, sd_o);",
+               "      if (sd_lane == 0) sd_cnt[sd_warp] = sd_mine;",
+               f"      {sync};",
+               "      int sd_rank = sd_done, sd_tot = 0;",
+               f"      for (int sd_x = 0; sd_x < {nw}; ++sd_x) {{ const int sd_y = sd_cnt[sd_x]; "
+               "sd_tot += sd_y; if (sd_x < sd_warp) sd_rank += sd_y; }",
+               "      for (int sd_xb = sd_x0; sd_xb < sd_x1; sd_xb += 32) {",
+               "        const int sd_x = sd_xb + sd_lane;",
+               "        unsigned sd_bits = sd_x < sd_x1 ? sd_bm[sd_x] : 0u;",
+               "        const int sd_c = __popc(sd_bits);",
+               "        int sd_inc = sd_c;",
+               "#pragma unroll",
+               "        for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
+               "          const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
+               "          if (sd_lane >= sd_o) sd_inc += sd_y;",
+               "        }",
+               "        int sd_r = sd_rank + sd_inc - sd_c;",
+               "        sd_rank += __shfl_sync(0xffffffffu, sd_inc, 31);",
+               "        while (sd_bits) {",
+               "          const unsigned sd_k = (unsigned)(sd_lo + 32LL * sd_x + (__ffs(sd_bits) - 1));",
+               "          sd_bits &= sd_bits - 1u;",
+               f"          const {vt} sd_v = sd_dv[sd_k]; sd_dv[sd_k] = 0;  // zero again for the next row"
+               if sg.vals else "          const int sd_v = 0; (void)sd_v;"]
+        out += _entry(ks, sg, stm, "sd_r", 5)
+        out += ["          ++sd_r;", "        }", "      }",
+                "      sd_done += sd_tot; if (sd_lane == 0) sd_new += sd_mine;",
+                "    }",
+                f"    {sync};  // the bitmap and the counts are reused"]
+        return out
     out = [f"    const int sd_per = (sd_nw + {group - 1}) / {group}, sd_w0 = min(sd_gt * sd_per, sd_nw), "
            "sd_w1 = min(sd_w0 + sd_per, sd_nw);",
            "    int sd_mine = 0;",
