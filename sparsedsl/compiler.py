@@ -91,20 +91,26 @@ class Kernel:
             values.update(kwargs)
         else:
             values = kwargs  # a fresh dict of this call's own
-        key = ["cpu"]
+        key, devices = [None], set()
+        gpu_array = cuda_cupy.array_type()  # None until cupy is imported
         for p in params:
             v = values.get(p.name)
             t = type(v)
-            if t is np.ndarray:
+            if t is np.ndarray or t is gpu_array:
                 if not _dense_as_is(v, p):
                     return None
                 key.append((p.name, v.shape, v.dtype))
-            elif t is SparseTensor and type(v.values) is np.ndarray and not v.format.is_dense:
+                devices.add(t is gpu_array)
+            elif t is SparseTensor and not v.format.is_dense:
                 # no check against a declared format here: plans are keyed by the bound (converted)
                 # formats, so an operand in another format finds no plan and goes through ``bind``
                 key.append((p.name, v.shape, v.dtype, v.format))
+                devices.add(type(v.values) is not np.ndarray)
             else:
                 return None
+        if len(devices) > 1:  # host and device operands: ``bind`` moves the host ones
+            return None
+        key[0] = "cuda" if True in devices else "cpu"
         return values, tuple(key)
 
     def plan(self, bound: dict, backend: str = "cpu"):
@@ -122,14 +128,16 @@ class Kernel:
     def __call__(self, *args, backend: str | None = None, **kwargs):
         """Run on ``backend`` "cpu" (numba) or "cuda" (cupy); by default "cuda" when an operand is on
         a GPU (cupy, cupyx.scipy.sparse, torch CUDA, ``SparseTensor.to("cuda")``), else "cpu"."""
-        if backend is None:
-            fast = self._bind_ready(args, kwargs)
-            plan = self._plans.get(fast[1]) if fast is not None else None
+        fast = self._bind_ready(args, kwargs)
+        if fast is not None and backend in (None, fast[1][0]):
+            plan = self._plans.get(fast[1])
             if plan is not None and plan.single is not None:
                 return plan.single(fast[0])
             if plan is not None:
                 results = plan.run(fast[0])
                 outs = [results[o.name] for o in self.program.outputs]
+                if plan.backend == "cuda":
+                    outs = cuda_cupy.finish(outs, [])
                 return outs[0] if len(outs) == 1 else tuple(outs)
         backend = _backend(backend, args, kwargs)
         bound = self.bind(args, kwargs, backend)
@@ -170,8 +178,9 @@ def _type_of(v):
     return arr.dtype if arr.ndim == 0 else TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim))
 
 
-def _dense_as_is(value: np.ndarray, param: A.Param) -> bool:
-    """A numpy array a kernel can read as it is for a dense parameter: C-contiguous, signed or float."""
+def _dense_as_is(value, param: A.Param) -> bool:
+    """A numpy (or cupy) array a kernel can read as it is for a dense parameter: C-contiguous,
+    signed or float."""
     dt = value.dtype
     return (param.kind == "tensor" and param.format in (None, "dense") and dt.kind in "bif" and dt.itemsize <= 8
             and value.flags.c_contiguous)

@@ -464,3 +464,37 @@ def test_spmm_added_into_its_target_takes_a_thread_per_row_and_column(rows, per_
         np.testing.assert_allclose(cp.asnumpy(Y), want, rtol=1e-4, atol=1e-4)
         text = sd.explain(kernel, **ops)
         assert "one thread per (v_i, v_n) pair" in text and "lanes per iteration" not in text
+
+
+@gpu
+@pytest.mark.gpu
+def test_repeated_calls_replay_launches_only_for_arguments_alike():
+    """A call alike to an earlier one (shapes, dtypes, alignment, the same row weights) replays its
+    launches; any difference that chose them takes the full path again, and every result is right."""
+    rng = np.random.default_rng(11)
+    a, b = (sp.random(500, 400, density=d, format="csr", random_state=rng, dtype=np.float32) for d in (0.01, 0.3))
+    A, B = sd.asformat(a, "csr").to("cuda"), sd.asformat(b, "csr").to("cuda")
+    kernel = sd.compile("y[i] = A[i,j] * x[j]", A="csr")
+    xs = cp.asarray(rng.standard_normal((3, 401)).astype(np.float32))
+    compiled = lambda: next(iter(kernel._plans.values())).steps[0][2]  # noqa: E731
+    kernel(A=A, x=xs[0, :400])
+    kernel(A=A, x=xs[0, :400])
+    recorded = len(compiled().replays)
+    for M, m in ((A, a), (A, a), (B, b), (A, a)):
+        for x in (xs[0, :400], xs[1, :400], cp.ascontiguousarray(xs[2, :400]), xs[0, 1:]):  # xs[0, 1:]: 4 bytes off
+            np.testing.assert_allclose(cp.asnumpy(kernel(A=M, x=x)), m @ cp.asnumpy(x), rtol=1e-4, atol=1e-5)
+        if M is A:  # the same matrix, an aligned x again: replayed, nothing recorded
+            n = len(compiled().replays)
+            kernel(A=A, x=cp.ascontiguousarray(xs[1, :400]))
+            assert len(compiled().replays) == n
+    assert recorded == 1 and len(compiled().replays) <= 6, list(compiled().replays)  # (A or B) x alignments
+    y = kernel(A=A, x=cp.zeros(400, np.float32))
+    assert float(cp.abs(y).max()) == 0.0
+    w16 = _pruned(64, 256, "nm(2,4)", rng).astype(np.float16)
+    W = sd.asformat(w16.astype(np.float32), "nm(2,4)").to("cuda").astype(np.float16)
+    skinny = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W="nm(2,4)")
+    for n in (16, 16, 32, 16):
+        x = rng.standard_normal((256, n)).astype(np.float16)
+        want = w16.astype(np.float32) @ x.astype(np.float32)
+        np.testing.assert_allclose(cp.asnumpy(skinny(W=W, X=cp.asarray(x))).astype(np.float32), want,
+                                   rtol=2e-3, atol=2e-2)
