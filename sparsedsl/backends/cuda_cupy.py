@@ -419,12 +419,22 @@ class Specialised(KernelSource):
                 and ptr[sk.dense] % 4 == 0 and ptr[sk.crd or sk.mask] % (8 if sk.kind == "nm" else 16) == 0
                 and (sk.kind == "bitmap" or ptr[sk.values] % 16 == 0)):
             return None
+        if sk.kind == "bitmap" and cuda_schedules.BITMAP_CLUSTER and ptr[sk.dense] % 16 == 0:
+            # row tiles per block, the columns split across a cluster of blocks (cuda_schedules)
+            warps, cluster, minblocks, persist = cuda_schedules.BITMAP_CLUSTER
+            while cluster > 1 and extent % (per_chunk * cluster):
+                cluster //= 2
+            smem = cuda_schedules.cluster_smem(warps, cols // 16, extent // cluster)[1]
+            if smem <= 200 << 10:
+                nrb = math.ceil(rows / (16 * warps))
+                return (min(nrb, persist or nrb) * cluster, 32 * warps,
+                        ("skinny", cols // 16, warps, 1, minblocks, 8, cluster), smem)
         blocks = math.ceil(rows / (16 * mtiles))
         splitk = 1  # warps of a block splitting the columns: enough warps for the GPU, parts in shared memory
         while splitk * 2 <= min(warps or 8, splitk_limit(cols // 16, mtiles)) and \
                 (warps or blocks * splitk * 2 <= sms * 64) and splitk * 2 <= extent // per_chunk:
             splitk *= 2
-        return blocks, 32 * splitk, ("skinny", cols // 16, splitk, mtiles, minblocks, slots)
+        return blocks, 32 * splitk, ("skinny", cols // 16, splitk, mtiles, minblocks, slots), 0
 
     def side_streams(self, n: int) -> list:
         """``n`` non-blocking streams of this device, made once (the SpGEMM bins run on them)."""
@@ -526,8 +536,11 @@ class Specialised(KernelSource):
             return
         got = self.skinny_launch(step, env, state, sms) if getattr(step, "skinny", None) is not None else None
         if got is not None:
-            step.launched = got
-            self.last_launch = (self.kernel(k, got[2]), (got[0],), (got[1],), self.launch_args(env, state))
+            step.launched = got[:3]
+            fn = self.kernel(k, got[2])
+            if got[3]:  # dynamic shared memory
+                fn = WithSharedMemory(dynamic_shared(fn, got[3]), got[3])
+            self.last_launch = (fn, (got[0],), (got[1],), self.launch_args(env, state))
             self.launch(*self.last_launch)
             return
         lanes = self.choose_lanes(step, env, state) if step.reduction is not None else \
@@ -683,6 +696,20 @@ def device_sms() -> int:
 
 
 _modules: dict = {}
+
+
+class WithSharedMemory:
+    """A kernel and its dynamic shared memory, called like the kernel: ``(grid, block, args)``."""
+
+    def __init__(self, fn, nbytes: int):
+        self.fn, self.nbytes = fn, nbytes
+
+    @property
+    def attributes(self):
+        return self.fn.attributes
+
+    def __call__(self, grid, block, args):
+        return self.fn(grid, block, args, shared_mem=self.nbytes)
 
 
 def dynamic_shared(fn, nbytes: int):

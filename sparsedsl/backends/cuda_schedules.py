@@ -277,13 +277,15 @@ def splitk_limit(nt: int, mtiles: int) -> int:
 
 
 def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2, minblocks: int = 1,
-                  slots: int = 8) -> str:
+                  slots: int = 8, cluster: int = 0) -> str:
     """The kernel of step ``k`` of ``ks`` (a ``KernelSource``) in the skinny schedule: ``nt`` tiles of
     16 columns, ``splitk`` warps per block splitting each row's columns, ``mtiles`` m16 tiles per warp
     (they share X's fragments), at least ``minblocks`` blocks per SM (a register cap), ``slots`` N:M
     slots per lane and row in a chunk (8 or 16: one or two 16-byte vectors of values)."""
     from .cuda_render import CStmts
 
+    if cluster:
+        return render_bitmap_cluster(ks, k, sk, nt, splitk, minblocks, cluster)
     loop = ks.steps[k].loop
     mma = HALF_MMA[ks.types.arrays[sk.values][0]]
     stm = CStmts(ks.types, ks.cexpr)
@@ -480,13 +482,14 @@ BITMAP_CHUNK = 128
 # that the 8 rows of a warp's store start 20 banks apart. 43 KB for 8 warps of 16 rows: the template
 # runs bitmap weights with one m16 tile per warp (``config``).
 WIN_STRIDE = 168
+# How the expansion finds its byte selectors (``_bitmap_expand4``): 2 and 1 without shared memory,
+# 0 from a table in shared memory.
+BITMAP_ALU = 2
 
 
-def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
-    """Each warp's first packed value in each of its rows: the set bits of the mask words of the
-    warps before it (a word per lane and chunk), counted by those warps and summed through shared
-    memory. Also the expansion table: for each 4-bit group of the mask, the byte selectors that move
-    its values from a run of 4 packed halves to their columns, and the masks that zero the others."""
+def _bitmap_lut() -> list:
+    """The expansion table in shared memory: for each 4-bit group of the mask, the byte selectors that
+    move its values from a run of 4 packed halves to their columns, and the masks that zero the others."""
     return [
         "  __shared__ uint4 sd_blut[16];",
         "  if (threadIdx.x < 16) {",
@@ -499,6 +502,51 @@ def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
         "    }",
         "    sd_blut[e] = make_uint4(sel[0], sel[1], keep[0], keep[1]);",
         "  }",
+    ]
+
+
+def _bitmap_expand4() -> list:
+    """Columns 4u..4u+3 of the lane's mask word ``m``: their values, the next packed halves from
+    (x0, x1), moved to their columns and the others zeroed (``sd_lo``: columns 4u, 4u + 1; ``sd_hi``:
+    4u + 2, 4u + 3), and ``p`` past them. BITMAP_ALU 2: two bits of the mask pick a byte selector
+    from an 8-byte table (itself a byte permute) that takes a column's value from the word's halves
+    or zero from the second operand; the high pair's word starts past the low pair's values (a funnel
+    shift). 1: the selectors and masks computed; 0: looked up in ``sd_blut`` in shared memory (LDS.128
+    at random entries: bank conflicts on the L1 pipe, the bottleneck on an H100)."""
+    if BITMAP_ALU == 2:
+        return [
+            "        // per pair of columns: none, the first, the second, both: 0x4444, 0x4410, 0x1044, 0x3210",
+            "        const unsigned il = (m >> (4 * u)) & 3u, ih = (m >> (4 * u + 2)) & 3u, r2 = il - (il >> 1);",
+            "        sd_lo[h][u] = __byte_perm(x0, 0u, __byte_perm(0x44104444u, 0x32101044u, il * 0x22u + 0x10u));",
+            "        sd_hi[h][u] = __byte_perm(__funnelshift_rc(x0, x1, 16u * r2), 0u,",
+            "                                  __byte_perm(0x44104444u, 0x32101044u, ih * 0x22u + 0x10u));",
+            "        p += r2 + ih - (ih >> 1);  // set bits of a 2-bit number: x - (x >> 1)",
+        ]
+    lines = ["        const unsigned m4 = (m >> (4 * u)) & 15u;"]
+    if not BITMAP_ALU:
+        lines.append("        const uint4 sel = sd_blut[m4];")
+    else:
+        lines += [
+            "        // column i takes packed half r_i (the set bits below it): selector nibbles 2r_i, 2r_i + 1",
+            "        const unsigned r1 = m4 & 1u, r2 = __popc(m4 & 3u), r3 = __popc(m4 & 7u);",
+            "        const uint4 sel = make_uint4(0x1010u + 0x2200u * r1, 0x1010u + 0x22u * r2 + 0x2200u * r3,",
+            "                                     ((m4 & 1u) | ((m4 & 2u) << 15)) * 0xffffu,",
+            "                                     (((m4 >> 2) & 1u) | ((m4 & 8u) << 13)) * 0xffffu);",
+        ]
+    return lines + [
+        "        sd_lo[h][u] = __byte_perm(x0, x1, sel.x) & sel.z;",
+        "        sd_hi[h][u] = __byte_perm(x0, x1, sel.y) & sel.w;",
+        "        p += __popc(m4);",
+    ]
+
+
+def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
+    """Each warp's first packed value in each of its rows: the set bits of the mask words of the
+    warps before it (a word per lane and chunk), counted by those warps and summed through shared
+    memory. Also the expansion table: for each 4-bit group of the mask, the byte selectors that move
+    its values from a run of 4 packed halves to their columns, and the masks that zero the others."""
+    return [
+        *([] if BITMAP_ALU else _bitmap_lut()),
         f"  __shared__ long long sd_cnt[{splitk}][{16 * mtiles}];",
         "#pragma unroll",
         f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
@@ -515,7 +563,57 @@ def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
     ]
 
 
-def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
+def _bitmap_expand(sk: Skinny, rows: int, mma_lines: list) -> list:
+    """Every quad of the chunk expanded (``sd_lo``, ``sd_hi``: [row][quad]), then ``mma_lines``."""
+    u16 = "(const unsigned short*)"
+    return [
+        f"    unsigned sd_lo[{rows}][8], sd_hi[{rows}][8];  // per row: 8 quads of dense 16-bit values",
+        "#pragma unroll",
+        f"    for (int h = 0; h < {rows}; ++h) {{",
+        "      const unsigned m = sd_mc[h];",
+        f"      const int mis = (int)(((unsigned long long)({u16}{sk.values} + sd_vbase[h]) & 15ull) >> 1);",
+        "      const unsigned* wrow = (const unsigned*)&sd_win[sd_warp][sd_r + 8 * h][0];",
+        "      int p = mis + sd_bc[h];  // the window position of the next value",
+        "#pragma unroll",
+        "      for (int u = 0; u < 8; ++u) {",
+        "        const unsigned* wp = wrow + (p >> 1);",
+        "        const unsigned s = (unsigned)(p & 1) << 4, w1 = wp[1];",
+        "        const unsigned x0 = __funnelshift_r(wp[0], w1, s), x1 = __funnelshift_r(w1, wp[2], s);",
+        *_bitmap_expand4(),
+        "      }",
+        "    }",
+        *mma_lines,
+    ]
+
+
+def _bitmap_expand_each(sk: Skinny, rows: int, mma_u: list) -> list:
+    """Quad ``u`` of every row expanded (``sd_lo``, ``sd_hi``: [row]) and multiplied (``mma_u``) in
+    turn: fewer live registers than the whole chunk's 8 quads at once."""
+    u16 = "(const unsigned short*)"
+    body = [x.replace("sd_lo[h][u]", "sd_lo[h]").replace("sd_hi[h][u]", "sd_hi[h]") for x in _bitmap_expand4()]
+    return [
+        f"    int sd_p[{rows}];  // per row: the window position of the next value",
+        "#pragma unroll",
+        f"    for (int h = 0; h < {rows}; ++h)",
+        f"      sd_p[h] = (int)(((unsigned long long)({u16}{sk.values} + sd_vbase[h]) & 15ull) >> 1) + sd_bc[h];",
+        "#pragma unroll",
+        "    for (int u = 0; u < 8; ++u) {",
+        f"      unsigned sd_lo[{rows}], sd_hi[{rows}];",
+        "#pragma unroll",
+        f"      for (int h = 0; h < {rows}; ++h) {{",
+        "        const unsigned m = sd_mc[h];",
+        "        int& p = sd_p[h];",
+        "        const unsigned* wp = (const unsigned*)&sd_win[sd_warp][sd_r + 8 * h][0] + (p >> 1);",
+        "        const unsigned s = (unsigned)(p & 1) << 4, w1 = wp[1];",
+        "        const unsigned x0 = __funnelshift_r(wp[0], w1, s), x1 = __funnelshift_r(w1, wp[2], s);",
+        *body,
+        "      }",
+        *mma_u,
+        "    }",
+    ]
+
+
+def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list, mma_u: list = None) -> list:
     """The bitmap main loop, a software pipeline over the warp's chunks (128 columns of each row; lane
     ``t`` of a row's quad owns columns 32t..32t+31, one mask word): while chunk ``c`` is expanded and
     multiplied, the window of chunk ``c + 1``'s values is in flight (its first value is known from the
@@ -584,26 +682,7 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
         "      }",
         "    }",
         "    __syncwarp();",
-        f"    unsigned sd_lo[{rows}][8], sd_hi[{rows}][8];  // per row: 8 quads of dense 16-bit values",
-        "#pragma unroll",
-        f"    for (int h = 0; h < {rows}; ++h) {{",
-        "      const unsigned m = sd_mc[h];",
-        f"      const int mis = (int)(((unsigned long long)({u16}{vals} + sd_vbase[h]) & 15ull) >> 1);",
-        "      const unsigned* wrow = (const unsigned*)&sd_win[sd_warp][sd_r + 8 * h][0];",
-        "      int p = mis + sd_bc[h];  // the window position of the next value",
-        "#pragma unroll",
-        "      for (int u = 0; u < 8; ++u) {",
-        "        const unsigned m4 = (m >> (4 * u)) & 15u;",
-        "        const unsigned* wp = wrow + (p >> 1);",
-        "        const unsigned s = (unsigned)(p & 1) << 4, w1 = wp[1];",
-        "        const unsigned x0 = __funnelshift_r(wp[0], w1, s), x1 = __funnelshift_r(w1, wp[2], s);",
-        "        const uint4 sel = sd_blut[m4];",
-        "        sd_lo[h][u] = __byte_perm(x0, x1, sel.x) & sel.z;",
-        "        sd_hi[h][u] = __byte_perm(x0, x1, sel.y) & sel.w;",
-        "        p += __popc(m4);",
-        "      }",
-        "    }",
-        *mma_lines,
+        *(_bitmap_expand(sk, rows, mma_lines) if mma_u is None else _bitmap_expand_each(sk, rows, mma_u)),
         "#pragma unroll",
         f"    for (int h = 0; h < {rows}; ++h) {{",
         "      sd_vbase[h] = sd_vn[h]; sd_mc[h] = sd_mn[h]; sd_mn[h] = sd_mnn[h]; sd_bc[h] = sd_bn[h];",
@@ -611,3 +690,188 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list) -> list:
         "    }",
         "  }",
     ]
+
+
+# ---- bitmap weights: row tiles per block, the columns split across a thread-block cluster ----------
+
+# (warps per block, blocks per cluster splitting the columns, min blocks per SM, clusters launched:
+# 0 for one per block of rows) of the cluster kernel (``render_bitmap_cluster``); None: the
+# split-K-in-a-block kernel above.
+BITMAP_CLUSTER = (4, 8, 4, 0)
+# The cluster kernel expands and multiplies one quad of columns at a time (True) or a whole chunk.
+BITMAP_EACH = True
+
+CLUSTER_PTX = r"""
+__device__ __forceinline__ void sd_cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ __forceinline__ unsigned sd_mapa(const void* p, unsigned rank) {  // the same variable in block rank
+  unsigned r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+               : "=r"(r) : "r"((unsigned)__cvta_generic_to_shared(p)), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ float sd_dsmem_f32(unsigned a) {
+  float v; asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a) : "memory"); return v;
+}
+__device__ __forceinline__ int sd_dsmem_s32(unsigned a) {
+  int v; asm volatile("ld.shared::cluster.s32 %0, [%1];" : "=r"(v) : "r"(a) : "memory"); return v;
+}
+__device__ __forceinline__ void sd_ldsm_t(unsigned a, unsigned& d0, unsigned& d1, unsigned& d2, unsigned& d3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(d0), "=r"(d1), "=r"(d2), "=r"(d3) : "r"(a));
+}
+"""
+
+
+def cluster_smem(warps: int, nt: int, xrows: int) -> tuple:
+    """(bytes of the windows / split-K parts, bytes in all) of the cluster kernel's dynamic shared
+    memory, X's ``xrows`` rows after the windows."""
+    win = max(warps * 16 * WIN_STRIDE * 2, warps * 16 * (16 * nt + 1) * 4)
+    win = (win + 127) // 128 * 128
+    return win, win + xrows * 32 * nt
+
+
+def render_bitmap_cluster(ks, k: int, sk: Skinny, nt: int, warps: int, minblocks: int, cluster: int) -> str:
+    """Bitmap weights, a different split of the work: the ``warps`` warps of a block take 16 different
+    rows each and the same columns (the block's ``1 / cluster`` share of them); the ``cluster`` blocks
+    of a thread-block cluster (Hopper) take the same rows and the column shares in turn, and add their
+    parts through distributed shared memory. X's rows of the block's columns are staged in shared
+    memory once (read from L2 once per block, not once per warp) and its mma fragments are read with
+    ``ldmatrix.trans`` (a 16-byte row per lane, swizzled: no bank conflicts) instead of four 4-byte
+    loads through L1 per fragment. Each warp's first packed value of a row is the row's ``pos`` plus
+    the set bits of the blocks before it in the cluster (each block counts its own and reads the
+    others' counts through distributed shared memory). The value windows and their expansion are the
+    split-K kernel's (``_bitmap_main``)."""
+    from .cuda_render import CStmts
+
+    loop = ks.steps[k].loop
+    mma = HALF_MMA[ks.types.arrays[sk.values][0]]
+    stm = CStmts(ks.types, ks.cexpr)
+    c = ks.cexpr
+    rows_blk = 16 * warps
+    per_rank = rows_blk // cluster  # rows each block of the cluster sums and stores
+    win, _ = cluster_smem(warps, nt, 0)
+    lines = [MMA.format(T=mma), CLUSTER_PTX,
+             f'extern "C" __global__ void __cluster_dims__({cluster}, 1, 1) __launch_bounds__({32 * warps}, '
+             f'{minblocks}) {ks.fn.name}_k{k}_skinny{nt}x{warps}x1x{minblocks}x8x{cluster}('
+             + ", ".join(ks.params()) + ") {"]
+    ks.prologue(loop, lines)
+    lines += [
+        "  extern __shared__ __align__(128) unsigned char sd_dyn[];",
+        "  const int sd_warp = threadIdx.x >> 5, sd_lane = threadIdx.x & 31, sd_t = sd_lane & 3, sd_r = sd_lane >> 2;",
+        f"  const int sd_rank = (int)(blockIdx.x % {cluster});  // the block's share of the columns",
+        f"  const unsigned short* __restrict__ sd_x = (const unsigned short*){sk.dense};",
+        f"  const long long sd_ld = {sk.dense}_sh1;  // X's row length (the output's columns)",
+        f"  const long long sd_per = ({c(sk.extent)}) / {BITMAP_CHUNK * cluster};  // chunks of the block",
+        "  const long long sd_c0 = sd_rank * sd_per, sd_c1 = sd_c0 + sd_per;",
+        f"  const int sd_kr = (int)sd_per * {BITMAP_CHUNK};  // X's rows of the block's columns",
+        f"  uint4* sd_xs = (uint4*)(sd_dyn + {win});",
+        "  // X's rows in shared memory: 16-byte unit (x, nh) of column tile a at a * 2kr + 8(x / 4) +",
+        "  // ((2(x % 4) + nh) ^ s(x / 32 % 4)): the 8 rows an ldmatrix reads (x = 32t + 4u + i) in 8 bank groups",
+        f"  for (int i = threadIdx.x; i < sd_kr * {2 * nt}; i += {32 * warps}) {{",
+        f"    const int x = i / {2 * nt}, a = (i % {2 * nt}) >> 1, nh = i & 1, t = (x >> 5) & 3;",
+        f"    const uint4 v = __ldg((const uint4*)(sd_x + (sd_c0 * {BITMAP_CHUNK} + x) * sd_ld + 16 * a + 8 * nh));",
+        "    sd_xs[a * 2 * sd_kr + 8 * (x >> 2) + ((2 * (x & 3) + nh) ^ ((t & 1) | ((t & 2) << 1)))] = v;",
+        "  }",
+        f"  const long long sd_nrb = (sd_stop - sd_start + {rows_blk - 1}) / {rows_blk};  // blocks of rows",
+        "  // a cluster takes blocks of rows in turn (as many clusters as fit at once: X is staged once)",
+        f"  for (long long sd_rb = blockIdx.x / {cluster}; sd_rb < sd_nrb; sd_rb += gridDim.x / {cluster}) {{",
+        f"  const long long sd_blk0 = sd_start + sd_rb * {rows_blk};",
+        "  const long long sd_row0 = sd_blk0 + 16 * sd_warp;",
+        f"  float sd_acc[1][{nt}][2][4];  // [m tile][column tile][columns 0-7 / 8-15 of the tile][mma C fragment]",
+        "#pragma unroll",
+        f"  for (int i = 0; i < {nt * 8}; ++i) (&sd_acc[0][0][0][0])[i] = 0.f;",
+        "  // the lane's rows: sd_r + 8h, h < 2",
+        "  long long sd_base[2], sd_vbase[2], sd_vend[2]; bool sd_ok[2];",
+        "#pragma unroll",
+        "  for (int h = 0; h < 2; ++h) {",
+        "    const long long sd_it = sd_row0 + sd_r + 8 * h;",
+        "    sd_ok[h] = sd_it < sd_stop; sd_base[h] = 0; sd_vbase[h] = 0; sd_vend[h] = 0;",
+        "    if (sd_ok[h]) {",
+    ]
+    ks.declare({s.target for s in sk.head} | {loop.var}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_it;")
+    stm.put(sk.head, 3, lines)
+    lines.append(f"      sd_base[h] = {c(sk.mask0)}; sd_vbase[h] = {c(sk.pos0)}; sd_vend[h] = {c(sk.pos1)};")
+    lines += [
+        "    }",
+        "  }",
+        f"  __shared__ int sd_cnt[{rows_blk}];  // the set bits of each row in the block's columns",
+        "#pragma unroll",
+        "  for (int h = 0; h < 2; ++h) {",
+        "    int n = 0;",
+        "    if (sd_ok[h]) {",
+        "#pragma unroll 2",
+        "      for (long long cc = sd_c0 + sd_t; cc < sd_c1; cc += 4) {  // a chunk's 4 words per lane",
+        f"        const uint4 w = __ldg((const uint4*)({sk.mask} + sd_base[h] + cc * 4));",
+        "        n += __popc(w.x) + __popc(w.y) + __popc(w.z) + __popc(w.w);",
+        "      }",
+        "    }",
+        "    n += __shfl_xor_sync(0xffffffffu, n, 1); n += __shfl_xor_sync(0xffffffffu, n, 2);",
+        "    if (sd_t == 0) sd_cnt[16 * sd_warp + sd_r + 8 * h] = n;",
+        "  }",
+        "  sd_cluster_sync();  // X staged, every block's counts published",
+        "#pragma unroll",
+        "  for (int h = 0; h < 2; ++h)",
+        "    for (int q = 0; q < sd_rank; ++q)",
+        "      sd_vbase[h] += sd_dsmem_s32(sd_mapa(&sd_cnt[16 * sd_warp + sd_r + 8 * h], q));",
+        f"  unsigned short (*sd_win)[16][{WIN_STRIDE}] = (unsigned short (*)[16][{WIN_STRIDE}])sd_dyn;",
+        "  // the lane's ldmatrix row: matrix g = lane / 8 (k half g & 1, column half g >> 1), its row j = lane % 8",
+        "  // is mma k slot 8(g & 1) + j: column 32(j / 2) + 4u + 2(g & 1) + j % 2 of the chunk (_mma's k order)",
+        "  const int sd_g = sd_lane >> 3, sd_j = sd_lane & 7, sd_jt = sd_j >> 1;",
+        "  const unsigned sd_xl = (unsigned)__cvta_generic_to_shared(sd_xs) + 16u * (64u * sd_jt",
+        "      + ((2 * (2 * (sd_g & 1) + (sd_j & 1)) + (sd_g >> 1)) ^ ((sd_jt & 1) | ((sd_jt & 2) << 1))));",
+    ]
+    mma_lines = [
+        "    const unsigned sd_xc = sd_xl + (unsigned)(sd_c - sd_c0) * 4096u;",
+        "#pragma unroll",
+        "    for (int u = 0; u < 8; ++u) {",
+        "      const unsigned a0 = sd_lo[0][u], a1 = sd_lo[1][u], a2 = sd_hi[0][u], a3 = sd_hi[1][u];",
+        "#pragma unroll",
+        f"      for (int a = 0; a < {nt}; ++a) {{",
+        "        unsigned b0, b1, b2, b3;",
+        "        sd_ldsm_t(sd_xc + (unsigned)(a * 32 * sd_kr) + 128u * u, b0, b1, b2, b3);",
+        f"        sd_mma_{mma}(sd_acc[0][a][0], a0, a1, a2, a3, b0, b1);",
+        f"        sd_mma_{mma}(sd_acc[0][a][1], a0, a1, a2, a3, b2, b3);",
+        "      }",
+        "    }",
+    ]
+    mma_u = [
+        "      const unsigned sd_xu = sd_xl + (unsigned)(sd_c - sd_c0) * 4096u + 128u * u;",
+        "#pragma unroll",
+        f"      for (int a = 0; a < {nt}; ++a) {{",
+        "        unsigned b0, b1, b2, b3;",
+        "        sd_ldsm_t(sd_xu + (unsigned)(a * 32 * sd_kr), b0, b1, b2, b3);",
+        f"        sd_mma_{mma}(sd_acc[0][a][0], sd_lo[0], sd_lo[1], sd_hi[0], sd_hi[1], b0, b1);",
+        f"        sd_mma_{mma}(sd_acc[0][a][1], sd_lo[0], sd_lo[1], sd_hi[0], sd_hi[1], b2, b3);",
+        "      }",
+    ]
+    lines += ([] if BITMAP_ALU else [*_bitmap_lut(), "  __syncthreads();"]) + \
+        _bitmap_main(sk, 1, mma_lines, mma_u if BITMAP_EACH else None)
+    dims = f"[{16 * nt + 1}]"
+    lines += [
+        "  __syncthreads();  // every warp is done with its window",
+        f"  float (*sd_part){dims} = (float (*){dims})sd_dyn;  // [block row][column]",
+        "#pragma unroll",
+        f"  for (int a = 0; a < {nt}; ++a)",
+        "#pragma unroll",
+        "    for (int h = 0; h < 2; ++h) {",
+        "      float* p = &sd_part[16 * sd_warp + sd_r + 8 * h][16 * a + 2 * sd_t];",
+        "      p[0] = sd_acc[0][a][0][2 * h]; p[1] = sd_acc[0][a][0][2 * h + 1];",
+        "      p[8] = sd_acc[0][a][1][2 * h]; p[9] = sd_acc[0][a][1][2 * h + 1];",
+        "    }",
+        "  sd_cluster_sync();  // every block's parts are in its shared memory",
+        f"  for (int i = threadIdx.x; i < {per_rank * 16 * nt}; i += {32 * warps}) {{",
+        f"    const int rr = sd_rank * {per_rank} + i / {16 * nt}, cc = i % {16 * nt};",
+        "    float s = 0.f;",
+        "#pragma unroll",
+        f"    for (int q = 0; q < {cluster}; ++q) s += sd_dsmem_f32(sd_mapa(&sd_part[rr][cc], q));",
+        "    if (sd_blk0 + rr < sd_stop) {",
+    ]
+    ks.declare({loop.var, sk.col, "acc"}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_blk0 + rr; {sk.col} = cc; acc = s;")
+    stm.put([sk.store], 3, lines)
+    lines += ["    }", "  }", "  sd_cluster_sync();  // no block reuses or frees its parts while the others read them",
+              "  }", "}"]
+    return "\n".join(lines) + "\n"
