@@ -419,7 +419,7 @@ class Specialised(KernelSource):
                 and ptr[sk.dense] % 4 == 0 and ptr[sk.crd or sk.mask] % (8 if sk.kind == "nm" else 16) == 0
                 and (sk.kind == "bitmap" or ptr[sk.values] % 16 == 0)):
             return None
-        if sk.kind == "bitmap" and cuda_schedules.BITMAP_CLUSTER and ptr[sk.dense] % 16 == 0:
+        if sk.kind == "bitmap" and cuda_schedules.BITMAP_CLUSTER and ptr[sk.dense] % 16 == 0 and clusters():
             # row tiles per block, the columns split across a cluster of blocks (cuda_schedules)
             warps, cluster, minblocks, persist = cuda_schedules.BITMAP_CLUSTER
             while cluster > 1 and extent % (per_chunk * cluster):
@@ -685,6 +685,15 @@ class Specialised(KernelSource):
 
 
 _devattr: dict = {}
+
+
+def clusters() -> bool:
+    """Whether this device runs thread-block clusters (compute capability 9.0 and later)."""
+    cp = cupy()
+    dev = ("cc", cp.cuda.Device().id)
+    if dev not in _devattr:
+        _devattr[dev] = int(cp.cuda.Device().compute_capability) >= 90
+    return _devattr[dev]
 
 
 def device_sms() -> int:

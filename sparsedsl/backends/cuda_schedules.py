@@ -22,9 +22,13 @@ A fragment of a tensor-core ``mma.m16n8k16`` (float32 accumulation), and takes X
 L1/L2. The k order inside an mma is free, so lane ``t`` of a quad of lanes gives its four k slots
 to four consecutive columns of the row (one 2:4 group): its values stay contiguous and load as one
 16-byte vector. Warps of a block split the row's columns (split-K) and add their parts through
-shared memory. Everything the template needs (array names, N, M, the slot and row-offset
-expressions, the output store) is read from the IR; the launch falls back to the generic kernel
-when a run-time condition (C a multiple of 16 up to 64, alignment, row length) does not hold.
+shared memory. Bitmap weights on a GPU with thread-block clusters (Hopper) take another split
+(``render_bitmap_cluster``): the warps of a block take different rows and the same columns, X's rows
+of those columns staged once in shared memory for all of them (``ldmatrix``), and the blocks of a
+cluster split the columns and add their parts through distributed shared memory. Everything the
+template needs (array names, N, M, the slot and row-offset expressions, the output store) is read
+from the IR; the launch falls back to the generic kernel when a run-time condition (C a multiple of
+16 up to 64, alignment, row length) does not hold.
 """
 
 from __future__ import annotations
