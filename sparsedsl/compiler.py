@@ -240,7 +240,7 @@ class _Plan:
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
             build = cuda_cupy.build if backend == "cuda" else numba_cpu.build
-            zeros = cuda_cupy.zeros if backend == "cuda" else np.zeros  # outputs where the kernel runs
+            zeros = _allocator(backend, low.overwrites)  # outputs where the kernel runs
             fn, source = build(low.function)                     # render + compile (cached)
             ttype = self.rewritten.types[st.target.tensor]
             whats = [low.arguments[p] for p in low.function.params]
@@ -260,7 +260,7 @@ class _Plan:
         if self.rewritten.outputs != (st.target.tensor,) or not ttype.format.is_dense:
             return None
         return _argument_function([low.arguments[p] for p in low.function.params], ttype, self.rewritten,
-                                  low.dense_volume, fn)
+                                  low.dense_volume, fn, _allocator("cpu", low.overwrites))
 
     def run(self, bound: dict) -> dict:
         c = self.rewritten
@@ -281,6 +281,13 @@ class _Plan:
         zeros = cuda_cupy.zeros if self.backend == "cuda" else np.zeros
         (arg,), _ = _argument_function([what], ttype, self.rewritten, 0, zeros=zeros)(env, converted)
         return arg
+
+
+def _allocator(backend: str, overwrites: bool):
+    """How a step's dense output is allocated where it runs: zeroed, or not when the kernel stores every element."""
+    if backend == "cuda":
+        return cuda_cupy.empty if overwrites else cuda_cupy.zeros
+    return np.empty if overwrites else np.zeros
 
 
 def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=None, zeros=np.zeros):

@@ -1,6 +1,8 @@
 """Property tests: compiled kernels against the dense interpreter (and scipy for 2-D), on random
 shapes, densities, dtypes and formats for every operand."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -317,3 +319,56 @@ def test_csr_from_scipy_is_not_copied():
     a.sort_indices()
     t = sd.asformat(a, "csr")
     assert t.levels[1]["pos"] is a.indptr and t.levels[1]["crd"] is a.indices and t.values is a.data
+
+
+@contextlib.contextmanager
+def poisoned_allocations():
+    """A context in which a dense output the lowering says its kernel stores in full is allocated
+    poisoned (NaN, or 77 for integers) instead of uninitialised, so any element left shows up."""
+    from sparsedsl import compiler
+
+    real = compiler._allocator
+
+    def allocator(backend, overwrites):
+        if not overwrites:
+            return real(backend, overwrites)
+        full = np.full
+        if backend == "cuda":
+            import cupy
+
+            full = cupy.full
+        return lambda shape, dtype: full(shape, np.nan if np.dtype(dtype).kind == "f" else 77, dtype=dtype)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiler, "_allocator", allocator)
+        yield
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=[p[0] for p in PROGRAMS])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_outputs_allocated_uninitialised_are_stored_everywhere(program, data):
+    expr, formats, values, _ = data.draw(instances(program))
+    kernel = sd.compile(expr, **formats)
+    operands = {n: sd.asformat(v, formats[n]) for n, v in values.items()}
+    with poisoned_allocations():
+        got = kernel(**operands)
+    assert_equal(got, kernel.reference(**operands))
+
+
+def test_which_outputs_are_stored_in_full():
+    from sparsedsl.lang.lower import lower
+
+    a = sp.random(6, 5, density=0.5, format="csr", random_state=1)
+    # (CPU, CUDA): the CPU adds a row of A times a row of X into the output row (an axpy), the GPU
+    # sums each output element in a register
+    cases = {"y[i] = A[i,j] * x[j]": (True, True), "Y[i,n] = A[i,j] * X[j,n]": (False, True),
+             "y[i] = A[i,j] * x[j] + z[i]": (True, True), "y[j] = A[i,j] * x[i]": (False, False),
+             "y[i] = max[j](A[i,j])": (False, False)}
+    for expr, (full, full_gpu) in cases.items():
+        k = sd.compile(expr, A="csr")
+        ops = {"A": a, "x": np.ones(6 if expr.startswith("y[j]") else 5), "X": np.ones((5, 3)), "z": np.ones(6)}
+        plan = k.plan(k.bind((), {n: v for n, v in ops.items() if n in {p.name for p in k.program.params}}))
+        (st_, low, _, _), = plan.steps
+        assert low.overwrites == full, expr
+        assert lower(plan.rewritten, st_, 0, {"backend": "cuda"}).overwrites == full_gpu, expr

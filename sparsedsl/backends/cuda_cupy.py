@@ -33,6 +33,7 @@ from . import cache, cuda_schedules, cuda_spgemm
 from .cuda_plan import dense_contraction
 from .cuda_render import (
     ATOMIC_DTYPES,  # noqa: F401 (re-exported)
+    INT32_SAFE,
     PREAMBLE,
     KernelSource,
     _assigned,
@@ -103,6 +104,10 @@ def on_device(value) -> bool:
 
 def zeros(shape, dtype):
     return cupy().zeros(shape, dtype=dtype)
+
+
+def empty(shape, dtype):
+    return cupy().empty(shape, dtype=dtype)
 
 
 class BFloat16Array:
@@ -796,6 +801,9 @@ class Compiled:
                 v = BFloat16Array(cp.ascontiguousarray(v.bits)) if isinstance(v, BFloat16Array) else \
                     cp.ascontiguousarray(v)
             named[name] = v
+        for name, v in named.items():  # 32-bit positions past INT32_SAFE: 64-bit (cuda_render's loop counters)
+            if getattr(v, "dtype", None) == np.int32 and getattr(v, "size", 0) > INT32_SAFE and name != "out":
+                named[name] = v.astype(np.int64)
         if "out_cap" in named:  # the first guess of a growable output's size: as large as the inputs
             named["out_cap"] = max(int(named["out_cap"]), sum(int(v.size) for v in named.values()
                                                              if hasattr(v, "__cuda_array_interface__")))

@@ -80,6 +80,7 @@ class Lowered:
     sorted_output: bool = False  # a sparse output's entries come out in its level order
     assembly: str | None = None  # sparse output: "csr" (offs, crd, vals), "coords" (offs, coords, vals), "growable"
     dense_volume: int = 0  # iterations of an all-dense loop nest (its work, for choosing parallel code)
+    overwrites: bool = False  # a dense output whose every element the function stores once: allocated uninitialised
 
 
 def tensor_name(name: str) -> str:
@@ -156,7 +157,8 @@ class _Lowering:
         for v in self.order:
             volume *= v.block if v.part == "i" else self.c.extents[v.index] // (v.block if v.part else 1)
         return Lowered(fn, self.order, list(dict.fromkeys(self.notes)), self.converted, self.arguments,
-                       self.sorted_out(), self.assembly, volume if not self.sparse else 0)
+                       self.sorted_out(), self.assembly, volume if not self.sparse else 0,
+                       self.arguments.get("out") == ("out",) and _overwrites(fn.body, self.arguments, self.out_vars))
 
     def split_blocked(self) -> dict:
         """Block sizes of blocked indices. Operands that disagree (another block size, or a sparse
@@ -879,6 +881,24 @@ def _unroll_axpys(stmts) -> list:
                       + [replace(inner, body=[Assign(acc.target, total, "+")]), Assign(f.var, str(UNROLL), "+")]),
                 While(f"{f.var} < {end}", [*hints, *pre, inner, Assign(f.var, "1", "+")])]
     return _map_stmts(stmts, unroll)
+
+
+def _overwrites(body: list, arguments: dict, out_vars: list) -> bool:
+    """Whether ``body`` stores every element of ``out`` before anything reads it: its one store into
+    ``out`` is ``out[v_a, v_b, ..] = value``, reached unconditionally through loops ``for v_a in [0, n_a)``
+    over the output's whole extents, in its index order."""
+    stores = [s for s in _walk_stmts(body) if isinstance(s, Assign) and s.target.split("[")[0] == "out"]
+    if len(stores) != 1 or stores[0].op is not None:
+        return False
+    path, level = [], body
+    for x in out_vars:
+        loop = next((s for s in level if isinstance(s, For) and s.var == f"v_{x}"), None)
+        if loop is None or loop.start != "0" or arguments.get(loop.stop) != ("extent", x):
+            return False
+        path.append(loop.var)
+        level = loop.body
+    target = f"out[{', '.join(path)}]" if path else "out[0]"
+    return any(s is stores[0] and s.target == target for s in level)
 
 
 def _prefetch_gathers(stmts) -> list:
