@@ -489,7 +489,7 @@ class Specialised(KernelSource):
         words = int(min(cuda_spgemm.BITMAP_WORDS, max(1, (wsize + 31) // 32)))
         tail = (np.int64(wsize), np.int64(rows), np.int32(words))
         none = self.unallocated(vdt)
-        nbins = sum(cuda_spgemm.block_slots(b) * (4 + vsize) <= cuda_spgemm.TABLE_BYTES
+        nbins = sum(cuda_spgemm.table_slots(b) * (4 + vsize) <= cuda_spgemm.TABLE_BYTES
                     for b in range(cuda_spgemm.BLOCK_BINS))  # the rest of the rows: the global kernel
         if rows > 0:
             blocks = min(math.ceil(rows / cuda_spgemm.WARPS), 2**31 - 1)
@@ -512,7 +512,7 @@ class Specialised(KernelSource):
             launches.append((fn, nb, threads, 4 * words, (lst, np.int32(0), np.int32(cuda_spgemm.BLOCK_BINS), dval)))
         for b in reversed(range(cuda_spgemm.BLOCK_BINS)):
             if counts[b]:
-                smem, threads = cuda_spgemm.block_slots(b) * (4 + vsize), cuda_spgemm.BIN_THREADS[b]
+                smem, threads = cuda_spgemm.table_slots(b) * (4 + vsize), cuda_spgemm.BIN_THREADS[b]
                 fn = dynamic_shared(self.kernel(k, cuda_spgemm.kernel_key("block", threads)), smem)
                 per_sm = max(1, min(2048 // threads, (227 << 10) // smem))
                 launches.append((fn, min(counts[b], sms * per_sm), threads, smem,
@@ -663,7 +663,7 @@ class Specialised(KernelSource):
                     f"one thread per ({step.loop.var}, {step.collapse.var}) pair" if step.collapse else \
                     "one thread per iteration (grid-stride)"
                 if getattr(step, "spgemm", None) is not None:
-                    slots = cuda_spgemm.block_slots(cuda_spgemm.BLOCK_BINS - 1)
+                    slots = cuda_spgemm.table_slots(cuda_spgemm.BLOCK_BINS - 1)
                     how = ("a row's products in a hash table in shared memory (cuda_spgemm): a warp per row, "
                            f"a block per row for longer rows (tables of up to {slots:,} slots in dynamic shared "
                            "memory, read back in column order through a bitmap of the columns), for the longest "
@@ -726,18 +726,20 @@ class WithSharedMemory:
         return self.fn(grid, block, args, shared_mem=self.nbytes)
 
 
+_opted_in: dict = {}  # id(kernel) -> (kernel, the dynamic shared memory it may use)
+
+
 def dynamic_shared(fn, nbytes: int):
-    """``fn`` allowed ``nbytes`` of dynamic shared memory (the kernel's static shared memory and this
-    above 48 KiB in all must opt in: set whenever it might be)."""
-    if nbytes > 32 << 10 and getattr(fn, "_sd_smem", 0) < nbytes:
-        try:
-            cupy().cuda.driver.funcSetAttribute(fn.ptr, 8, nbytes)  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-        except AttributeError:
-            fn.max_dynamic_shared_size_bytes = nbytes
-        try:
-            fn._sd_smem = nbytes
-        except AttributeError:  # a cython object without a __dict__: set it every time
-            pass
+    """``fn`` allowed ``nbytes`` of dynamic shared memory: a kernel whose static and dynamic shared
+    memory pass 48 KiB in all must opt in (once per kernel and size)."""
+    got = _opted_in.get(id(fn))
+    if got is None or got[1] < nbytes:
+        if nbytes + fn.attributes["shared_size_bytes"] > 48 << 10:
+            try:  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+                cupy().cuda.driver.funcSetAttribute(fn.ptr, 8, nbytes)
+            except AttributeError:
+                fn.max_dynamic_shared_size_bytes = nbytes
+        _opted_in[id(fn)] = (fn, nbytes)
     return fn
 
 

@@ -29,7 +29,7 @@ rows that A's row selects; it bounds the row's output entries), and
 - ``block``: a block per row with ``ub <= BLOCK_UB``, the same code over a table in dynamic shared
   memory, in four bins by ``ub`` (tables of 2048..16384 slots, at most ``TABLE_BYTES``; rows of a bin
   whose table does not fit go to the global kernel). The products are spread over the whole block
-  (``SPREAD``: a block scan of the B row lengths of up to ``threads`` A entries at a time, a binary
+  (a block scan of the B row lengths of up to ``threads`` A entries at a time, a binary
   search per product): such rows often have a few A entries with long B rows, which a warp per 32 A
   entries left to one or two warps while the others waited at the barrier;
 - ``global``: a block per longer row over a bitmap of the columns in shared memory (a window of
@@ -71,10 +71,7 @@ GLOBAL_THREADS = 1024  # threads of the global kernel: its few rows are the long
 BITMAP_WORDS = 32768  # the global kernel's window of columns: 2^20 bits of shared memory (128 KiB)
 TABLE_BYTES = 128 << 10  # the largest block table (keys and values) in dynamic shared memory
 ORDER_WORDS = 4096  # the block kernels' fill pass: a bit per column in static shared memory (2^17 columns)
-ORDER_BITMAP = True  # the fill pass's block rows come out in column order through that bitmap, not a sort
 ORDER_BINS = (0, 1, 2, 3)  # the block bins that have it (a kernel shared by two bins has it for both)
-WARP_WALK = True  # the global kernel's fill walks its bitmap a word a lane (coalesced stores, no bank conflicts)
-SPREAD = True  # block and global kernels: a row's products spread over the whole block, not 32 A entries a warp
 
 
 def table_slots(b: int) -> int:
@@ -84,16 +81,7 @@ def table_slots(b: int) -> int:
 
 def order_threads() -> set:
     """The thread counts of the block kernels whose fill pass orders its rows by a bitmap."""
-    return {BIN_THREADS[b] for b in ORDER_BINS} if ORDER_BITMAP else set()
-
-
-def block_slots(b: int) -> int:
-    """Block bin ``b``'s dynamic shared memory in slots: its table, and for a bin whose kernel has the
-    order bitmap (static shared memory) 16 slots more when the table is at most 32 KiB of 4-byte
-    keys and values: the launch opts in to more than 48 KiB of shared memory in all only for more
-    than 32 KiB of dynamic shared memory (``cuda_cupy.dynamic_shared``)."""
-    pad = BIN_THREADS[b] in order_threads() and table_slots(b) * 8 <= 32 << 10
-    return table_slots(b) + (16 if pad else 0)
+    return {BIN_THREADS[b] for b in ORDER_BINS}
 
 
 @dataclass
@@ -328,9 +316,9 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
     ]
     if group > 32:
         lines.append(f"  __shared__ long long sd_part[{group // 32}]; __shared__ int sd_cnt[{group // 32}];")
-        if SPREAD:  # the chunk's scan over the block (flat), the warps' totals
-            lines.append(f"  __shared__ int sd_wt[{group // 32}]; int* sd_ex = &sd_excl[0][0]; "
-                         "long long* sd_bb = &sd_bs[0][0];")
+        # the chunk's scan over the block (flat), the warps' totals
+        lines.append(f"  __shared__ int sd_wt[{group // 32}]; int* sd_ex = &sd_excl[0][0]; "
+                     "long long* sd_bb = &sd_bs[0][0];")
     if mode == "warp":
         per = threads // group
         lines.append(f"  __shared__ __align__(16) unsigned sd_tk_all[{per}][{table}];")
@@ -405,7 +393,7 @@ def render_spgemm(ks, k: int, sg: SpGEMM, mode: str, threads: int = BLOCK) -> st
     # their B row lengths; then product p of the chunk goes to lane (thread) p % 32 (p % group), a
     # binary search finds its A entry. A block's rows often have fewer A entries than it has threads
     # but a few long B rows: spread over the block, no warp waits at the barrier for one that has them all
-    spread = SPREAD and group > 32
+    spread = group > 32
     span = group if spread else 32
     ex, bs = ("sd_ex", "sd_bb") if spread else ("sd_excl[sd_warp]", "sd_bs[sd_warp]")
     me = "sd_gt" if spread else "sd_lane"
@@ -643,81 +631,51 @@ def _ordered(ks, sg, stm, group, vt) -> list:
 
 def _window(ks, sg, stm, group, sync, vt) -> list:
     """The global kernel after a window's products: its set bits counted and (fill pass) the tail's body
-    run for each in column order. WARP_WALK: each warp walks its run of words a word a lane (as the
-    ordered block kernels do); else each thread its own run (its rank a scan of the runs' counts)."""
-    if WARP_WALK:
-        out = ["    int sd_mine = 0;",
-               f"    for (int sd_x = sd_gt; sd_x < sd_nw; sd_x += {group}) sd_mine += __popc(sd_bm[sd_x]);"]
-        if not sg.stores:
-            return out + ["    sd_new += sd_mine; (void)sd_done;",
-                          f"    {sync};  // the bitmap is cleared for the next window"]
-        nw = group // 32
-        out = ["    {",
-               f"      const int sd_per = ((sd_nw + {32 * nw - 1}) / {32 * nw}) * 32;  // words per warp",
-               "      const int sd_x0 = min(sd_warp * sd_per, sd_nw), sd_x1 = min(sd_x0 + sd_per, sd_nw);",
-               "      int sd_mine = 0;",
-               "      for (int sd_x = sd_x0 + sd_lane; sd_x < sd_x1; sd_x += 32) sd_mine += __popc(sd_bm[sd_x]);",
-               "#pragma unroll",
-               "      for (int sd_o = 16; sd_o > 0; sd_o >>= 1)",
-               "        sd_mine += __shfl_xor_sync(0xffffffffu, sd_mine, sd_o);",
-               "      if (sd_lane == 0) sd_cnt[sd_warp] = sd_mine;",
-               f"      {sync};",
-               "      int sd_rank = sd_done, sd_tot = 0;",
-               f"      for (int sd_x = 0; sd_x < {nw}; ++sd_x) {{ const int sd_y = sd_cnt[sd_x]; "
-               "sd_tot += sd_y; if (sd_x < sd_warp) sd_rank += sd_y; }",
-               "      for (int sd_xb = sd_x0; sd_xb < sd_x1; sd_xb += 32) {",
-               "        const int sd_x = sd_xb + sd_lane;",
-               "        unsigned sd_bits = sd_x < sd_x1 ? sd_bm[sd_x] : 0u;",
-               "        const int sd_c = __popc(sd_bits);",
-               "        int sd_inc = sd_c;",
-               "#pragma unroll",
-               "        for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
-               "          const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
-               "          if (sd_lane >= sd_o) sd_inc += sd_y;",
-               "        }",
-               "        int sd_r = sd_rank + sd_inc - sd_c;",
-               "        sd_rank += __shfl_sync(0xffffffffu, sd_inc, 31);",
-               "        while (sd_bits) {",
-               "          const unsigned sd_k = (unsigned)(sd_lo + 32LL * sd_x + (__ffs(sd_bits) - 1));",
-               "          sd_bits &= sd_bits - 1u;",
-               f"          const {vt} sd_v = sd_dv[sd_k]; sd_dv[sd_k] = 0;  // zero again for the next row"
-               if sg.vals else "          const int sd_v = 0; (void)sd_v;"]
-        out += _entry(ks, sg, stm, "sd_r", 5)
-        out += ["          ++sd_r;", "        }", "      }",
-                "      sd_done += sd_tot; if (sd_lane == 0) sd_new += sd_mine;",
-                "    }",
-                f"    {sync};  // the bitmap and the counts are reused"]
-        return out
-    out = [f"    const int sd_per = (sd_nw + {group - 1}) / {group}, sd_w0 = min(sd_gt * sd_per, sd_nw), "
-           "sd_w1 = min(sd_w0 + sd_per, sd_nw);",
-           "    int sd_mine = 0;",
-           "    for (int sd_x = sd_w0; sd_x < sd_w1; ++sd_x) sd_mine += __popc(sd_bm[sd_x]);"]
-    if sg.stores:
-        out += ["    int sd_inc = sd_mine;",
-                "#pragma unroll",
-                "    for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
-                "      const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
-                "      if (sd_lane >= sd_o) sd_inc += sd_y;",
-                "    }",
-                "    if (sd_lane == 31) sd_cnt[sd_warp] = sd_inc;",
-                f"    {sync};",
-                "    int sd_rank = sd_done + sd_inc - sd_mine;",
-                "    for (int sd_x = 0; sd_x < sd_warp; ++sd_x) sd_rank += sd_cnt[sd_x];",
-                f"    int sd_tot = 0; for (int sd_x = 0; sd_x < {group // 32}; ++sd_x) sd_tot += sd_cnt[sd_x];",
-                "    for (int sd_x = sd_w0; sd_x < sd_w1; ++sd_x) {",
-                "      unsigned sd_bits = sd_bm[sd_x];",
-                "      while (sd_bits) {",
-                "        const unsigned sd_k = (unsigned)(sd_lo + 32LL * sd_x + (__ffs(sd_bits) - 1));",
-                "        sd_bits &= sd_bits - 1;",
-                f"        const {vt} sd_v = sd_dv[sd_k]; sd_dv[sd_k] = 0;  // zero again for the next row" if sg.vals
-                else "        const int sd_v = 0; (void)sd_v;"]
-        out += _entry(ks, sg, stm, "sd_rank", 4)
-        out += ["        ++sd_rank;", "      }", "    }",
-                "    sd_done += sd_tot; sd_new += sd_mine;",
-                f"    {sync};  // the bitmap and the counts are reused"]
-    else:
-        out += ["    sd_new += sd_mine; (void)sd_done;", f"    {sync};  // the bitmap is cleared for the next window"]
+    run for each in column order: each warp walks its run of words a word a lane (as the ordered
+    block kernels do: coalesced stores, no bank conflicts)."""
+    out = ["    int sd_mine = 0;",
+           f"    for (int sd_x = sd_gt; sd_x < sd_nw; sd_x += {group}) sd_mine += __popc(sd_bm[sd_x]);"]
+    if not sg.stores:
+        return out + ["    sd_new += sd_mine; (void)sd_done;",
+                      f"    {sync};  // the bitmap is cleared for the next window"]
+    nw = group // 32
+    out = ["    {",
+           f"      const int sd_per = ((sd_nw + {32 * nw - 1}) / {32 * nw}) * 32;  // words per warp",
+           "      const int sd_x0 = min(sd_warp * sd_per, sd_nw), sd_x1 = min(sd_x0 + sd_per, sd_nw);",
+           "      int sd_mine = 0;",
+           "      for (int sd_x = sd_x0 + sd_lane; sd_x < sd_x1; sd_x += 32) sd_mine += __popc(sd_bm[sd_x]);",
+           "#pragma unroll",
+           "      for (int sd_o = 16; sd_o > 0; sd_o >>= 1)",
+           "        sd_mine += __shfl_xor_sync(0xffffffffu, sd_mine, sd_o);",
+           "      if (sd_lane == 0) sd_cnt[sd_warp] = sd_mine;",
+           f"      {sync};",
+           "      int sd_rank = sd_done, sd_tot = 0;",
+           f"      for (int sd_x = 0; sd_x < {nw}; ++sd_x) {{ const int sd_y = sd_cnt[sd_x]; "
+           "sd_tot += sd_y; if (sd_x < sd_warp) sd_rank += sd_y; }",
+           "      for (int sd_xb = sd_x0; sd_xb < sd_x1; sd_xb += 32) {",
+           "        const int sd_x = sd_xb + sd_lane;",
+           "        unsigned sd_bits = sd_x < sd_x1 ? sd_bm[sd_x] : 0u;",
+           "        const int sd_c = __popc(sd_bits);",
+           "        int sd_inc = sd_c;",
+           "#pragma unroll",
+           "        for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
+           "          const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
+           "          if (sd_lane >= sd_o) sd_inc += sd_y;",
+           "        }",
+           "        int sd_r = sd_rank + sd_inc - sd_c;",
+           "        sd_rank += __shfl_sync(0xffffffffu, sd_inc, 31);",
+           "        while (sd_bits) {",
+           "          const unsigned sd_k = (unsigned)(sd_lo + 32LL * sd_x + (__ffs(sd_bits) - 1));",
+           "          sd_bits &= sd_bits - 1u;",
+           f"          const {vt} sd_v = sd_dv[sd_k]; sd_dv[sd_k] = 0;  // zero again for the next row"
+           if sg.vals else "          const int sd_v = 0; (void)sd_v;"]
+    out += _entry(ks, sg, stm, "sd_r", 5)
+    out += ["          ++sd_r;", "        }", "      }",
+            "      sd_done += sd_tot; if (sd_lane == 0) sd_new += sd_mine;",
+            "    }",
+            f"    {sync};  // the bitmap and the counts are reused"]
     return out
+
 
 
 def _entry(ks, sg, stm, rank: str, ind: int) -> list:
