@@ -260,6 +260,17 @@ __device__ __forceinline__ void sd_mma_{T}(float* c, unsigned a0, unsigned a1, u
 """
 
 
+# ``prmt`` itself: ``__byte_perm`` masks its selector with 0x7777 first (one more instruction per
+# permute; the bitmap expansion's selectors never set a nibble's top bit, sign replication).
+PRMT = r"""
+__device__ __forceinline__ unsigned sd_prmt(unsigned a, unsigned b, unsigned s) {
+  unsigned d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
+  return d;
+}
+"""
+
+
 # The template's knobs per (level kind, M; 0 for bitmap): m16 tiles per warp (they share X's fragments;
 # more tiles, more registers), blocks per SM asked of the register allocator, N:M slots per lane and
 # row in a chunk (bitmap: one 32-bit mask word, fixed), warps per block (None: as many as fill the GPU, <= 8).
@@ -295,7 +306,8 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
     stm = CStmts(ks.types, ks.cexpr)
     c = ks.cexpr
     q = slots // sk.n * (sk.m // 4) if sk.kind == "nm" else BITMAP_CHUNK // 16  # column quads per lane and row
-    lines = [MMA.format(T=mma), f'extern "C" __global__ void __launch_bounds__({32 * splitk}, {minblocks}) '
+    lines = [MMA.format(T=mma), PRMT if sk.kind == "bitmap" else "",
+             f'extern "C" __global__ void __launch_bounds__({32 * splitk}, {minblocks}) '
              f'{ks.fn.name}_k{k}_skinny{nt}x{splitk}x{mtiles}x{minblocks}x{slots}(' + ", ".join(ks.params()) + ") {"]
     ks.prologue(loop, lines)
     lines += [
@@ -521,9 +533,9 @@ def _bitmap_expand4() -> list:
         return [
             "        // per pair of columns: none, the first, the second, both: 0x4444, 0x4410, 0x1044, 0x3210",
             "        const unsigned il = (m >> (4 * u)) & 3u, ih = (m >> (4 * u + 2)) & 3u, r2 = il - (il >> 1);",
-            "        sd_lo[h][u] = __byte_perm(x0, 0u, __byte_perm(0x44104444u, 0x32101044u, il * 0x22u + 0x10u));",
-            "        sd_hi[h][u] = __byte_perm(__funnelshift_rc(x0, x1, 16u * r2), 0u,",
-            "                                  __byte_perm(0x44104444u, 0x32101044u, ih * 0x22u + 0x10u));",
+            "        sd_lo[h][u] = sd_prmt(x0, 0u, sd_prmt(0x44104444u, 0x32101044u, il * 0x22u + 0x10u));",
+            "        sd_hi[h][u] = sd_prmt(__funnelshift_rc(x0, x1, 16u * r2), 0u,",
+            "                              sd_prmt(0x44104444u, 0x32101044u, ih * 0x22u + 0x10u));",
             "        p += r2 + ih - (ih >> 1);  // set bits of a 2-bit number: x - (x >> 1)",
         ]
     lines = ["        const unsigned m4 = (m >> (4 * u)) & 15u;"]
@@ -756,7 +768,7 @@ def render_bitmap_cluster(ks, k: int, sk: Skinny, nt: int, warps: int, minblocks
     rows_blk = 16 * warps
     per_rank = rows_blk // cluster  # rows each block of the cluster sums and stores
     win, _ = cluster_smem(warps, nt, 0)
-    lines = [MMA.format(T=mma), CLUSTER_PTX,
+    lines = [MMA.format(T=mma), PRMT, CLUSTER_PTX,
              f'extern "C" __global__ void __cluster_dims__({cluster}, 1, 1) __launch_bounds__({32 * warps}, '
              f'{minblocks}) {ks.fn.name}_k{k}_skinny{nt}x{warps}x1x{minblocks}x8x{cluster}('
              + ", ".join(ks.params()) + ") {"]
