@@ -319,23 +319,8 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
         f"  const long long sd_per = (sd_nchunk + {splitk - 1}) / {splitk};",
         "  const long long sd_c0 = sd_warp * sd_per;",
         "  const long long sd_c1 = sd_c0 + sd_per < sd_nchunk ? sd_c0 + sd_per : sd_nchunk;",
-        f"  float sd_acc[{mtiles}][{nt}][2][4];  // [m tile][column tile][even / odd columns][mma C fragment]",
-        "#pragma unroll",
-        f"  for (int i = 0; i < {mtiles * nt * 8}; ++i) (&sd_acc[0][0][0][0])[i] = 0.f;",
-        f"  // the lane's rows: sd_r + 8h, h < {2 * mtiles} (m tile h / 2)",
-        f"  long long sd_base[{2 * mtiles}], sd_vbase[{2 * mtiles}], sd_vend[{2 * mtiles}]; bool sd_ok[{2 * mtiles}];",
-        "#pragma unroll",
-        f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
-        "    const long long sd_it = sd_row0 + sd_r + 8 * h;",
-        "    sd_ok[h] = sd_it < sd_stop; sd_base[h] = 0; sd_vbase[h] = 0; sd_vend[h] = 0;",
-        "    if (sd_ok[h]) {",
     ]
-    ks.declare({s.target for s in sk.head} | {loop.var}, lines, "      ")
-    lines.append(f"      {loop.var} = sd_it;")
-    stm.put(sk.head, 3, lines)
-    lines.append(f"      sd_base[h] = {c(sk.slot0)};" if sk.kind == "nm" else
-                 f"      sd_base[h] = {c(sk.mask0)}; sd_vbase[h] = {c(sk.pos0)}; sd_vend[h] = {c(sk.pos1)};")
-    lines += ["    }", "  }"]
+    lines += _rows(ks, loop, sk, stm, nt, mtiles, "even / odd columns")
     mma_lines = _mma(q, nt, mtiles, mma)
     if sk.kind == "nm":
         lines += _nm_main(sk, q, mtiles, slots, mma_lines)
@@ -375,6 +360,30 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
     stm.put([sk.store], 3, lines)
     lines += ["    }", "  }", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _rows(ks, loop, sk: Skinny, stm, nt: int, mtiles: int, halves: str) -> list:
+    """The accumulators (``halves``: what their [2] axis holds), and where each of the lane's rows
+    (sd_r + 8h) starts: its first N:M slot, or its first mask word and its values' range."""
+    c, rows = ks.cexpr, 2 * mtiles
+    lines = [
+        f"  float sd_acc[{mtiles}][{nt}][2][4];  // [m tile][column tile][{halves}][mma C fragment]",
+        "#pragma unroll",
+        f"  for (int i = 0; i < {mtiles * nt * 8}; ++i) (&sd_acc[0][0][0][0])[i] = 0.f;",
+        f"  // the lane's rows: sd_r + 8h, h < {rows} (m tile h / 2)",
+        f"  long long sd_base[{rows}], sd_vbase[{rows}], sd_vend[{rows}]; bool sd_ok[{rows}];",
+        "#pragma unroll",
+        f"  for (int h = 0; h < {rows}; ++h) {{",
+        "    const long long sd_it = sd_row0 + sd_r + 8 * h;",
+        "    sd_ok[h] = sd_it < sd_stop; sd_base[h] = 0; sd_vbase[h] = 0; sd_vend[h] = 0;",
+        "    if (sd_ok[h]) {",
+    ]
+    ks.declare({s.target for s in sk.head} | {loop.var}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_it;")
+    stm.put(sk.head, 3, lines)
+    lines.append(f"      sd_base[h] = {c(sk.slot0)};" if sk.kind == "nm" else
+                 f"      sd_base[h] = {c(sk.mask0)}; sd_vbase[h] = {c(sk.pos0)}; sd_vend[h] = {c(sk.pos1)};")
+    return lines + ["    }", "  }"]
 
 
 def _mma(q: int, nt: int, mtiles: int, mma: str) -> list:
@@ -795,24 +804,9 @@ def render_bitmap_cluster(ks, k: int, sk: Skinny, nt: int, warps: int, minblocks
         f"  for (long long sd_rb = blockIdx.x / {cluster}; sd_rb < sd_nrb; sd_rb += gridDim.x / {cluster}) {{",
         f"  const long long sd_blk0 = sd_start + sd_rb * {rows_blk};",
         "  const long long sd_row0 = sd_blk0 + 16 * sd_warp;",
-        f"  float sd_acc[1][{nt}][2][4];  // [m tile][column tile][columns 0-7 / 8-15 of the tile][mma C fragment]",
-        "#pragma unroll",
-        f"  for (int i = 0; i < {nt * 8}; ++i) (&sd_acc[0][0][0][0])[i] = 0.f;",
-        "  // the lane's rows: sd_r + 8h, h < 2",
-        "  long long sd_base[2], sd_vbase[2], sd_vend[2]; bool sd_ok[2];",
-        "#pragma unroll",
-        "  for (int h = 0; h < 2; ++h) {",
-        "    const long long sd_it = sd_row0 + sd_r + 8 * h;",
-        "    sd_ok[h] = sd_it < sd_stop; sd_base[h] = 0; sd_vbase[h] = 0; sd_vend[h] = 0;",
-        "    if (sd_ok[h]) {",
     ]
-    ks.declare({s.target for s in sk.head} | {loop.var}, lines, "      ")
-    lines.append(f"      {loop.var} = sd_it;")
-    stm.put(sk.head, 3, lines)
-    lines.append(f"      sd_base[h] = {c(sk.mask0)}; sd_vbase[h] = {c(sk.pos0)}; sd_vend[h] = {c(sk.pos1)};")
+    lines += _rows(ks, loop, sk, stm, nt, 1, "columns 0-7 / 8-15 of the tile")
     lines += [
-        "    }",
-        "  }",
         f"  __shared__ int sd_cnt[{rows_blk}];  // the set bits of each row in the block's columns",
         "#pragma unroll",
         "  for (int h = 0; h < 2; ++h) {",

@@ -602,22 +602,7 @@ def _ordered(ks, sg, stm, group, vt) -> list:
            "      if (sd_lane == 0) sd_cnt[sd_warp] = sd_mine;",
            "      __syncthreads();",
            "      int sd_rank = 0; for (int sd_x = 0; sd_x < sd_warp; ++sd_x) sd_rank += sd_cnt[sd_x];",
-           "      for (int sd_xb = sd_x0; sd_xb < sd_x1; sd_xb += 32) {",
-           "        const int sd_x = sd_xb + sd_lane;",
-           "        unsigned sd_bits = sd_x < sd_x1 ? sd_ob[sd_x] : 0u;",
-           "        if (sd_bits) sd_ob[sd_x] = 0u;  // clear for the next row",
-           "        const int sd_c = __popc(sd_bits);",
-           "        int sd_inc = sd_c;",
-           "#pragma unroll",
-           "        for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
-           "          const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
-           "          if (sd_lane >= sd_o) sd_inc += sd_y;",
-           "        }",
-           "        int sd_r = sd_rank + sd_inc - sd_c;",
-           "        sd_rank += __shfl_sync(0xffffffffu, sd_inc, 31);",
-           "        while (sd_bits) {",
-           "          const unsigned sd_k = 32u * (unsigned)sd_x + (unsigned)(__ffs(sd_bits) - 1);",
-           "          sd_bits &= sd_bits - 1u;"]
+           *_walk_words("sd_ob", "32u * (unsigned)sd_x + (unsigned)(__ffs(sd_bits) - 1)", clear=True)]
     if sg.vals:
         out += ["          unsigned sd_s = (sd_k * 2654435769u) >> (32 - sd_lg);",
                 "          while (sd_tk[sd_s] != sd_k) sd_s = (sd_s + 1) & sd_mask;",
@@ -627,6 +612,29 @@ def _ordered(ks, sg, stm, group, vt) -> list:
     out += _entry(ks, sg, stm, "sd_r", 5)
     out += ["          ++sd_r;", "        }", "      }"]
     return out
+
+
+def _walk_words(words: str, key: str, clear: bool) -> list:
+    """A warp's walk over its run ``[sd_x0, sd_x1)`` of a bitmap's words, a word a lane: each set bit's
+    rank ``sd_r`` (from ``sd_rank``, the bits before the run; a warp scan of the words' counts) and
+    column ``sd_k`` (``key``), in column order; ``clear`` zeroes the words read for the next row.
+    Opens two loops (words, bits) that the caller's lines close."""
+    return ["      for (int sd_xb = sd_x0; sd_xb < sd_x1; sd_xb += 32) {",
+            "        const int sd_x = sd_xb + sd_lane;",
+            f"        unsigned sd_bits = sd_x < sd_x1 ? {words}[sd_x] : 0u;",
+            *([f"        if (sd_bits) {words}[sd_x] = 0u;  // clear for the next row"] if clear else []),
+            "        const int sd_c = __popc(sd_bits);",
+            "        int sd_inc = sd_c;",
+            "#pragma unroll",
+            "        for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
+            "          const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
+            "          if (sd_lane >= sd_o) sd_inc += sd_y;",
+            "        }",
+            "        int sd_r = sd_rank + sd_inc - sd_c;",
+            "        sd_rank += __shfl_sync(0xffffffffu, sd_inc, 31);",
+            "        while (sd_bits) {",
+            f"          const unsigned sd_k = {key};",
+            "          sd_bits &= sd_bits - 1u;"]
 
 
 def _window(ks, sg, stm, group, sync, vt) -> list:
@@ -652,21 +660,7 @@ def _window(ks, sg, stm, group, sync, vt) -> list:
            "      int sd_rank = sd_done, sd_tot = 0;",
            f"      for (int sd_x = 0; sd_x < {nw}; ++sd_x) {{ const int sd_y = sd_cnt[sd_x]; "
            "sd_tot += sd_y; if (sd_x < sd_warp) sd_rank += sd_y; }",
-           "      for (int sd_xb = sd_x0; sd_xb < sd_x1; sd_xb += 32) {",
-           "        const int sd_x = sd_xb + sd_lane;",
-           "        unsigned sd_bits = sd_x < sd_x1 ? sd_bm[sd_x] : 0u;",
-           "        const int sd_c = __popc(sd_bits);",
-           "        int sd_inc = sd_c;",
-           "#pragma unroll",
-           "        for (int sd_o = 1; sd_o < 32; sd_o <<= 1) {",
-           "          const int sd_y = __shfl_up_sync(0xffffffffu, sd_inc, sd_o);",
-           "          if (sd_lane >= sd_o) sd_inc += sd_y;",
-           "        }",
-           "        int sd_r = sd_rank + sd_inc - sd_c;",
-           "        sd_rank += __shfl_sync(0xffffffffu, sd_inc, 31);",
-           "        while (sd_bits) {",
-           "          const unsigned sd_k = (unsigned)(sd_lo + 32LL * sd_x + (__ffs(sd_bits) - 1));",
-           "          sd_bits &= sd_bits - 1u;",
+           *_walk_words("sd_bm", "(unsigned)(sd_lo + 32LL * sd_x + (__ffs(sd_bits) - 1))", clear=False),
            f"          const {vt} sd_v = sd_dv[sd_k]; sd_dv[sd_k] = 0;  // zero again for the next row"
            if sg.vals else "          const int sd_v = 0; (void)sd_v;"]
     out += _entry(ks, sg, stm, "sd_r", 5)
