@@ -780,7 +780,10 @@ class Compiled:
     def __call__(self, *args, work: int = 0):
         if self.replay_key is not None:  # a call alike to a recorded one: its launches again
             key = self.replay_key(args)
-            got = self.replays.get(key) if key is not None else None
+            try:
+                got = self.replays.get(key) if key is not None else None
+            except TypeError:  # an unhashable value where a scalar was: not alike
+                got = None
             if got is not None:
                 build, launches, out = got
                 launch_args = build(*args)
