@@ -91,26 +91,32 @@ class Kernel:
             values.update(kwargs)
         else:
             values = kwargs  # a fresh dict of this call's own
-        key, devices = [None], set()
-        gpu_array = cuda_cupy.array_type()  # None until cupy is imported
+        key, host, device = ["cpu"], False, False
         for p in params:
             v = values.get(p.name)
             t = type(v)
-            if t is np.ndarray or t is gpu_array:
-                if not _dense_as_is(v, p):
-                    return None
-                key.append((p.name, v.shape, v.dtype))
-                devices.add(t is gpu_array)
-            elif t is SparseTensor and not v.format.is_dense:
+            if t is SparseTensor and not v.format.is_dense:
                 # no check against a declared format here: plans are keyed by the bound (converted)
                 # formats, so an operand in another format finds no plan and goes through ``bind``
                 key.append((p.name, v.shape, v.dtype, v.format))
-                devices.add(type(v.values) is not np.ndarray)
+                if type(v.values) is np.ndarray:
+                    host = True
+                else:
+                    device = True
+            elif t is np.ndarray or t is cuda_cupy.array_type():  # (None until cupy is imported)
+                if not _dense_as_is(v, p):
+                    return None
+                key.append((p.name, v.shape, v.dtype))
+                if t is np.ndarray:
+                    host = True
+                else:
+                    device = True
             else:
                 return None
-        if len(devices) > 1:  # host and device operands: ``bind`` moves the host ones
-            return None
-        key[0] = "cuda" if True in devices else "cpu"
+        if device:
+            if host:  # host and device operands: ``bind`` moves the host ones
+                return None
+            key[0] = "cuda"
         return values, tuple(key)
 
     def plan(self, bound: dict, backend: str = "cpu"):
