@@ -500,3 +500,24 @@ def test_repeated_calls_replay_launches_only_for_arguments_alike():
         want = w16.astype(np.float32) @ x.astype(np.float32)
         np.testing.assert_allclose(cp.asnumpy(skinny(W=W, X=cp.asarray(x))).astype(np.float32), want,
                                    rtol=2e-3, atol=2e-2)
+
+
+def test_fast_binding_keys_device_operands_under_cuda_and_sends_mixed_ones_to_bind(monkeypatch):
+    """``Kernel._bind_ready`` without a GPU: a stand-in device array type (what ``cupy.ndarray`` is once
+    cupy is imported) keys the plan under "cuda"; host and device operands together are not bound fast."""
+
+    class DeviceArray(np.ndarray):  # a numpy subclass: shape, dtype and flags as a device array has them
+        pass
+
+    monkeypatch.setattr(cuda_cupy, "array_type", lambda: DeviceArray)
+    kernel = sd.compile("y[i] = A[i,j] * x[j]", A="csr")
+    A = sd.asformat(sp.random(6, 5, density=0.5, format="csr", random_state=0), "csr")
+    x = np.ones(5)
+    values, key = kernel._bind_ready((), {"A": A, "x": x})
+    assert key[0] == "cpu" and values["x"] is x
+    dx = x.view(DeviceArray)
+    assert kernel._bind_ready((), {"A": A, "x": dx}) is None  # host A, device x: bind moves A
+    device_A = sd.SparseTensor(A.format, A.shape, A.levels, A.values.view(DeviceArray), check=False)
+    values, key = kernel._bind_ready((), {"A": device_A, "x": dx})
+    assert key[0] == "cuda" and key[1:] == (("A", A.shape, A.dtype, A.format), ("x", (5,), x.dtype))
+    assert kernel._bind_ready((), {"A": device_A, "x": dx[::-1]}) is None  # not C-contiguous: bind copies it
