@@ -507,71 +507,31 @@ BITMAP_CHUNK = 128
 # that the 8 rows of a warp's store start 20 banks apart. 43 KB for 8 warps of 16 rows: the template
 # runs bitmap weights with one m16 tile per warp (``config``).
 WIN_STRIDE = 168
-# How the expansion finds its byte selectors (``_bitmap_expand4``): 2 and 1 without shared memory,
-# 0 from a table in shared memory.
-BITMAP_ALU = 2
-
-
-def _bitmap_lut() -> list:
-    """The expansion table in shared memory: for each 4-bit group of the mask, the byte selectors that
-    move its values from a run of 4 packed halves to their columns, and the masks that zero the others."""
-    return [
-        "  __shared__ uint4 sd_blut[16];",
-        "  if (threadIdx.x < 16) {",
-        "    const unsigned e = threadIdx.x;",
-        "    unsigned sel[2] = {0u, 0u}, keep[2] = {0u, 0u};",
-        "    for (int i = 0; i < 4; ++i) {  // column i takes packed half r, the set bits below it",
-        "      const unsigned r = __popc(e & ((1u << i) - 1u));",
-        "      sel[i >> 1] |= ((2u * r) | ((2u * r + 1u) << 4)) << (8 * (i & 1));",
-        "      if ((e >> i) & 1u) keep[i >> 1] |= 0xffffu << (16 * (i & 1));",
-        "    }",
-        "    sd_blut[e] = make_uint4(sel[0], sel[1], keep[0], keep[1]);",
-        "  }",
-    ]
 
 
 def _bitmap_expand4() -> list:
     """Columns 4u..4u+3 of the lane's mask word ``m``: their values, the next packed halves from
     (x0, x1), moved to their columns and the others zeroed (``sd_lo``: columns 4u, 4u + 1; ``sd_hi``:
-    4u + 2, 4u + 3), and ``p`` past them. BITMAP_ALU 2: two bits of the mask pick a byte selector
-    from an 8-byte table (itself a byte permute) that takes a column's value from the word's halves
-    or zero from the second operand; the high pair's word starts past the low pair's values (a funnel
-    shift). 1: the selectors and masks computed; 0: looked up in ``sd_blut`` in shared memory (LDS.128
-    at random entries: bank conflicts on the L1 pipe, the bottleneck on an H100)."""
-    if BITMAP_ALU == 2:
-        return [
-            "        // per pair of columns: none, the first, the second, both: 0x4444, 0x4410, 0x1044, 0x3210",
-            "        const unsigned il = (m >> (4 * u)) & 3u, ih = (m >> (4 * u + 2)) & 3u, r2 = il - (il >> 1);",
-            "        sd_lo[h][u] = sd_prmt(x0, 0u, sd_prmt(0x44104444u, 0x32101044u, il * 0x22u + 0x10u));",
-            "        sd_hi[h][u] = sd_prmt(__funnelshift_rc(x0, x1, 16u * r2), 0u,",
-            "                              sd_prmt(0x44104444u, 0x32101044u, ih * 0x22u + 0x10u));",
-            "        p += r2 + ih - (ih >> 1);  // set bits of a 2-bit number: x - (x >> 1)",
-        ]
-    lines = ["        const unsigned m4 = (m >> (4 * u)) & 15u;"]
-    if not BITMAP_ALU:
-        lines.append("        const uint4 sel = sd_blut[m4];")
-    else:
-        lines += [
-            "        // column i takes packed half r_i (the set bits below it): selector nibbles 2r_i, 2r_i + 1",
-            "        const unsigned r1 = m4 & 1u, r2 = __popc(m4 & 3u), r3 = __popc(m4 & 7u);",
-            "        const uint4 sel = make_uint4(0x1010u + 0x2200u * r1, 0x1010u + 0x22u * r2 + 0x2200u * r3,",
-            "                                     ((m4 & 1u) | ((m4 & 2u) << 15)) * 0xffffu,",
-            "                                     (((m4 >> 2) & 1u) | ((m4 & 8u) << 13)) * 0xffffu);",
-        ]
-    return lines + [
-        "        sd_lo[h][u] = __byte_perm(x0, x1, sel.x) & sel.z;",
-        "        sd_hi[h][u] = __byte_perm(x0, x1, sel.y) & sel.w;",
-        "        p += __popc(m4);",
+    4u + 2, 4u + 3), and ``p`` past them. Two bits of the mask pick a byte selector from an 8-byte
+    table (itself a byte permute) that takes a column's value from the word's halves or zero from
+    the second operand; the high pair's word starts past the low pair's values (a funnel shift).
+    Selectors looked up in a table in shared memory (LDS.128 at random entries) made the L1 pipe the
+    bottleneck on an H100 (bank conflicts); computed with popcounts and masks they ran within noise."""
+    return [
+        "        // per pair of columns: none, the first, the second, both: 0x4444, 0x4410, 0x1044, 0x3210",
+        "        const unsigned il = (m >> (4 * u)) & 3u, ih = (m >> (4 * u + 2)) & 3u, r2 = il - (il >> 1);",
+        "        sd_lo[h][u] = sd_prmt(x0, 0u, sd_prmt(0x44104444u, 0x32101044u, il * 0x22u + 0x10u));",
+        "        sd_hi[h][u] = sd_prmt(__funnelshift_rc(x0, x1, 16u * r2), 0u,",
+        "                              sd_prmt(0x44104444u, 0x32101044u, ih * 0x22u + 0x10u));",
+        "        p += r2 + ih - (ih >> 1);  // set bits of a 2-bit number: x - (x >> 1)",
     ]
 
 
 def _bitmap_offsets(sk: Skinny, splitk: int, mtiles: int) -> list:
     """Each warp's first packed value in each of its rows: the set bits of the mask words of the
     warps before it (a word per lane and chunk), counted by those warps and summed through shared
-    memory. Also the expansion table: for each 4-bit group of the mask, the byte selectors that move
-    its values from a run of 4 packed halves to their columns, and the masks that zero the others."""
+    memory."""
     return [
-        *([] if BITMAP_ALU else _bitmap_lut()),
         f"  __shared__ long long sd_cnt[{splitk}][{16 * mtiles}];",
         "#pragma unroll",
         f"  for (int h = 0; h < {2 * mtiles}; ++h) {{",
@@ -638,7 +598,7 @@ def _bitmap_expand_each(sk: Skinny, rows: int, mma_u: list) -> list:
     ]
 
 
-def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list, mma_u: list = None) -> list:
+def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list | None, mma_u: list | None = None) -> list:
     """The bitmap main loop, a software pipeline over the warp's chunks (128 columns of each row; lane
     ``t`` of a row's quad owns columns 32t..32t+31, one mask word): while chunk ``c`` is expanded and
     multiplied, the window of chunk ``c + 1``'s values is in flight (its first value is known from the
@@ -647,10 +607,11 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list, mma_u: list = None) -
     A row's values for a chunk are contiguous (about 38 of 128 at 70% sparsity): the quad loads them
     as 16-byte vectors from the 16-byte boundary at or before the first (two per lane: 64 values),
     stores them in the row's window in shared memory, and each lane expands its columns 4 at a time:
-    the 3 words holding the next 4 packed values, a funnel shift to the first, and a byte permute and
-    mask looked up by the 4 mask bits (``sd_blut``). A lane's first value follows the set bits of the
-    lanes before it in the quad (a shuffle scan). A window of more than 64 values (a chunk more than
-    about 45% full) has the rest loaded when it is used (up to three more vectors per lane)."""
+    the 3 words holding the next 4 packed values, a funnel shift to the first, and byte permutes picked
+    by the 4 mask bits (``_bitmap_expand4``). A lane's first value follows the set bits of the lanes
+    before it in the quad (a shuffle scan). A window of more than 64 values (a chunk more than about
+    45% full) has the rest loaded when it is used (up to three more vectors per lane). The chunk's
+    products: ``mma_lines`` after all 8 quads are expanded, or, given ``mma_u``, quad by quad."""
     rows, vals = 2 * mtiles, sk.values
     u16 = "(const unsigned short*)"
 
@@ -723,8 +684,6 @@ def _bitmap_main(sk: Skinny, mtiles: int, mma_lines: list, mma_u: list = None) -
 # 0 for one per block of rows) of the cluster kernel (``render_bitmap_cluster``); None: the
 # split-K-in-a-block kernel above.
 BITMAP_CLUSTER = (4, 8, 4, 0)
-# The cluster kernel expands and multiplies one quad of columns at a time (True) or a whole chunk.
-BITMAP_EACH = True
 
 CLUSTER_PTX = r"""
 __device__ __forceinline__ void sd_cluster_sync() {
@@ -833,20 +792,6 @@ def render_bitmap_cluster(ks, k: int, sk: Skinny, nt: int, warps: int, minblocks
         "  const unsigned sd_xl = (unsigned)__cvta_generic_to_shared(sd_xs) + 16u * (64u * sd_jt",
         "      + ((2 * (2 * (sd_g & 1) + (sd_j & 1)) + (sd_g >> 1)) ^ ((sd_jt & 1) | ((sd_jt & 2) << 1))));",
     ]
-    mma_lines = [
-        "    const unsigned sd_xc = sd_xl + (unsigned)(sd_c - sd_c0) * 4096u;",
-        "#pragma unroll",
-        "    for (int u = 0; u < 8; ++u) {",
-        "      const unsigned a0 = sd_lo[0][u], a1 = sd_lo[1][u], a2 = sd_hi[0][u], a3 = sd_hi[1][u];",
-        "#pragma unroll",
-        f"      for (int a = 0; a < {nt}; ++a) {{",
-        "        unsigned b0, b1, b2, b3;",
-        "        sd_ldsm_t(sd_xc + (unsigned)(a * 32 * sd_kr) + 128u * u, b0, b1, b2, b3);",
-        f"        sd_mma_{mma}(sd_acc[0][a][0], a0, a1, a2, a3, b0, b1);",
-        f"        sd_mma_{mma}(sd_acc[0][a][1], a0, a1, a2, a3, b2, b3);",
-        "      }",
-        "    }",
-    ]
     mma_u = [
         "      const unsigned sd_xu = sd_xl + (unsigned)(sd_c - sd_c0) * 4096u + 128u * u;",
         "#pragma unroll",
@@ -857,8 +802,7 @@ def render_bitmap_cluster(ks, k: int, sk: Skinny, nt: int, warps: int, minblocks
         f"        sd_mma_{mma}(sd_acc[0][a][1], sd_lo[0], sd_lo[1], sd_hi[0], sd_hi[1], b2, b3);",
         "      }",
     ]
-    lines += ([] if BITMAP_ALU else [*_bitmap_lut(), "  __syncthreads();"]) + \
-        _bitmap_main(sk, 1, mma_lines, mma_u if BITMAP_EACH else None)
+    lines += _bitmap_main(sk, 1, None, mma_u)
     dims = f"[{16 * nt + 1}]"
     lines += [
         "  __syncthreads();  // every warp is done with its window",
