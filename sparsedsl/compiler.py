@@ -284,8 +284,8 @@ class _Plan:
 
     def argument(self, what: tuple, env, converted, ttype):
         """The argument ``what`` describes, for these operands (tests use it)."""
-        zeros = cuda_cupy.zeros if self.backend == "cuda" else np.zeros
-        (arg,), _ = _argument_function([what], ttype, self.rewritten, 0, zeros=zeros)(env, converted)
+        (arg,), _ = _argument_function([what], ttype, self.rewritten, 0,
+                                       zeros=_allocator(self.backend, False))(env, converted)
         return arg
 
 

@@ -521,3 +521,14 @@ def test_fast_binding_keys_device_operands_under_cuda_and_sends_mixed_ones_to_bi
     values, key = kernel._bind_ready((), {"A": device_A, "x": dx})
     assert key[0] == "cuda" and key[1:] == (("A", A.shape, A.dtype, A.format), ("x", (5,), x.dtype))
     assert kernel._bind_ready((), {"A": device_A, "x": dx[::-1]}) is None  # not C-contiguous: bind copies it
+
+
+def test_32_bit_positions_are_widened_when_an_array_could_carry_them_past_int32_safe(monkeypatch):
+    """cuda_render counts a lane-split loop in 32 bits over 32-bit positions; a tensor whose entries
+    pass INT32_SAFE has every 32-bit array widened (its ``pos`` too, whose own size is small)."""
+    monkeypatch.setattr(cuda_cupy, "INT32_SAFE", 10)
+    pos, crd, vals, out = np.arange(4, dtype=np.int32), np.zeros(11, np.int32), np.ones(11), np.zeros(3, np.int32)
+    small = {"pos": pos, "crd": crd[:10], "vals": vals[:10], "out": out}
+    assert cuda_cupy.widen_positions(small) is small
+    wide = cuda_cupy.widen_positions({"pos": pos, "crd": crd, "vals": vals, "out": out})
+    assert wide["pos"].dtype == wide["crd"].dtype == np.int64 and wide["vals"] is vals and wide["out"] is out

@@ -806,9 +806,7 @@ class Compiled:
                 v = BFloat16Array(cp.ascontiguousarray(v.bits)) if isinstance(v, BFloat16Array) else \
                     cp.ascontiguousarray(v)
             named[name] = v
-        for name, v in named.items():  # 32-bit positions past INT32_SAFE: 64-bit (cuda_render's loop counters)
-            if getattr(v, "dtype", None) == np.int32 and getattr(v, "size", 0) > INT32_SAFE and name != "out":
-                named[name] = v.astype(np.int64)
+        named = widen_positions(named)
         if "out_cap" in named:  # the first guess of a growable output's size: as large as the inputs
             named["out_cap"] = max(int(named["out_cap"]), sum(int(v.size) for v in named.values()
                                                              if hasattr(v, "__cuda_array_interface__")))
@@ -888,6 +886,16 @@ class Compiled:
 
     def __str__(self):
         return self.describe()
+
+
+def widen_positions(named: dict) -> dict:
+    """The arguments with every 32-bit integer array widened to 64 bits when some array has more than
+    INT32_SAFE entries: then a level's positions (its ``pos``, whose own size is small) may come within
+    a stride of 2^31, where cuda_render's 32-bit loop counters would overflow."""
+    if not any(getattr(v, "size", 0) > INT32_SAFE for v in named.values()):
+        return named
+    return {name: v.astype(np.int64) if getattr(v, "dtype", None) == np.int32 and name != "out" else v
+            for name, v in named.items()}
 
 
 def _cublas_types(named: dict, c) -> bool:

@@ -694,7 +694,7 @@ class KernelSource:
             # address (on an H100, against it, a 64-bit counter cost 4% on banded and 12% on
             # random-column SpMV, an unsigned one 165% and 56%, a counted loop 47% and 35%); four
             # iterations unrolled, so that their loads are in flight together. No sum overflows:
-            # ``Compiled`` widens 32-bit arrays of more than INT32_SAFE entries first
+            # ``cuda_cupy.widen_positions`` widens them when an array passes INT32_SAFE entries
             lines.append(f"      {{ const int {stop} = {self.cexpr(inner.stop)};")
             lines.append("#pragma unroll 4")
             lines.append(f"      for (int {i} = {self.cexpr(inner.start)} + sd_lane; {i} < {stop}; {i} += {lanes}) {{")
