@@ -5,9 +5,10 @@
     >>> y = sparsedsl.compute("y[i] = A[i,j] * x[j]", A=A, x=np.ones(100))
 """
 
-from . import fit
+from . import fit, io
 from .compiler import Kernel, compile, compute, explain, sparse_kernel
 from .composite import kron, lowrank, monarch
+from .creation import eye, random, zeros
 from .errors import DSLError, FormatError
 from .lang.check import semiring
 from .lang.formats import Format, as_format
@@ -18,3 +19,4 @@ __version__ = "0.1.0"
 __all__ = ["DSLError", "FormatError", "Format", "Kernel", "SparseTensor", "as_format", "asformat", "compile",
            "compute", "explain", "fit", "from_coordinates", "kron", "lowrank", "monarch", "prune", "semiring",
            "sparse_kernel"]
+__all__ += ["eye", "io", "random", "zeros"]  # SparseTensor as an array: constructors, Matrix Market/npz

@@ -8,6 +8,8 @@ is dense.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -15,12 +17,17 @@ from .errors import FormatError
 from .lang.formats import Format, as_format
 
 DTYPES = (np.float32, np.float64, np.int32, np.int64, np.bool_)
+# np.asarray(A) densifies a sparse tensor of at most this many entries (16 Mi: 128 MiB of float64);
+# a larger one raises and asks for an explicit A.todense() (pydata/sparse refuses them all)
+AUTO_DENSIFY_LIMIT = 2**24
+REPR_ENTRIES = 10  # the repr lists the entries of a tensor with at most this many (or of <= 100 positions)
 
 
 class SparseTensor:
     """A tensor stored in a format; build one with :func:`sparsedsl.asformat`."""
 
     __array_priority__ = 10
+    __array_ufunc__ = None  # numpy defers: ``x @ A``, ``x + A`` call the operators below, never densify A
 
     def __init__(self, fmt: Format, shape, levels, values: np.ndarray, *, check: bool = True):
         self.format = as_format(fmt, len(shape))
@@ -94,9 +101,35 @@ class SparseTensor:
     def nbytes(self) -> int:
         return self.values.nbytes + sum(spec.type.nbytes(a) for spec, a in zip(self.format.levels, self.levels))
 
+    @property
+    def size(self) -> int:
+        """The number of elements, ``prod(shape)``, as numpy and pydata/sparse count them (scipy.sparse's
+        ``.size`` counts stored entries instead: that is ``nnz`` here)."""
+        return math.prod(self.shape)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; use (A != 0).nnz")
+        return bool(self.todense().reshape(-1)[0])
+
     def __repr__(self):
+        """Shape, format, dtype, nnz, density (nnz / size) and bytes; the entries when there are few."""
         where = ", device='cuda'" if self.device == "cuda" else ""
-        return f"SparseTensor(shape={self.shape}, format={self.format}, dtype={self.dtype}, nnz={self.nnz}{where})"
+        density = self.nnz / self.size if self.size else 0.0
+        head = (f"SparseTensor(shape={self.shape}, format={self.format}, dtype={self.dtype}, nnz={self.nnz}, "
+                f"density={density:.3g}, nbytes={_human_bytes(self.nbytes)}{where})")
+        if self.nnz > REPR_ENTRIES and self.size > 100:
+            return head
+        coords, vals = self.coordinates()
+        lines = [f"  {tuple(int(c) for c in coords[:, q])}  {vals[q]}" for q in range(min(len(vals), REPR_ENTRIES))]
+        if len(vals) > REPR_ENTRIES:
+            lines.append(f"  ... {len(vals) - REPR_ENTRIES} more")
+        return "\n".join([head] + lines)
 
     # ---- devices --------------------------------------------------------------------------
     @property
@@ -154,8 +187,30 @@ class SparseTensor:
         return out
 
     def __array__(self, dtype=None, copy=None):
+        """Implicit densification (``np.asarray(A)``), refused past ``AUTO_DENSIFY_LIMIT`` entries."""
+        if not self.format.is_dense:
+            if self.size > AUTO_DENSIFY_LIMIT:
+                raise FormatError(f"np.asarray() would densify this {self.shape} sparse tensor into {self.size} "
+                                  f"entries ({_human_bytes(self.size * self.dtype.itemsize)}); call .todense() "
+                                  f"to do that on purpose, or keep it sparse (A @ x, A + B, A.sum(axis) run "
+                                  f"without densifying). Only tensors of at most AUTO_DENSIFY_LIMIT = "
+                                  f"{AUTO_DENSIFY_LIMIT} entries convert implicitly")
+            if copy is False:
+                raise ValueError("a sparse tensor cannot become a numpy array without a copy (copy=False)")
         arr = self.to_numpy()
         return arr if dtype is None else arr.astype(dtype)
+
+    def todense(self) -> np.ndarray:
+        """The dense numpy array, of any size (explicit, unlike ``np.asarray(A)``)."""
+        arr = self.to_numpy()
+        return arr.copy() if self.format.is_dense else arr
+
+    toarray = todense
+
+    def copy(self) -> SparseTensor:
+        """A copy with arrays of its own."""
+        levels = [{k: a.copy() for k, a in lv.items()} for lv in self.levels]
+        return SparseTensor(self.format, self.shape, levels, self.values.copy(), check=False)
 
     def to_scipy(self) -> sp.csr_array:
         if self.ndim != 2:
@@ -186,6 +241,89 @@ class SparseTensor:
         coords, vals = self.coordinates()
         fmt = self.format.permuted(order) if not self.format.is_dense else self.format
         return from_coordinates(coords[order], vals, tuple(self.shape[d] for d in order), fmt)
+
+    # ---- array operators: each a compiled kernel, cached (sparsedsl/array_ops.py) ---------------
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __add__(self, other):
+        return _ops().elementwise("+", self, other)
+
+    def __radd__(self, other):
+        return _ops().elementwise("+", other, self)
+
+    def __sub__(self, other):
+        return _ops().elementwise("-", self, other)
+
+    def __rsub__(self, other):
+        return _ops().elementwise("-", other, self)
+
+    def __mul__(self, other):
+        return _ops().elementwise("*", self, other)
+
+    def __rmul__(self, other):
+        return _ops().elementwise("*", other, self)
+
+    def __truediv__(self, other):
+        return _ops().elementwise("/", self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().elementwise("/", other, self)
+
+    def __neg__(self):
+        return _ops().negative(self)
+
+    def __abs__(self):
+        return _ops().absolute(self)
+
+    def __eq__(self, other):
+        return _ops().compare("==", self, other)
+
+    def __ne__(self, other):
+        return _ops().compare("!=", self, other)
+
+    def __lt__(self, other):
+        return _ops().compare("<", self, other)
+
+    def __le__(self, other):
+        return _ops().compare("<=", self, other)
+
+    def __gt__(self, other):
+        return _ops().compare(">", self, other)
+
+    def __ge__(self, other):
+        return _ops().compare(">=", self, other)
+
+    __hash__ = None  # == is elementwise, as for numpy and scipy arrays
+
+    def sum(self, axis=None):
+        """The sum over ``axis`` (None: all, a numpy scalar; an int or tuple: a dense numpy array)."""
+        return _ops().reduce("sum", self, axis)
+
+    def max(self, axis=None):
+        """The maximum over ``axis``, absent entries counting as 0 (scipy's rule): a row that does not
+        store every column has a maximum of at least 0. None: a numpy scalar; else a numpy array."""
+        return _ops().reduce("max", self, axis)
+
+    def min(self, axis=None):
+        """The minimum over ``axis``, absent entries counting as 0 (scipy's rule), as ``max``."""
+        return _ops().reduce("min", self, axis)
+
+
+def _ops():
+    from . import array_ops  # lazily: array_ops imports the compiler, which imports this module
+
+    return array_ops
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def _names(ndim):
