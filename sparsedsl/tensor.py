@@ -13,6 +13,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
+from . import inputs
 from .errors import FormatError
 from .lang.formats import Format, as_format
 
@@ -337,8 +338,8 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, pres
     knows this of the outputs it assembles), so sorting and validation are skipped."""
     shape = tuple(int(s) for s in shape)
     fmt = as_format(fmt, len(shape))
-    values = _as_value_array(np.asarray(values))
-    coords = np.asarray(coords, dtype=np.int64).reshape(len(shape), -1)
+    coords, values = inputs.coordinates(coords, values, shape)  # (ndim, n) integers, n values, or a FormatError
+    values = _as_value_array(values)
     for d, n in enumerate(shape):
         bad = np.flatnonzero((coords[d] < 0) | (coords[d] >= n))
         if len(bad):
@@ -420,7 +421,8 @@ def asformat(obj, fmt="dense") -> SparseTensor:
         coords, vals = obj.coordinates()
         return from_coordinates(coords, vals, obj.shape, fmt)
     if sp.issparse(obj):
-        fmt = as_format(fmt, 2)
+        inputs.check_scipy(obj)  # before any scipy method: its C++ code trusts indptr and indices
+        fmt = as_format(fmt, obj.ndim)
         if fmt.is_dense:
             return asformat(obj.toarray(), fmt)
         if obj.format == "csr" and fmt == as_format("csr"):
@@ -428,22 +430,29 @@ def asformat(obj, fmt="dense") -> SparseTensor:
             if not m.has_canonical_format:
                 m = m.copy()
                 m.sum_duplicates()
-            data = _as_value_array(m.data)
-            return SparseTensor(fmt, m.shape, [{}, {"pos": m.indptr, "crd": m.indices}], data)
+            # no copy: the tensor holds read-only views of the matrix's arrays (README, "Formats")
+            pos, crd, data = (_read_only(a) for a in (m.indptr, m.indices, _as_value_array(m.data)))
+            return SparseTensor(fmt, m.shape, [{}, {"pos": pos, "crd": crd}], data)
         coo = obj.tocoo()
-        return from_coordinates(np.vstack([coo.row, coo.col]), coo.data, coo.shape, fmt)
+        coords = getattr(coo, "coords", None) or (coo.row, coo.col)
+        return from_coordinates(np.vstack(coords), coo.data, coo.shape, fmt)
     if _is_torch(obj):
         obj = obj.detach().cpu().to_dense().numpy() if obj.is_sparse or obj.layout != _torch_strided() \
             else obj.detach().cpu().numpy()
-    arr = np.asarray(obj)
-    if arr.dtype == object:
-        raise FormatError(f"cannot store an object of type {type(obj).__name__} as a tensor")
+    arr = inputs.as_array(obj)
     fmt = as_format(fmt, arr.ndim)
     arr = _as_value_array(arr)
     if fmt.is_dense:
         return SparseTensor(fmt, arr.shape, [{} for _ in fmt.levels], np.ascontiguousarray(arr).reshape(-1))
     idx = np.nonzero(arr)
     return from_coordinates(np.array(idx, dtype=np.int64).reshape(arr.ndim, -1), arr[idx], arr.shape, fmt)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``: a tensor's storage must not change after it was validated."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 def _is_torch(obj) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -871,3 +873,191 @@ def test_fuzz_accepted_raw_tensors_round_trip_through_csr_coordinates(raw):
     for target in ("coo", "dense"):
         other = sparsedsl.as_format(target, len(shape))
         np.testing.assert_array_equal(sparsedsl.asformat(t, other).to_numpy(), t.to_numpy())
+
+
+# =================================================================================================
+# Bad inputs from outside: scipy matrices, coordinate lists, Python objects (issue 13)
+# =================================================================================================
+
+SCIPY_DENSE = np.array([[1.0, 0, 2, 0], [0, 0, 3, 0], [4, 5, 0, 0], [0, 0, 0, 6]])
+ALL_TARGETS = ["csr", "csc", "coo", "dcsr", "dense", "bitmap", "bsr(2,2)"]
+
+
+def _set(m, name, value):
+    setattr(m, name, np.asarray(value, dtype=getattr(m, name).dtype))
+    return m
+
+
+def _replace(m, name, value):
+    setattr(m, name, value)
+    return m
+
+
+def _poke(m, name, k, value):
+    arr = getattr(m, name).copy()
+    arr[k] = value
+    return _set(m, name, arr)
+
+
+# (a valid matrix, made malformed through its public attributes, which scipy checks only in part)
+MALFORMED_SCIPY = {
+    # csr: indptr [0, 2, 3, 5, 6], indices [0, 2, 2, 0, 1, 3]
+    "csr-indptr-decreasing": (lambda: _set(sp.csr_matrix(SCIPY_DENSE), "indptr", [0, 2, 1, 5, 6]),
+                              ["csr matrix", "indptr must not decrease", "indptr[2] = 1 < indptr[1] = 2"]),
+    "csr-indptr-first": (lambda: _set(sp.csr_matrix(SCIPY_DENSE), "indptr", [1, 2, 3, 5, 6]),
+                         ["indptr[0] must be 0, got 1"]),
+    "csr-indptr-length": (lambda: _set(sp.csr_matrix(SCIPY_DENSE), "indptr", [0, 2, 3, 6]),
+                          ["indptr must have length 5", "got 4"]),
+    "csr-indptr-end": (lambda: _set(sp.csr_matrix(SCIPY_DENSE), "indptr", [0, 2, 3, 5, 5]),
+                       ["indptr[-1] = 5", "length of indices, 6"]),
+    "csr-index-high": (lambda: _poke(sp.csr_matrix(SCIPY_DENSE), "indices", 1, 4),
+                       ["indices[1] = 4 is outside [0, 4)"]),
+    "csr-index-negative": (lambda: _poke(sp.csr_array(SCIPY_DENSE), "indices", 3, -1),
+                           ["indices[3] = -1 is outside [0, 4)"]),
+    "csr-data-length": (lambda: _set(sp.csr_matrix(SCIPY_DENSE), "data", [1.0, 2, 3]),
+                        ["data must have shape (6,)", "got (3,)"]),
+    "csr-float-indices": (lambda: _replace(sp.csr_matrix(SCIPY_DENSE), "indices", np.zeros(6)),
+                          ["indices must hold integers", "float64"]),
+    "csc-indptr-decreasing": (lambda: _set(sp.csc_matrix(SCIPY_DENSE), "indptr", [0, 2, 1, 5, 6]),
+                              ["csc matrix", "indptr[2] = 1 < indptr[1] = 2", "column 1"]),
+    "csc-index-high": (lambda: _poke(sp.csc_array(SCIPY_DENSE), "indices", 0, 9),
+                       ["csc matrix", "indices[0] = 9 is outside [0, 4)", "row index"]),
+    "coo-row-high": (lambda: _poke(sp.coo_matrix(SCIPY_DENSE), "row", 2, 4), ["coo matrix", "row[2] = 4"]),
+    "coo-col-negative": (lambda: _poke(sp.coo_array(SCIPY_DENSE), "col", 0, -3), ["col[0] = -3"]),
+    "coo-length": (lambda: _set(sp.coo_matrix(SCIPY_DENSE), "data", [1.0, 2.0]),
+                   ["row has 6 entries but data has 2"]),
+    "bsr-index-high": (lambda: _poke(sp.bsr_matrix(SCIPY_DENSE, blocksize=(2, 2)), "indices", 0, 2),
+                       ["bsr matrix", "indices[0] = 2 is outside [0, 2)", "block column"]),
+    "bsr-indptr-decreasing": (lambda: _set(sp.bsr_matrix(SCIPY_DENSE, blocksize=(2, 2)), "indptr", [0, 3, 2]),
+                              ["bsr matrix", "indptr[2] = 2 < indptr[1] = 3"]),
+}
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+@pytest.mark.parametrize("case", sorted(MALFORMED_SCIPY))
+def test_malformed_scipy_input_is_a_format_error(case, target):
+    make, needles = MALFORMED_SCIPY[case]
+    m = make()
+    with pytest.raises(FormatError) as ei:
+        sparsedsl.asformat(m, target)
+    msg = str(ei.value)
+    for n in needles + [f"shape {m.shape}", "rebuild it"]:
+        assert n in msg, (n, msg)
+
+
+def test_malformed_scipy_csr_does_not_corrupt_the_heap():
+    # scipy's C++ code on this indptr ended the process with "free(): invalid next size"
+    child = ("import numpy as np, scipy.sparse as sp, sparsedsl as sd\n"
+             "m = sp.csr_matrix((np.ones(3), np.array([0, 1, 2]), np.array([0, 2, 1, 3])), shape=(3, 3))\n"
+             "for f in ('csr', 'csc', 'coo', 'dense', 'dcsr'):\n"
+             "    try:\n"
+             "        sd.asformat(m, f)\n"
+             "    except sd.FormatError as e:\n"
+             "        print('FormatError', 'indptr[2] = 1 < indptr[1] = 2' in str(e))\n")
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split("\n")[:5] == ["FormatError True"] * 5, p.stdout
+
+
+def test_valid_scipy_with_duplicates_is_summed_and_left_as_it_was():
+    m = sp.csr_matrix((np.array([1.0, 2, 3]), np.array([2, 0, 2]), np.array([0, 3, 3])), shape=(2, 3))
+    before = (m.indices.copy(), m.data.copy())
+    for target in ("csr", "coo", "dense"):
+        np.testing.assert_array_equal(sparsedsl.asformat(m, target).to_numpy(), [[2, 0, 4], [0, 0, 0]])
+    np.testing.assert_array_equal(m.indices, before[0])
+    np.testing.assert_array_equal(m.data, before[1])
+
+
+@pytest.mark.parametrize("kind", ["csr_matrix", "csc_array", "coo_matrix", "bsr_array", "lil_matrix", "dok_array"])
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_valid_scipy_input_converts_to_every_format(kind, target):
+    m = getattr(sp, kind)(SCIPY_DENSE, **({"blocksize": (2, 2)} if kind.startswith("bsr") else {}))
+    np.testing.assert_array_equal(sparsedsl.asformat(m, target).to_numpy(), SCIPY_DENSE)
+
+
+BAD_COORDINATES = {
+    "fewer-values": (lambda: ([[0, 1], [1, 2]], [1.0, 2.0, 3.0], (2, 3)),
+                     ["one value per coordinate column (2)", "got shape (3,)"]),
+    "more-coordinates": (lambda: ([[0, 1, 1], [1, 2, 0]], [1.0, 2.0], (2, 3)),
+                         ["one value per coordinate column (3)", "got shape (2,)"]),
+    "fractional": (lambda: ([[0, 1], [1, 2.5]], [1.0, 2.0], (2, 3)),
+                   ["must be integers", "coordinate 1 of dimension 1 is 2.5"]),
+    "nan": (lambda: ([[0, np.nan], [1, 2]], [1.0, 2.0], (2, 3)), ["must be integers", "dimension 0 is nan"]),
+    "strings": (lambda: ([["a", "b"], ["c", "d"]], [1.0, 2.0], (2, 3)), ["must be integers", "dtype <U1"]),
+    "three-rows-for-2d": (lambda: ([[0, 1], [1, 2], [0, 0]], [1.0, 2.0], (2, 3)),
+                          ["shape (ndim, n) = (2, n)", "got shape (3, 2)"]),
+    "one-row-for-2d": (lambda: ([[0, 1]], [1.0, 2.0], (2, 3)), ["(ndim, n) = (2, n)", "got shape (1, 2)"]),
+    "flat-for-2d": (lambda: ([0, 1, 1, 2], [1.0, 2.0], (2, 3)), ["(ndim, n) = (2, n)", "got shape (4,)"]),
+    "ragged": (lambda: ([[0, 1], [1]], [1.0, 2.0], (2, 3)), ["coordinates must be a rectangular array", "ragged"]),
+    "ragged-values": (lambda: ([[0, 1], [1, 2]], [[1.0], [2.0, 3.0]], (2, 3)), ["values must be", "ragged"]),
+    "none": (lambda: (None, [1.0], (2, 3)), ["coordinates must be an array, got None"]),
+    "none-values": (lambda: ([[0], [1]], None, (2, 3)), ["values must be an array, got None"]),
+    "string-values": (lambda: ([[0], [1]], ["x"], (2, 3)), ["dtype <U1 is not supported"]),
+    "out-of-range": (lambda: ([[0, 2], [1, 2]], [1.0, 2.0], (2, 3)), ["coordinate 2 of dimension 0", "[0, 2)"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COORDINATES))
+def test_bad_coordinates_are_format_errors(case):
+    make, needles = BAD_COORDINATES[case]
+    coords, values, shape = make()
+    with pytest.raises(FormatError) as ei:
+        sparsedsl.from_coordinates(coords, values, shape, "csr")
+    for n in needles:
+        assert n in str(ei.value), (n, str(ei.value))
+
+
+def test_good_coordinates_in_other_spellings():
+    # integral floats, a flat list for a 1-D tensor, no entries at all
+    t = sparsedsl.from_coordinates(np.array([[0.0, 1.0], [2.0, 0.0]]), [1.0, 2.0], (2, 3), "csr")
+    np.testing.assert_array_equal(t.to_numpy(), [[0, 0, 1], [2, 0, 0]])
+    v = sparsedsl.from_coordinates([3, 1], [5, 6], (4,), "sparse")
+    np.testing.assert_array_equal(v.to_numpy(), [0, 6, 0, 5])
+    e = sparsedsl.from_coordinates([], [], (2, 3), "coo")
+    assert e.nnz == 0 and e.shape == (2, 3)
+
+
+BAD_OBJECTS = {
+    "ragged": ([[1.0, 2.0], [3.0]], ["ragged nested lists", "from_coordinates"]),
+    "none": (None, ["got None"]),
+    "string": ("abc", ["got a str ('abc')"]),
+    "bytes": (b"abc", ["got a bytes"]),
+    "object-array": (np.array([1, "a", None], dtype=object), ["numpy array of dtype object"]),
+    "strings-array": (np.array(["1", "2"]), ["numpy array of dtype <U1"]),
+    "dict": ({"a": 1}, ["an object of type dict"]),
+    "complex": (np.ones(3, dtype=complex), ["complex128 is not supported"]),
+}
+
+
+@pytest.mark.parametrize("target", ["dense", "csr", "coo"])
+@pytest.mark.parametrize("case", sorted(BAD_OBJECTS))
+def test_asformat_of_a_non_array_is_a_format_error(case, target):
+    obj, needles = BAD_OBJECTS[case]
+    with pytest.raises(FormatError) as ei:
+        sparsedsl.asformat(obj, target)
+    msg = str(ei.value)
+    assert "complex" in case or "asformat() takes a numpy array, a scipy.sparse matrix" in msg, msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_zero_copy_csr_holds_read_only_views_of_the_scipy_arrays():
+    m = sp.random(50, 40, density=0.1, format="csr", random_state=0)
+    A = sparsedsl.asformat(m, "csr")
+    for mine, theirs in ((A.levels[1]["pos"], m.indptr), (A.levels[1]["crd"], m.indices), (A.values, m.data)):
+        assert np.shares_memory(mine, theirs) and not mine.flags.writeable
+        assert theirs.flags.writeable  # the user's matrix is left as it was
+    with pytest.raises(ValueError, match="read-only"):
+        A.levels[1]["crd"][0] = 39
+    with pytest.raises(ValueError, match="read-only"):
+        A.to_scipy().indices[0] = 39
+    # nothing in the package writes into them: kernels (outputs are fresh), conversions, scipy
+    x = np.arange(40.0)
+    np.testing.assert_allclose(sparsedsl.compute("y[i] = A[i,j] * x[j]", A=A, x=x), m @ x)
+    C = sparsedsl.compute("C[i,j] = A[i,k] * B[j,k]", A=A, B=A, out_format="csr")
+    np.testing.assert_allclose(C.to_numpy(), (m @ m.T).toarray())
+    for target in ("csc", "coo", "dcsr", "dense"):
+        np.testing.assert_array_equal(A.asformat(target).to_numpy(), m.toarray())
+    np.testing.assert_array_equal(A.T.to_numpy(), m.toarray().T)
+    np.testing.assert_allclose(A.astype(np.float32).to_numpy(), m.toarray().astype(np.float32))
+    np.testing.assert_allclose(A.to_scipy() @ x, m @ x)
