@@ -19,12 +19,12 @@ from .errors import DSLError, FormatError
 from .lang import ast as A
 from .lang import loopir
 from .lang.check import TensorType, check
-from .lang.formats import as_format
+from .lang.formats import Format, as_format
 from .lang.interp import interpret
 from .lang.levels.base import index_dtype
 from .lang.lower import lower
 from .lang.rewrite import rewrite
-from .lang.syntax import parse_python, parse_statements
+from .lang.syntax import check_format, parse_python, parse_statements
 from .tensor import SparseTensor, asformat, from_coordinates
 
 # Schedule choices a user may force (``compile(..., schedule={"workspace": "hash"})``); by default
@@ -56,6 +56,7 @@ class Kernel:
 
     # ---- binding ------------------------------------------------------------------------
     def bind(self, args, kwargs, backend: str = "cpu") -> dict:
+        args, kwargs = _operands(args, kwargs)
         params = self.program.params
         if len(args) > len(params):
             raise DSLError(f"{self.name}() takes {len(params)} operands, got {len(args)}", self.program.span)
@@ -72,6 +73,8 @@ class Kernel:
             if p.name not in values:
                 raise DSLError(f"no operand was given for {p.name!r}", p.span)
             v = values[p.name]
+            if isinstance(v, SparseTensor) and v.format.is_dense:
+                v = v.values.reshape(v.shape)  # a dense tensor is its array, which kernels read as it is
             if isinstance(v, composite.Composite):
                 bound[p.name] = v.to(backend)  # its factors, where the kernel runs
             else:
@@ -131,9 +134,14 @@ class Kernel:
             plan = self._plans[key] = _Plan(self.program, types, backend, self.schedule)
         return plan
 
-    def __call__(self, *args, backend: str | None = None, **kwargs):
+    def __call__(self, /, *args, backend: str | None = None, **kwargs):
         """Run on ``backend`` "cpu" (numba) or "cuda" (cupy); by default "cuda" when an operand is on
-        a GPU (cupy, cupyx.scipy.sparse, torch CUDA, ``SparseTensor.to("cuda")``), else "cpu"."""
+        a GPU (cupy, cupyx.scipy.sparse, torch CUDA, ``SparseTensor.to("cuda")``), else "cpu".
+
+        Operands go by position (parameter order), by keyword, or in one dict, the way to pass an
+        operand named ``backend``: ``kernel({"backend": B, "x": x})``."""
+        if args and type(args[0]) is dict:
+            args, kwargs = _operands(args, kwargs)
         fast = self._bind_ready(args, kwargs)
         if fast is not None and backend in (None, fast[1][0]):
             plan = self._plans.get(fast[1])
@@ -154,7 +162,7 @@ class Kernel:
             outs = cuda_cupy.finish(outs, list(args) + list(kwargs.values()))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def reference(self, *args, **kwargs):
+    def reference(self, /, *args, **kwargs):
         """Evaluate with the dense interpreter (the test oracle) instead of compiled code."""
         bound = self.bind(args, kwargs)
         plan = self.plan(bound)
@@ -164,12 +172,25 @@ class Kernel:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
+def _operands(args, kwargs):
+    """(args, kwargs) with operands given as one dict merged into the keyword ones: a dict is never an
+    operand, and in a dict any name can be an operand's, ``backend`` or ``expr`` too."""
+    if len(args) != 1 or type(args[0]) is not dict:
+        return args, kwargs
+    twice = args[0].keys() & kwargs.keys()
+    if twice:
+        raise DSLError(f"operand {sorted(twice)[0]!r} is given twice, in the dict of operands and by keyword")
+    return (), {**args[0], **kwargs}
+
+
 def _backend(backend, args, kwargs) -> str:
     if backend is None:
         gpu = any(cuda_cupy.on_device(v) for v in list(args) + list(kwargs.values()))
         backend = "cuda" if gpu else "cpu"
-    if backend not in ("cpu", "cuda"):
-        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
+    if not isinstance(backend, str) or backend not in ("cpu", "cuda"):
+        got = repr(backend) if isinstance(backend, str) else f"an object of type {type(backend).__name__}"
+        raise ValueError(f"backend must be 'cpu' or 'cuda', got {got}; an operand named 'backend' goes in "
+                         f"the dict of operands: kernel({{'backend': ..., ...}}) or compute(expr, {{'backend': ...}})")
     if backend == "cuda":
         cuda_cupy.cupy()  # raises CudaUnavailable with the install hint
     return backend
@@ -401,14 +422,17 @@ def _dump(low, source):
 # ---- public entry points ------------------------------------------------------------------
 
 
-def compile(expr: str, *, out_format=None, name: str = "kernel", schedule: dict | None = None,  # noqa: A001
-            **formats) -> Kernel:
+def compile(expr: str, formats: dict | None = None, /, *, out_format=None, name: str = "kernel",  # noqa: A001
+            schedule: dict | None = None, **more_formats) -> Kernel:
     """Compile index notation: ``compile("y[i] = A[i,j] * x[j]", A="csr", x="dense")``.
 
     Operands named in ``formats`` get that format; others take the format of what is passed.
+    Formats go by keyword or in a dict after the expression, where any operand name works, an
+    option's too: ``compile("y[i] = name[i,j] * x[j]", {"name": "csr"})``.
     The output is the last statement's target; ``let`` statements are temporaries. ``schedule``
     overrides the lowering's choices (``SCHEDULE_OPTIONS``).
     """
+    _, formats = _operands(() if formats is None else (formats,), more_formats)
     stmts = parse_statements(expr)
     program = _program(stmts, formats, out_format, name)
     return Kernel(program, schedule)
@@ -421,37 +445,59 @@ def _program(stmts, formats, out_format, name):
         for node in A.walk(st.value):
             if isinstance(node, A.Access) and node.tensor not in defined and \
                     node.tensor not in [p.name for p in params]:
-                params.append(A.Param(node.span, node.tensor, "tensor", formats.get(node.tensor)))
+                fmt = check_format(formats.get(node.tensor), node.span, repr(node.tensor))
+                params.append(A.Param(node.span, node.tensor, "tensor", fmt))
             if isinstance(node, A.Scalar) and node.name not in scalars:
                 scalars.append(node.name)
         defined.add(st.target.tensor)
     tensors = {p.name for p in params}
     scalars = [s for s in scalars if s not in tensors]  # a name used both ways: check() says where
     params += [A.Param(stmts[0].span, s, "scalar", None) for s in scalars]
-    out = stmts[-1].target.tensor
-    outputs = (A.Param(stmts[-1].target.span, out, "tensor", out_format or formats.get(out) or "dense"),)
+    out, where = stmts[-1].target.tensor, stmts[-1].target.span
+    if out in tensors:
+        raise DSLError(f"'{out}' is an operand of this expression and cannot also be its result: a kernel does not "
+                       f"change its operands; assign to a new name, e.g. 'y[i] = ...'", where)
+    if not isinstance(out_format, str | Format | None):
+        raise DSLError(f"out_format must be a format name such as 'csr', got an object of type "
+                       f"{type(out_format).__name__}; an operand named 'out_format' goes in the dict of operands "
+                       f"(compute(expr, {{'out_format': ...}}))", where)
+    out_fmt = check_format(out_format or formats.get(out) or "dense", where, f"the output {out!r}")
+    outputs = (A.Param(where, out, "tensor", out_fmt),)
     stmts = [A.Assign(s.span, s.target, s.value, s.target.tensor != out) for s in stmts]
     return A.Program(stmts[0].span, name, tuple(params), outputs, tuple(stmts))
 
 
-def compute(expr: str, *, out_format=None, backend: str | None = None, **operands):
-    """Evaluate index notation once, like ``numpy.einsum``: ``compute("y[i] = A[i,j]*x[j]", A=A, x=x)``."""
+def compute(expr: str, operands: dict | None = None, /, *, out_format=None, backend: str | None = None,
+            **more_operands):
+    """Evaluate index notation once, like ``numpy.einsum``: ``compute("y[i] = A[i,j]*x[j]", A=A, x=x)``.
+
+    Operands go by keyword or in a dict after the expression, where any name works, an option's
+    too: ``compute("y[i] = backend[i,j] * x[j]", {"backend": B, "x": x})``.
+    """
     kernel = compile(expr, out_format=out_format)
-    return kernel(backend=backend, **operands)
+    return kernel(*(() if operands is None else (operands,)), backend=backend, **more_operands)
 
 
-def sparse_kernel(fn=None):
+def sparse_kernel(fn=None, /, *, schedule: dict | None = None):
     """Decorator: a Python function whose annotations give formats and whose body is index notation.
 
     >>> @sparse_kernel
     ... def spmv(A: "csr", x: "dense") -> "dense":
     ...     y[i] = A[i, j] * x[j]
     ...     return y
+
+    ``@sparse_kernel()`` and ``@sparse_kernel(schedule={...})`` work too; a Kernel decorated
+    again is the same kernel.
     """
-    return Kernel(parse_python(fn))
+    def decorate(f):
+        if isinstance(f, Kernel):
+            return f if schedule is None else Kernel(f.program, schedule)
+        return Kernel(parse_python(f), schedule)
+
+    return decorate if fn is None else decorate(fn)
 
 
-def explain(kernel: Kernel, *args, backend: str | None = None, **kwargs) -> str:
+def explain(kernel: Kernel, /, *args, backend: str | None = None, **kwargs) -> str:
     """The loop order, co-iteration, workspaces and generated source of ``kernel`` for these operands.
     With ``backend="cuda"`` the kernel runs once first: CUDA source is specialised at the first call."""
     backend = _backend(backend, args, kwargs)

@@ -1061,3 +1061,235 @@ def test_zero_copy_csr_holds_read_only_views_of_the_scipy_arrays():
     np.testing.assert_array_equal(A.T.to_numpy(), m.toarray().T)
     np.testing.assert_allclose(A.astype(np.float32).to_numpy(), m.toarray().astype(np.float32))
     np.testing.assert_allclose(A.to_scipy() @ x, m @ x)
+
+
+# =================================================================================================
+# Dense tensors as operands; format names; the Python front end; option names (issue 13)
+# =================================================================================================
+
+
+def test_a_dense_format_tensor_is_an_operand_of_every_kernel():
+    rng = np.random.default_rng(0)
+    Ad = rng.random((5, 4)) * (rng.random((5, 4)) < 0.5)
+    x = rng.random(4)
+    A, xt, Acsr = sparsedsl.asformat(Ad), sparsedsl.asformat(x), sparsedsl.asformat(Ad, "csr")
+    assert A.format.is_dense and xt.format.is_dense
+    np.testing.assert_allclose(sparsedsl.compute("y[i] = A[i,j]*x[j]", A=A, x=xt), Ad @ x)
+    np.testing.assert_allclose(sparsedsl.compile("y[i] = A[i,j]*x[j]", A="csr")(A=A, x=xt), Ad @ x)
+    np.testing.assert_allclose(sparsedsl.compile("y[i] = A[i,j]*x[j]", A="dense", x="dense")(A, xt), Ad @ x)
+    C = sparsedsl.compute("C[i,j] = A[i,k] * B[j,k]", A=A, B=Acsr, out_format="csr")
+    np.testing.assert_allclose(C.to_numpy(), Ad @ Ad.T)
+    np.testing.assert_allclose(sparsedsl.compute("C[i,j] = A[i,j] + B[i,j]", A=A, B=Acsr).reshape(5, 4), 2 * Ad)
+    np.testing.assert_allclose(sparsedsl.compute("m[i] = max[j](A[i,j])", A=A), Ad.max(axis=1))
+    np.testing.assert_allclose(sparsedsl.compute("y[i] = a * x[i]", x=xt, a=2.0), 2 * x)
+
+    @sparse_kernel
+    def scaled(A: dense, x: dense, alpha: scalar) -> dense:
+        y[i] = alpha * A[i, j] * x[j]
+        return y
+
+    np.testing.assert_allclose(scaled(A=A, x=xt, alpha=3.0), 3 * Ad @ x)
+    np.testing.assert_allclose(scaled.reference(A=A, x=xt, alpha=3.0), 3 * Ad @ x)
+    assert "loop order" in sparsedsl.explain(scaled, A=A, x=xt, alpha=3.0)
+
+
+def test_misspelt_format_in_compile_points_at_the_operand():
+    text, line, col = at_marker("y[i] = @A[i,j] * x[j]")
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compile(text, A="cssr")
+    assert "unknown format 'cssr' for 'A'; did you mean 'csr'?" in ei.value.message
+    assert_points_at(ei.value, line, col, "A[i,j]")
+
+
+def test_misspelt_out_format_points_at_the_result():
+    text, line, col = at_marker("@C[i,j] = A[i,k] * B[k,j]")
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compile(text, out_format="cssc")
+    assert "unknown format 'cssc' for the output 'C'; did you mean 'csc'?" in ei.value.message
+    assert_points_at(ei.value, line, col, "C[i,j]")
+
+
+@pytest.mark.parametrize("fmt,needle", [("bsr", "write e.g. 'bsr(4,4)'"), ("nm(2)", "bad format 'nm(2)'"),
+                                        ("(i, j) -> (i: dense, q: compressed)", "not one of (i, j)")])
+def test_bad_format_arguments_in_compile(fmt, needle):
+    text, line, col = at_marker("y[i] = @A[i,j] * x[j]")
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compile(text, A=fmt)
+    assert needle in ei.value.message
+    assert_points_at(ei.value, line, col, "A")
+
+
+def test_a_format_that_is_not_a_name():
+    with pytest.raises(DSLError, match="the format of 'A' must be a name such as 'csr'"):
+        sparsedsl.compile("y[i] = A[i,j] * x[j]", A=np.eye(2))
+
+
+def test_py_misspelt_annotation_points_at_it():
+    def build():
+        @sparse_kernel
+        def k(A: "csrr", x: dense) -> dense:  # ERR
+            y[i] = A[i, j] * x[j]
+            return y
+    err = _raises_at(test_py_misspelt_annotation_points_at_it, 'A: @"csrr"', "unknown format 'csrr'", build)
+    assert "did you mean 'csr'?" in err.message
+
+
+def test_py_misspelt_return_annotation_points_at_it():
+    def build():
+        @sparse_kernel
+        def k(A: csr, x: dense) -> dnese:  # ERR
+            y[i] = A[i, j] * x[j]
+            return y
+    err = _raises_at(test_py_misspelt_return_annotation_points_at_it, "-> @dnese", "unknown format 'dnese'", build)
+    assert "did you mean 'dense'?" in err.message
+
+
+def test_text_misspelt_formats_suggest_the_name():
+    text, line, col = at_marker("format blocked = (i, j) -> (i: dense, j: compressed)\n"
+                                "kernel k(A: csr, x: dense) -> @y: blockd {\n  y[i] = A[i,j] * x[j]\n}\n")
+    with pytest.raises(DSLError) as ei:
+        parse_source(text)
+    assert "unknown format 'blockd' for 'y'; did you mean 'blocked'?" in ei.value.message
+    assert_points_at(ei.value, line, col, "y")
+    text, line, col = at_marker(kernel_text("y[i] = A[i,j] * x[j]", params="@A: csrr, x: dense"))
+    with pytest.raises(DSLError) as ei:
+        parse_source(text)
+    assert "did you mean 'csr'?" in ei.value.message
+    assert_points_at(ei.value, line, col, "A")
+
+
+def test_py_async_def():
+    def build():
+        @sparse_kernel
+        async def k(A: csr, x: dense) -> dense:  # ERR
+            y[i] = A[i, j] * x[j]
+            return y
+    _raises_at(test_py_async_def, "@async def", "not 'async def'", build)
+
+
+def test_py_lambda():
+    def build():
+        return sparse_kernel(lambda A, x: A * x)  # ERR
+    _raises_at(test_py_lambda, "sparse_kernel(@lambda", "a lambda cannot be a sparse kernel", build)
+
+
+def test_py_only_a_docstring():
+    def build():
+        @sparse_kernel
+        def k(A: csr, x: dense) -> dense:  # ERR
+            """Nothing here yet."""
+    _raises_at(test_py_only_a_docstring, "@def k(", "has no statement", build)
+
+
+def test_py_varargs_and_defaults():
+    def varargs():
+        @sparse_kernel
+        def k(A: csr, *xs) -> dense:  # ERR
+            y[i] = A[i, j]
+            return y
+
+    def default():
+        @sparse_kernel
+        def k(A: csr, x: dense = None) -> dense:  # ERR
+            y[i] = A[i, j] * x[j]
+            return y
+    _raises_at(varargs, "*@xs", "*args and **kwargs are not allowed", varargs)
+    _raises_at(default, "= @None", "no default values", default)
+
+
+def test_py_keyword_only_parameters_are_operands():
+    @sparse_kernel
+    def k(A: csr, *, x: dense) -> dense:
+        y[i] = A[i, j] * x[j]
+        return y
+
+    np.testing.assert_allclose(k(A=np.eye(3) * 2, x=np.arange(3.0)), [0, 2, 4])
+
+
+def test_py_result_written_into_an_input():
+    def build():
+        @sparse_kernel
+        def k(x: dense) -> dense:
+            x[i] = x[i] * 2
+            return x  # ERR
+    _raises_at(test_py_result_written_into_an_input, "@return x", "'x' is an input of the kernel and cannot be "
+               "its output", build)
+
+
+def test_one_liner_result_written_into_an_operand():
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.compute("x[i] = x[i] * 2", x=np.ones(3))
+    assert "'x' is an operand of this expression and cannot also be its result" in ei.value.message
+    assert_points_at(ei.value, 1, 1, "x[i]")
+
+
+def test_text_result_written_into_an_input():
+    text, line, col = at_marker("kernel k(x: dense) -> @x: dense {\n  x[i] = x[i] * 2\n}\n")
+    with pytest.raises(DSLError) as ei:
+        parse_source(text)
+    assert "'x' is an input of the kernel and cannot also be its output" in ei.value.message
+    assert_points_at(ei.value, line, col, "x")
+
+
+def test_text_kernel_defined_twice():
+    body = "(A: csr) -> y: dense {\n  y[i] = A[i,j]\n}\n"
+    text, line, col = at_marker(f"kernel k{body}kernel @k{body}")
+    with pytest.raises(DSLError) as ei:
+        parse_source(text)
+    assert "'k' is defined twice: first as the kernel at line 1" in ei.value.message
+    assert_points_at(ei.value, line, col, "k")
+    text, line, col = at_marker(f"format k = (i, j) -> (i: dense, j: compressed)\nkernel @k{body}")
+    with pytest.raises(DSLError, match="first as the format at line 1"):
+        parse_source(text)
+
+
+def test_sparse_kernel_with_parentheses_and_options():
+    @sparse_kernel()
+    def spmv(A: csr, x: dense) -> dense:
+        y[i] = A[i, j] * x[j]
+        return y
+
+    @sparse_kernel(schedule={"workspace": "hash"})
+    def spgemm(A: csr, B: csr) -> csr:
+        C[i, j] = A[i, k] * B[k, j]
+        return C
+
+    Ad = np.array([[1.0, 0, 2], [0, 3, 0], [4, 0, 0]])
+    assert isinstance(spmv, sparsedsl.Kernel) and spgemm.schedule == {"workspace": "hash"}
+    np.testing.assert_allclose(spmv(A=Ad, x=np.ones(3)), Ad @ np.ones(3))
+    np.testing.assert_allclose(spgemm(A=Ad, B=Ad).to_numpy(), Ad @ Ad)
+    assert sparse_kernel(spmv) is spmv  # decorating a kernel again changes nothing
+    assert sparse_kernel(spmv, schedule={"workspace": "dense"}).schedule == {"workspace": "dense"}
+
+
+@pytest.mark.parametrize("obj", [None, 3, int, "y[i] = A[i,j]"], ids=["none", "int", "class", "string"])
+def test_sparse_kernel_of_a_non_function(obj):
+    with pytest.raises(DSLError, match="@sparse_kernel decorates a function"):
+        sparse_kernel(obj) if obj is not None else sparse_kernel(None)(obj)
+
+
+@pytest.mark.parametrize("name", ["expr", "backend", "out_format", "name", "schedule", "operands", "self"])
+def test_an_operand_may_be_named_like_an_option(name):
+    rng = np.random.default_rng(1)
+    Ad, x = rng.random((4, 3)), rng.random(3)
+    expr = f"y[i] = {name}[i,j] * x[j]"
+    np.testing.assert_allclose(sparsedsl.compute(expr, {name: Ad, "x": x}), Ad @ x)
+    np.testing.assert_allclose(sparsedsl.compute(expr, {name: Ad}, x=x, backend="cpu"), Ad @ x)
+    if name not in ("backend", "out_format"):  # options of compute(); the others are free keywords
+        np.testing.assert_allclose(sparsedsl.compute(expr, **{name: Ad, "x": x}), Ad @ x)
+    k = sparsedsl.compile(expr, {name: "csr"}, name="mine")
+    assert k.name == "mine" and k.program.params[0].format == "csr"
+    np.testing.assert_allclose(k({name: Ad, "x": x}), Ad @ x)
+    np.testing.assert_allclose(k(Ad, x), Ad @ x)
+    if name not in ("backend",):
+        np.testing.assert_allclose(k(**{name: Ad, "x": x}), Ad @ x)
+
+
+def test_an_option_given_an_operand_says_where_operands_go():
+    Ad, x = np.eye(3), np.ones(3)
+    with pytest.raises(ValueError, match=r"backend must be 'cpu' or 'cuda', got an object of type ndarray.*dict"):
+        sparsedsl.compute("y[i] = backend[i,j] * x[j]", backend=Ad, x=x)
+    with pytest.raises(DSLError, match=r"out_format must be a format name.*dict of operands"):
+        sparsedsl.compute("y[i] = out_format[i,j] * x[j]", out_format=Ad, x=x)
+    with pytest.raises(DSLError, match="operand 'x' is given twice"):
+        sparsedsl.compute("y[i] = A[i,j] * x[j]", {"A": Ad, "x": x}, x=x)

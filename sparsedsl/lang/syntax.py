@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import ast as pyast
+import difflib
 import inspect
 import textwrap
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from ..errors import DSLError, Span
+from ..errors import DSLError, FormatError, Span
 from . import ast as A
-from .formats import parse_format
+from .formats import NAMED_FORMATS, Format, as_format, parse_format
 
 GRAMMAR = r"""
 start: (format_decl | kernel | _NL)+
@@ -195,8 +196,13 @@ def parse_source(text: str, file: str = "<sdsl>") -> dict:
     except UnexpectedInput as exc:
         raise _syntax_error(exc, file, lines) from None
     builder = _Build(file, lines)
-    formats, kernels = {}, {}
+    formats, kernels, defined = {}, {}, {}
     for item in tree.children:
+        name, where = str(item.children[0]), builder.span(item.children[0])
+        if name in defined:
+            raise DSLError(f"'{name}' is defined twice: first as the {defined[name][0]} at line "
+                           f"{defined[name][1].line}; give each kernel and format its own name", where)
+        defined[name] = ("format" if item.data == "format_decl" else "kernel", where)
         if item.data == "format_decl":
             _, name, spelling, span = builder.transform(item)
             try:
@@ -214,6 +220,10 @@ def parse_source(text: str, file: str = "<sdsl>") -> dict:
         stmts = builder.transform(item.children[-1])
         params = [_resolve_param(p, formats) for p in params]
         outputs = [_resolve_param(p, formats) for p in outputs]
+        for o in outputs:
+            if any(p.name == o.name for p in params):
+                raise DSLError(f"'{o.name}' is an input of the kernel and cannot also be its output: a kernel does "
+                               f"not change its operands; give the result a new name", o.span)
         kernels[str(name_tok)] = A.Program(builder.span(name_tok), str(name_tok), tuple(params), tuple(outputs),
                                            tuple(stmts))
     return {"formats": formats, "kernels": kernels}
@@ -224,13 +234,37 @@ def _resolve_param(p: A.Param, formats: dict) -> A.Param:
         return p
     if p.format in formats:
         return A.Param(p.span, p.name, p.kind, formats[p.format])
-    base = p.format.split("(")[0]
-    from .formats import NAMED_FORMATS
-
-    if base not in NAMED_FORMATS:
-        raise DSLError(f"unknown format {p.format!r} for {p.name!r}; use a named format "
-                       f"({', '.join(NAMED_FORMATS)}) or declare it with 'format NAME = ...'", p.span)
+    check_format(p.format, p.span, repr(p.name), declared=tuple(formats))
     return p
+
+
+def check_format(fmt, span: Span, what: str, declared: tuple = ()):
+    """``fmt`` when it is a format (a Format, a name such as "csr" or "bsr(4,4)", or a spelling),
+    else a DSLError at ``span``: the format of ``what`` is checked where the kernel is defined, with
+    a suggestion for a misspelt name."""
+    if fmt is None or isinstance(fmt, Format) or fmt in declared:
+        return fmt
+    if not isinstance(fmt, str):
+        raise DSLError(f"the format of {what} must be a name such as 'csr' or a Format, got an object of type "
+                       f"{type(fmt).__name__}", span)
+    try:
+        as_format(fmt)
+        return fmt
+    except FormatError as exc:
+        problem = str(exc)
+    base = fmt.split("(")[0].strip()
+    if base in NAMED_FORMATS and "(" not in fmt and base in ("bsr", "blocked_bitmap", "nm"):
+        problem = f"{base} takes its block shape: write e.g. '{base}({'2,4' if base == 'nm' else '4,4'})'"
+    elif base in NAMED_FORMATS or "->" in fmt:
+        pass  # a known name with bad arguments, or a spelling: FormatError's message says what is wrong
+    else:
+        close = difflib.get_close_matches(base, [*NAMED_FORMATS, *declared, "scalar"], n=1, cutoff=0.6)
+        problem = (f"unknown format {fmt!r} for {what}" + (f"; did you mean {close[0]!r}?" if close else "") +
+                   f" Named formats are {', '.join(NAMED_FORMATS)}" +
+                   (f"; this file declares {', '.join(declared)}" if declared else "") +
+                   "; or declare one with 'format NAME = (i, j) -> (i: dense, j: compressed)'")
+        raise DSLError(problem, span) from None
+    raise DSLError(f"bad format {fmt!r} for {what}: {problem}", span) from None
 
 
 # ---- Python front end ---------------------------------------------------------------------------
@@ -238,21 +272,43 @@ def _resolve_param(p: A.Param, formats: dict) -> A.Param:
 
 def parse_python(fn) -> A.Program:
     """Read a ``@sparse_kernel`` function: annotations give formats, the body is index notation."""
+    if not inspect.isfunction(fn):
+        raise DSLError(f"@sparse_kernel decorates a function ('def name(A: \"csr\", ...):'), got an object of "
+                       f"type {type(fn).__name__}")
     try:
         lines, first = inspect.getsourcelines(fn)
         file = inspect.getsourcefile(fn) or "<python>"
     except (OSError, TypeError):
         raise DSLError(f"cannot read the source of {fn.__name__}; define it in a file or notebook cell") from None
-    src = textwrap.dedent("".join(lines))
     indent = len(lines[0]) - len(lines[0].lstrip())
-    tree = pyast.parse(src)
-    fdef = next(n for n in tree.body if isinstance(n, pyast.FunctionDef))
+    where = Span(file, first, indent + 1, lines[0].rstrip("\n"), len(lines[0].strip()))
+    if fn.__name__ == "<lambda>":
+        where = Span(file, first, lines[0].find("lambda") + 1, lines[0].rstrip("\n"), len("lambda"))
+        raise DSLError("a lambda cannot be a sparse kernel: a kernel's body holds index-notation assignments "
+                       "('y[i] = A[i, j] * x[j]'); write it as a def function", where)
+    src = textwrap.dedent("".join(lines))
+    try:
+        tree = pyast.parse(src)
+    except SyntaxError:
+        raise DSLError(f"cannot read the source of {fn.__name__} as a function definition", where) from None
+    fdef = next((n for n in tree.body if isinstance(n, (pyast.FunctionDef, pyast.AsyncFunctionDef))), None)
+    if fdef is None:
+        raise DSLError(f"cannot find the definition of {fn.__name__} in its source", where)
     conv = _PyConvert(file, src.split("\n"), first - 1, indent)
-    params = [conv.param(a) for a in fdef.args.args]
+    if isinstance(fdef, pyast.AsyncFunctionDef):
+        conv.fail(fdef, "a sparse kernel is a plain 'def' function, not 'async def'")
+    params = conv.params(fdef.args)
     body = [s for s in fdef.body if not (isinstance(s, pyast.Expr) and isinstance(s.value, pyast.Constant))]
+    if not body:
+        conv.fail(fdef, f"the kernel {fdef.name} has no statement; its body holds index-notation assignments "
+                        f"such as 'y[i] = A[i, j] * x[j]' and ends with 'return y'")
     ret = body[-1] if body and isinstance(body[-1], pyast.Return) else None
     stmts = [conv.stmt(s) for s in (body[:-1] if ret else body)]
     out_names = conv.return_names(ret) if ret else [stmts[-1].target.tensor] if stmts else []
+    for name in out_names:
+        if any(p.name == name for p in params):
+            conv.fail(ret or fdef, f"'{name}' is an input of the kernel and cannot be its output: a kernel does not "
+                                   f"change its operands; assign the result to a new name ('y[i] = ...', 'return y')")
     out_fmts = conv.return_formats(fdef.returns, len(out_names))
     outputs = tuple(A.Param(conv.span(ret or fdef), n, "tensor", f) for n, f in zip(out_names, out_fmts))
     stmts = [A.Assign(s.span, s.target, s.value, s.target.tensor not in out_names) for s in stmts]
@@ -284,10 +340,21 @@ class _PyConvert:
             return ann.id
         self.fail(ann, f"the annotation of {what} must be a format name such as \"csr\" or 'scalar'")
 
+    def params(self, args: pyast.arguments) -> list:
+        if args.vararg or args.kwarg:
+            self.fail(args.vararg or args.kwarg, "a sparse kernel's parameters are its named operands; "
+                                                 "*args and **kwargs are not allowed")
+        defaults = [d for d in args.defaults + args.kw_defaults if d is not None]
+        if defaults:
+            self.fail(defaults[0], "a sparse kernel's parameters have no default values: every operand is "
+                                   "passed at the call")
+        return [self.param(a) for a in args.posonlyargs + args.args + args.kwonlyargs]
+
     def param(self, arg):
         fmt = self.fmt_of(arg.annotation, arg.arg)
         if fmt in ("scalar", "float", "int"):
             return A.Param(self.span(arg), arg.arg, "scalar", None)
+        check_format(fmt, self.span(arg.annotation) if arg.annotation else self.span(arg), repr(arg.arg))
         return A.Param(self.span(arg), arg.arg, "tensor", fmt)
 
     def return_names(self, ret):
@@ -300,9 +367,11 @@ class _PyConvert:
     def return_formats(self, ann, n):
         if ann is None:
             return [None] * n
-        if isinstance(ann, pyast.Tuple):
-            return [self.fmt_of(e, "the output") for e in ann.elts]
-        return [self.fmt_of(ann, "the output")] * n
+        anns = ann.elts if isinstance(ann, pyast.Tuple) else [ann] * n
+        fmts = [self.fmt_of(e, "the output") for e in anns]
+        for e, fmt in zip(anns, fmts):
+            check_format(fmt, self.span(e), "the output")
+        return fmts
 
     def stmt(self, s):
         if isinstance(s, pyast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], pyast.Subscript):
