@@ -1,5 +1,6 @@
 """The ``sparsedsl`` command: ``sparsedsl tour`` (compile a few kernels on a sample matrix, check
-them against scipy, time them) and ``sparsedsl run FILE.sdsl`` (parse and list a file's kernels)."""
+them against scipy, time them) and ``sparsedsl run FILE.sdsl`` (parse and type-check a file's
+kernels and list them; an error is reported as ``file:line:col`` with a non-zero exit)."""
 
 from __future__ import annotations
 
@@ -68,16 +69,19 @@ def tour() -> int:
 
 
 def run_file(path: str) -> int:
-    from .lang.syntax import parse_source
+    """Parse and type-check every kernel of a .sdsl file (``sparsedsl.load``), then list them."""
+    from .compiler import Kernel
+    from .lang.formats import Format
+    from .loader import load
 
-    with open(path) as f:
-        parsed = parse_source(f.read(), file=path)
-    for name, fmt in parsed["formats"].items():
-        print(f"format {name} = {fmt.spelling()}")
-    for name, prog in parsed["kernels"].items():
-        ps = ", ".join(f"{p.name}: {p.format or p.kind}" for p in prog.params)
-        outs = ", ".join(f"{p.name}: {p.format or 'dense'}" for p in prog.outputs)
-        print(f"kernel {name}({ps}) -> {outs}: {len(prog.statements)} statement(s)")
+    for name, obj in vars(load(path)).items():
+        if isinstance(obj, Format):
+            print(f"format {name} = {obj.spelling()}")
+        elif isinstance(obj, Kernel):
+            prog = obj.program
+            ps = ", ".join(f"{p.name}: {p.format or p.kind}" for p in prog.params)
+            outs = ", ".join(f"{p.name}: {p.format or 'dense'}" for p in prog.outputs)
+            print(f"kernel {name}({ps}) -> {outs}: {len(prog.statements)} statement(s), checked")
     return 0
 
 
@@ -85,15 +89,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sparsedsl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tour", help="compile a few kernels on a sample matrix, check against scipy, time them")
-    r = sub.add_parser("run", help="parse a .sdsl file and list its formats and kernels")
+    r = sub.add_parser("run", help="parse and type-check a .sdsl file and list its formats and kernels")
     r.add_argument("file")
     args = parser.parse_args(argv)
     from .errors import DSLError, FormatError
 
     try:
         return tour() if args.command == "tour" else run_file(args.file)
-    except (DSLError, FormatError) as exc:
+    except DSLError as exc:  # its message starts with the problem, then file:line:col and the caret
+        where = f"{exc.span.file}:{exc.span.line}:{exc.span.col}: " if exc.span else ""
+        print(f"{where}error: {exc}", file=sys.stderr)
+        return 2
+    except FormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a missing file, a directory, no permission
+        print(f"{exc.filename or args.file}: error: cannot read it: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

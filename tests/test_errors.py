@@ -7,6 +7,7 @@ Python-front-end kernels below are index notation, not Python: their names are n
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -1127,10 +1128,10 @@ def test_a_format_that_is_not_a_name():
 def test_py_misspelt_annotation_points_at_it():
     def build():
         @sparse_kernel
-        def k(A: "csrr", x: dense) -> dense:  # ERR
+        def k(A: csrr, x: dense) -> dense:  # ERR
             y[i] = A[i, j] * x[j]
             return y
-    err = _raises_at(test_py_misspelt_annotation_points_at_it, 'A: @"csrr"', "unknown format 'csrr'", build)
+    err = _raises_at(test_py_misspelt_annotation_points_at_it, "A: @csrr", "unknown format 'csrr'", build)
     assert "did you mean 'csr'?" in err.message
 
 
@@ -1293,3 +1294,126 @@ def test_an_option_given_an_operand_says_where_operands_go():
         sparsedsl.compute("y[i] = out_format[i,j] * x[j]", out_format=Ad, x=x)
     with pytest.raises(DSLError, match="operand 'x' is given twice"):
         sparsedsl.compute("y[i] = A[i,j] * x[j]", {"A": Ad, "x": x}, x=x)
+
+
+# =================================================================================================
+# The command line, sparsedsl.load, the kernel cache directory (issue 13)
+# =================================================================================================
+
+GOOD_SDSL = ("format blocked = (i, j) -> (i / 2: dense, j / 2: compressed, i % 2: dense, j % 2: dense)\n\n"
+             "kernel spmv(A: csr, x: dense) -> y: dense {\n  y[i] = A[i,j] * x[j]\n}\n\n"
+             "kernel softmax(S: csr) -> P: csr {\n  let m[i] = max[j](S[i,j])\n"
+             "  let e[i,j] = mask(S[i,j], exp(S[i,j] - m[i]))\n  let z[i] = e[i,j]\n  P[i,j] = e[i,j] / z[i]\n}\n")
+
+
+def _run_cli(capsys, *argv):
+    from sparsedsl import cli
+
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def test_cli_run_lists_and_checks_every_kernel(tmp_path, capsys):
+    path = tmp_path / "good.sdsl"
+    path.write_text(GOOD_SDSL)
+    rc, out, err = _run_cli(capsys, "run", str(path))
+    assert rc == 0 and err == ""
+    assert "format blocked" in out and "kernel spmv(A: csr, x: dense) -> y: dense" in out and "checked" in out
+    assert "kernel softmax" in out
+
+
+@pytest.mark.parametrize("case", ["type-error", "syntax-error", "format-typo", "defined-twice"])
+def test_cli_run_reports_a_bad_kernel_at_file_line_col(tmp_path, capsys, case):
+    text = {"type-error": "kernel k(A: csr, x: dense) -> y: dense {\n  y[i] = A[i,j] * @foo(x[j])\n}\n",
+            "syntax-error": "kernel k(A: csr @x: dense) -> y: dense {\n  y[i] = A[i,j] * x[j]\n}\n",
+            "format-typo": "kernel k(@A: csrr, x: dense) -> y: dense {\n  y[i] = A[i,j] * x[j]\n}\n",
+            "defined-twice": GOOD_SDSL + "kernel @spmv(A: csr) -> y: dense {\n  y[i] = A[i,j]\n}\n"}[case]
+    text, line, col = at_marker(text)
+    path = tmp_path / "bad.sdsl"
+    path.write_text(text)
+    rc, out, err = _run_cli(capsys, "run", str(path))
+    assert rc != 0 and out == ""
+    assert err.startswith(f"{path}:{line}:{col}: error: "), err
+    assert err.rstrip().split("\n")[-1].strip().startswith("^"), err  # the caret under the source line
+    for bad in ("lower.py", "check.py", "syntax.py", "compiler.py", "lark"):
+        assert bad not in err
+
+
+def test_cli_run_on_files_that_are_not_sdsl_text(tmp_path, capsys):
+    (tmp_path / "bin.sdsl").write_bytes(b"kernel k(A: csr) -> y: dense {\n  y[i] = \x00\x01\x02\n}\n")
+    (tmp_path / "latin1.sdsl").write_bytes("kernel k(A: csr) -> y: dense {\n  y[i] = A[i,j] # é\n}\n".encode("latin-1"))
+    cases = {str(tmp_path / "missing.sdsl"): "No such file or directory", str(tmp_path): "Is a directory",
+             str(tmp_path / "bin.sdsl"): ":2:10: error: ", str(tmp_path / "latin1.sdsl"): ":2:19: error: "}
+    for path, needle in cases.items():
+        rc, out, err = _run_cli(capsys, "run", path)
+        assert rc != 0 and out == "" and needle in err and err.startswith(path), (path, err)
+        if path.endswith("bin.sdsl") or path.endswith("latin1.sdsl"):
+            assert "is not a text file: byte" in err
+
+
+def test_cli_exit_status_in_a_fresh_process(tmp_path):
+    path = tmp_path / "bad.sdsl"
+    path.write_text("kernel k(A: csr, x: dense) -> y: dense {\n  y[i] = A[i,j] * nope(x[j])\n}\n")
+    p = subprocess.run([sys.executable, "-m", "sparsedsl.cli", "run", str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and f"{path}:2:19: error: unknown function 'nope'" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_load_gives_the_kernels_and_formats_as_attributes(tmp_path):
+    path = tmp_path / "lib.sdsl"
+    path.write_text(GOOD_SDSL)
+    lib = sparsedsl.load(path)
+    S = sp.random(6, 6, density=0.5, format="csr", random_state=3)
+    x = np.arange(6.0)
+    np.testing.assert_allclose(lib.spmv(A=S, x=x), S @ x)
+    P = lib.softmax(S=sparsedsl.asformat(S, "csr")).to_numpy()
+    dense = S.toarray()
+    for r in range(6):
+        nz = dense[r] != 0
+        if nz.any():
+            e = np.exp(dense[r, nz] - dense[r, nz].max())
+            np.testing.assert_allclose(P[r, nz], e / e.sum())
+    assert sparsedsl.asformat(np.eye(4), lib.blocked).format == lib.blocked
+    with pytest.raises(AttributeError, match="defines no kernel or format 'softmx'; did you mean 'softmax'"):
+        _ = lib.softmx
+    assert lib.__file__ == str(path)
+
+
+def test_load_reports_the_first_bad_kernel_with_the_file_name(tmp_path):
+    path = tmp_path / "bad.sdsl"
+    text, line, col = at_marker(GOOD_SDSL + "kernel k(A: csr) -> y: dense {\n  y[i] = @B[i,j]\n}\n")
+    path.write_text(text)
+    with pytest.raises(DSLError) as ei:
+        sparsedsl.load(path)
+    assert ei.value.span.file == str(path)
+    assert_points_at(ei.value, line, col, "B[i,j]")
+    with pytest.raises(FileNotFoundError):
+        sparsedsl.load(tmp_path / "missing.sdsl")
+
+
+def test_an_unwritable_cache_directory_falls_back_to_a_temporary_one(tmp_path, monkeypatch):
+    from sparsedsl.backends import cache
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SPARSEDSL_CACHE_DIR", str(blocker / "cache"))  # under a file: never creatable
+    with pytest.warns(RuntimeWarning, match=r"cannot write its kernel cache at .*a-file/cache.*SPARSEDSL_CACHE_DIR"):
+        path = cache.cache_dir()
+    assert path.is_dir() and os.access(path, os.W_OK) and not str(path).startswith(str(blocker))
+    assert cache.cache_dir() == path  # warned once, then the same directory
+
+
+def test_a_kernel_compiles_with_an_unwritable_cache_directory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    child = ("import numpy as np, sparsedsl as sd\n"
+             "print(sd.compute('y[i] = A[i,j] * x[j] * 3', A=np.eye(3), x=np.ones(3)).tolist())\n")
+    env = {**os.environ, "SPARSEDSL_CACHE_DIR": str(blocker / "cache")}
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "[3.0, 3.0, 3.0]"
+    assert "RuntimeWarning: sparsedsl cannot write its kernel cache" in p.stderr and "Traceback" not in p.stderr
+
