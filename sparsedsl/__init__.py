@@ -13,11 +13,12 @@ from .errors import DSLError, FormatError
 from .lang.check import semiring
 from .lang.formats import Format, as_format
 from .loader import load
+from .settings import config
 from .stdlib import prune
 from .tensor import SparseTensor, asformat, from_coordinates
 
 __version__ = "0.1.0"
 __all__ = ["DSLError", "FormatError", "Format", "Kernel", "SparseTensor", "as_format", "asformat", "compile",
-           "compute", "explain", "fit", "from_coordinates", "kron", "load", "lowrank", "monarch", "prune",
+           "compute", "config", "explain", "fit", "from_coordinates", "kron", "load", "lowrank", "monarch", "prune",
            "semiring", "sparse_kernel"]
 __all__ += ["eye", "io", "random", "zeros"]  # SparseTensor as an array: constructors, Matrix Market/npz

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from . import composite
+from . import composite, settings
 from .backends import cuda_cupy, numba_cpu
 from .errors import DSLError, FormatError
 from .lang import ast as A
@@ -44,6 +44,7 @@ class Kernel:
             raise DSLError(f"schedule options are {SCHEDULE_OPTIONS}; got {self.schedule}", program.span)
         check(program)  # structural errors surface now, not at the first call
         self._plans: dict = {}
+        settings.kernels.add(self)  # sparsedsl.config(check=...) replans it
 
     @property
     def name(self) -> str:

@@ -1417,3 +1417,54 @@ def test_a_kernel_compiles_with_an_unwritable_cache_directory(tmp_path):
     assert p.stdout.strip() == "[3.0, 3.0, 3.0]"
     assert "RuntimeWarning: sparsedsl cannot write its kernel cache" in p.stderr and "Traceback" not in p.stderr
 
+
+# =================================================================================================
+# Memory safety: storage changed behind a tensor's back, and the bounds-checked debug mode (issue 13)
+# =================================================================================================
+
+MUTATED_STORAGE_CHILD = """
+import sys
+import numpy as np, scipy.sparse as sp, sparsedsl as sd
+m = sp.random(300, 300, density=0.02, format="csr", random_state=0)
+A = sd.asformat(m, "csr")  # no copy: A reads m's arrays, through read-only views
+x = np.ones(300)
+k = sd.compile("y[i] = A[i,j] * x[j]", A="csr")
+np.testing.assert_allclose(k(A=A, x=x), m @ x)  # compiled and run, in the mode the process started in
+if sys.argv[1] == "config":
+    assert sd.config(check="bounds") == {"check": "none"}
+m.indices[5] = 10**9  # changed through the writable original, after A was validated
+m.indptr[-2] = m.indptr[-1] + 10**7
+try:
+    k(A=A, x=x)
+    print("no error")
+except IndexError as e:
+    print("IndexError:", e)
+"""
+
+
+@pytest.mark.parametrize("how", ["config", "env"])
+def test_bounds_checked_kernels_raise_index_error_on_storage_changed_after_validation(how):
+    # without checks this read far out of bounds (a segfault); checked, it is an IndexError
+    env = {**os.environ, "SPARSEDSL_CHECK": "bounds" if how == "env" else "none"}
+    p = subprocess.run([sys.executable, "-c", MUTATED_STORAGE_CHILD, how], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])  # negative: killed by a signal
+    assert p.stdout.strip() == "IndexError: index is out of bounds", p.stdout + p.stderr[-2000:]
+
+
+def test_config_check_option():
+    with pytest.raises(ValueError, match="check must be one of 'none', 'bounds', got 'bound'"):
+        sparsedsl.config(check="bound")
+    k = sparsedsl.compile("y[i] = A[i,j] * x[j] * 2", A="csr")
+    A, x = sparsedsl.asformat(np.eye(3), "csr"), np.ones(3)
+    old = sparsedsl.config(check="none")  # (the suite may run under SPARSEDSL_CHECK=bounds)
+    try:
+        assert sparsedsl.config() == {"check": "none"}
+        assert "boundscheck=False" in sparsedsl.explain(k, A=A, x=x)
+        assert sparsedsl.config(check="bounds") == {"check": "none"}
+        assert "boundscheck=True" in sparsedsl.explain(k, A=A, x=x)  # replanned: a kernel of its own
+        np.testing.assert_allclose(k(A=A, x=x), 2 * x)
+        sparsedsl.config(check="none")
+        assert "boundscheck=False" in sparsedsl.explain(k, A=A, x=x)
+    finally:
+        sparsedsl.config(**old)

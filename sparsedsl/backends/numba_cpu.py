@@ -2,7 +2,8 @@
 
 The source is written to the disk cache as a module and imported, so numba's own on-disk cache
 (``cache=True``) keeps the machine code next to it and a fresh process skips compilation.
-Kernels do no bounds checks: every tensor was validated when it was built (DESIGN.md).
+Kernels do no bounds checks: every tensor was validated when it was built (DESIGN.md), unless
+``sparsedsl.config(check="bounds")`` asks for them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numba
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.runtime import rtsys
 
+from .. import settings
 from ..lang import loopir as L
 from . import cache
 
@@ -205,7 +207,8 @@ def render(fn: L.Function, parallel: bool) -> str:
     """Python source of one loop-IR function, decorated for numba."""
     params = fn.params + (["n_threads_"] if parallel else [])  # a global call would defeat numba's cache
     fast = ", fastmath={'reassoc', 'contract'}" if fn.hints.get("reassociate") else ""
-    lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck=False, nogil=True{fast})",
+    checked = settings.bounds_checked()  # sparsedsl.config(check="bounds"): part of the source, so of the cache key
+    lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck={checked}, nogil=True{fast})",
              f"def {fn.name}({', '.join(params)}):"]
     emits = any(isinstance(s, L.Emit) for s in _walk(fn.body))
     streamed: dict = {}  # id of a store rendered as stream_store -> the parallel loop's variable
@@ -350,7 +353,10 @@ class Compiled:
 
     def __init__(self, fn: L.Function):
         self.fn = fn
-        self.parallel_ok = any(isinstance(s, L.For) and s.parallel for s in _walk(fn.body))
+        # bounds-checked kernels run serially: numba turns an IndexError raised in a parallel loop
+        # into a SystemError (numba 0.68)
+        self.parallel_ok = any(isinstance(s, L.For) and s.parallel for s in _walk(fn.body)) and \
+            not settings.bounds_checked()
         self.source = render(fn, self.parallel_ok)
         self.serial = _load(render(fn, False), fn.name)
         self._parallel = None
