@@ -433,6 +433,9 @@ def compile(expr: str, formats: dict | None = None, /, *, out_format=None, name:
     The output is the last statement's target; ``let`` statements are temporaries. ``schedule``
     overrides the lowering's choices (``SCHEDULE_OPTIONS``).
     """
+    if not isinstance(formats, dict | None):
+        raise TypeError(f"compile()'s second argument is a dict of operand formats, such as {{'A': 'csr'}}; got "
+                        f"an object of type {type(formats).__name__} (formats also go by keyword: A='csr')")
     _, formats = _operands(() if formats is None else (formats,), more_formats)
     stmts = parse_statements(expr)
     program = _program(stmts, formats, out_format, name)

@@ -79,11 +79,21 @@ def _in_range(idx, n, name, what, unit=""):
         raise FormatError(f"{what}: {name}[{k}] = {idx[k]} is outside [0, {n}){unit}{_REBUILD}")
 
 
+def as_shape(shape) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints."""
+    try:
+        dims = tuple(int(s) for s in shape)
+        exact = all(d == s and d >= 0 for d, s in zip(dims, shape))
+    except (TypeError, ValueError):
+        exact = False
+    if not exact:
+        raise FormatError(f"shape must be a tuple of non-negative integers, got {shape!r}")
+    return dims
+
+
 def coordinates(coords, values, shape) -> tuple[np.ndarray, np.ndarray]:
     """``from_coordinates``' arguments as an int64 (ndim, n) array and a 1-D array of n values."""
     ndim = len(shape)
-    if any(s < 0 for s in shape):
-        raise FormatError(f"shape must be non-negative integers, got {shape}")
     c = _rectangular(coords, "coordinates")
     v = _rectangular(values, "values")
     if c.size == 0:  # no entries, or the one entry of a 0-d tensor

@@ -336,7 +336,7 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, pres
 
     ``presorted``: the entries are unique and already in the format's level order (the compiler
     knows this of the outputs it assembles), so sorting and validation are skipped."""
-    shape = tuple(int(s) for s in shape)
+    shape = inputs.as_shape(shape)
     fmt = as_format(fmt, len(shape))
     coords, values = inputs.coordinates(coords, values, shape)  # (ndim, n) integers, n values, or a FormatError
     values = _as_value_array(values)

@@ -995,6 +995,10 @@ BAD_COORDINATES = {
     "none-values": (lambda: ([[0], [1]], None, (2, 3)), ["values must be an array, got None"]),
     "string-values": (lambda: ([[0], [1]], ["x"], (2, 3)), ["dtype <U1 is not supported"]),
     "out-of-range": (lambda: ([[0, 2], [1, 2]], [1.0, 2.0], (2, 3)), ["coordinate 2 of dimension 0", "[0, 2)"]),
+    "negative-shape": (lambda: ([[0], [1]], [1.0], (2, -3)), ["shape must be a tuple of non-negative integers",
+                                                               "(2, -3)"]),
+    "fractional-shape": (lambda: ([[0], [1]], [1.0], (2, 2.5)), ["non-negative integers, got (2, 2.5)"]),
+    "no-shape": (lambda: ([[0], [1]], [1.0], None), ["non-negative integers, got None"]),
 }
 
 
@@ -1294,6 +1298,8 @@ def test_an_option_given_an_operand_says_where_operands_go():
         sparsedsl.compute("y[i] = out_format[i,j] * x[j]", out_format=Ad, x=x)
     with pytest.raises(DSLError, match="operand 'x' is given twice"):
         sparsedsl.compute("y[i] = A[i,j] * x[j]", {"A": Ad, "x": x}, x=x)
+    with pytest.raises(TypeError, match="compile\\(\\)'s second argument is a dict of operand formats"):
+        sparsedsl.compile("y[i] = A[i,j] * x[j]", "csr")
 
 
 # =================================================================================================
