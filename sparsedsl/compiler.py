@@ -79,7 +79,7 @@ class Kernel:
             if isinstance(v, composite.Composite):
                 bound[p.name] = v.to(backend)  # its factors, where the kernel runs
             else:
-                bound[p.name] = _pack(v, p) if backend == "cpu" else cuda_cupy.pack(v, p, _pack)
+                bound[p.name] = _pack(_widen_half(v), p) if backend == "cpu" else cuda_cupy.pack(v, p, _pack)
         return bound
 
     def _bind_ready(self, args, kwargs):
@@ -126,7 +126,7 @@ class Kernel:
     def plan(self, bound: dict, backend: str = "cpu"):
         key = (backend,) + tuple((n, v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
                     (n, v.type) if isinstance(v, composite.Composite) else
-                    (n, np.shape(v), _dtype(v)) for n, v in bound.items())
+                    (n, np.shape(v), _dtype(v), type(v) in (int, float, bool)) for n, v in bound.items())
         plan = self._plans.get(key)
         if plan is None:
             types = {n: (TensorType(v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
@@ -161,6 +161,8 @@ class Kernel:
         outs = [results[o.name] for o in self.program.outputs]
         if backend == "cuda":
             outs = cuda_cupy.finish(outs, list(args) + list(kwargs.values()))
+        elif _all_half(list(args) + list(kwargs.values())):  # float16 computes in float32, is stored float16
+            outs = [o.astype(np.float16) if o.dtype == np.float32 and isinstance(o, np.ndarray) else o for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def reference(self, /, *args, **kwargs):
@@ -202,8 +204,21 @@ def _dtype(v):
 
 
 def _type_of(v):
+    if type(v) in (int, float, bool):
+        return type(v)  # weak in numpy's promotion: the checker keeps float32 * 2.5 float32
     arr = v if hasattr(v, "__cuda_array_interface__") else np.asarray(v)
     return arr.dtype if arr.ndim == 0 else TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim))
+
+
+def _widen_half(v):
+    """float16 on the CPU: computed in float32 (as on the GPU), the result stored as float16 again."""
+    return v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype == np.float16 else v
+
+
+def _all_half(values) -> bool:
+    """Every floating array operand is float16 (numpy's result type is then float16)."""
+    floats = [v.dtype for v in values if isinstance(v, np.ndarray | SparseTensor) and v.dtype.kind == "f"]
+    return bool(floats) and all(dt == np.float16 for dt in floats)
 
 
 def _dense_as_is(value, param: A.Param) -> bool:
@@ -211,6 +226,7 @@ def _dense_as_is(value, param: A.Param) -> bool:
     signed or float."""
     dt = value.dtype
     return (param.kind == "tensor" and param.format in (None, "dense") and dt.kind in "bif" and dt.itemsize <= 8
+            and dt != np.float16
             and value.flags.c_contiguous)
 
 
@@ -224,6 +240,10 @@ def _pack(value, param: A.Param):
             value.format == as_format(param.format, value.ndim):
         return value
     if param.kind == "scalar":
+        if type(value) is int and not -2**63 <= value < 2**63:
+            raise DSLError(f"scalar {param.name!r} = {value} does not fit int64; pass it as a float", param.span)
+        if type(value) in (int, float, bool):
+            return value  # a Python number stays one: weak in numpy's promotion
         arr = np.asarray(value)
         if arr.ndim != 0 or arr.dtype.kind not in "biuf":
             raise DSLError(f"{param.name!r} is a scalar parameter; got {type(value).__name__}", param.span)
@@ -285,7 +305,7 @@ class _Plan:
             return None
         st, low, fn, _ = self.steps[0]
         ttype = self.rewritten.types[st.target.tensor]
-        if self.rewritten.outputs != (st.target.tensor,) or not ttype.format.is_dense:
+        if self.rewritten.outputs != (st.target.tensor,) or not ttype.format.is_dense or not ttype.shape:
             return None
         return _argument_function([low.arguments[p] for p in low.function.params], ttype, self.rewritten,
                                   low.dense_volume, fn, _allocator("cpu", low.overwrites))
@@ -300,6 +320,8 @@ class _Plan:
                          for st_acc in [_access(st, k)]} if low.converted else None
             args, work = arguments(env, converted)
             result = fn(*args, work=work)
+            if not ttype.shape:  # a scalar result: a 0-d array, as numpy's reductions give
+                result = result.reshape(())
             env[target] = result if ttype.format.is_dense else _assemble(result, low, ttype)
         return composite.unsplit(c, {name: env[name] for name in c.outputs}) if c.derived else \
             {name: env[name] for name in c.outputs}
@@ -324,7 +346,7 @@ def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=
     call, not a getter per argument. ``work`` (array elements the call touches) picks the CPU's
     serial or parallel build. ``zeros`` allocates outputs where the kernel runs. Given ``compiled``
     (a CPU step's ``numba_cpu.Compiled``), the function calls it and returns its result."""
-    lines, names, sized, consts = [], [], [], {"zeros": zeros, "out_shape": ttype.shape,
+    lines, names, sized, consts = [], [], [], {"zeros": zeros, "out_shape": ttype.shape or (1,),  # 0-d: 1 element
                                               "out_dtype": ttype.dtype, "scattered": _scattered,
                                               "threshold": numba_cpu.PARALLEL_THRESHOLD}
     tensors: dict = {}
@@ -358,6 +380,8 @@ def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=
             else:  # values: of a sparse tensor, or the dense array itself
                 if copy is not None:
                     lines.append(f"{v} = {t}.values if type({t}) is SparseTensor else {t}")
+                elif not checked.types[name].shape:  # a 0-d tensor: read as its one element
+                    lines.append(f"{v} = {t}.reshape(1)")
                 else:
                     lines.append(f"{v} = {t}" if checked.types[name].format.is_dense else f"{v} = {t}.values")
                 sized.append(v)

@@ -383,7 +383,7 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, pres
 def _as_value_array(values: np.ndarray) -> np.ndarray:
     if values.dtype.type in DTYPES:
         return values
-    for t in (np.float64, np.int64, np.bool_):
+    for t in ((np.int64,) if values.dtype.kind in "iu" else ()) + (np.float64, np.int64, np.bool_):  # ints stay ints
         if np.can_cast(values.dtype, t):
             return values.astype(t)
     raise FormatError(f"dtype {values.dtype} is not supported; use float32, float64, int32, int64 or bool")

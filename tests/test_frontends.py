@@ -209,5 +209,6 @@ def test_compiled_union_with_constant_matches_reference_small():
     x = np.array([10.0, 20.0, 30.0])
     k = sparsedsl.compile("y[i] = A[i,j] * x[j] + 1", A="csr")
     A = sparsedsl.asformat(D, "csr")
-    np.testing.assert_allclose(k.reference(A=A, x=x), [13.0, 63.0])
-    np.testing.assert_allclose(k(A=A, x=x), [13.0, 63.0])
+    # the implicit sum wraps the product only (TACO's rule): A·x + 1, not Σj (A[i,j]·x[j] + 1)
+    np.testing.assert_allclose(k.reference(A=A, x=x), [11.0, 61.0])
+    np.testing.assert_allclose(k(A=A, x=x), [11.0, 61.0])

@@ -70,6 +70,7 @@ class Assign(Node):
     value: Node = None
     is_let: bool = False
     accumulate: bool = False  # target += value (made by the rewrite stage for sums of terms; not in the syntax)
+    format: object = None  # a temporary's format when the rewrite stage chose it (hoisted reductions)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,23 @@ def walk(node):
     yield node
     for child in children(node):
         yield from walk(child)
+
+
+def free_indices(e, bound=()) -> list[str]:
+    """Free index names of ``e`` in order of first appearance (a reduction binds its indices)."""
+    out: list[str] = []
+
+    def visit(n, bound):
+        if isinstance(n, Access):
+            out.extend(ix.name for ix in n.indices if ix.name not in bound and ix.name not in out)
+        elif isinstance(n, Reduce):
+            visit(n.body, bound | {ix.name for ix in n.indices})
+        else:
+            for ch in children(n):
+                visit(ch, bound)
+
+    visit(e, frozenset(bound))
+    return out
 
 
 def children(node):

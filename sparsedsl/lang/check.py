@@ -7,7 +7,7 @@ indices made explicit (einsum convention: an index only on the right is summed),
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -74,6 +74,7 @@ class Checked:
     extents: dict[str, int] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    weak: frozenset = frozenset()  # scalar parameters given as Python numbers (weak in numpy's promotion)
     temporaries: tuple[str, ...] = ()
     # set by the rewrite stage when composite operands were expanded (see lang/rewrite.py):
     derived: dict = field(default_factory=dict)  # input name -> how it is made from the bound operands
@@ -107,6 +108,7 @@ class _Checker:
         self.scalars: dict[str, np.dtype] = {}
         self.extents: dict[str, int] = {}
         self.extent_site: dict[str, A.Index] = {}
+        self.weak: set[str] = set()  # scalar parameters given as Python numbers
 
     def run(self) -> Checked:
         p = self.p
@@ -114,14 +116,19 @@ class _Checker:
         for prm in (*p.params, *p.outputs):
             if prm.name in names:
                 raise DSLError(f"{prm.name!r} is declared twice", prm.span)
+            if prm.name in ("true", "false") or prm.name in REDUCERS or prm.name in SEMIRINGS:
+                raise DSLError(f"{prm.name!r} is a word of the language (a literal or a reduction); "
+                               f"rename this parameter", prm.span)
             names.add(prm.name)
         for prm in p.params:
             self.bind_param(prm)
         outputs = {o.name: o for o in p.outputs}
         defined = set(self.ranks) | set(self.scalars)
-        statements, temps = [], []
+        statements, temps, placed = [], [], []
         assigned = set()
         for st in p.statements:
+            st = bind_implicit_sums(st)  # TACO's rule: each implicit sum wraps its smallest sub-expression
+            placed.append(st)
             name = st.target.tensor
             if name in defined and not (st.accumulate and name in assigned):
                 what = "an input" if any(q.name == name for q in p.params) else "already assigned"
@@ -137,8 +144,9 @@ class _Checker:
         for o in p.outputs:
             if o.name not in defined:
                 raise DSLError(f"output {o.name!r} is never assigned", o.span)
+        p = replace(p, statements=tuple(placed))
         return Checked(p, statements, self.types, self.scalars, self.extents,
-                       tuple(q.name for q in p.params), tuple(outputs), tuple(temps))
+                       tuple(q.name for q in p.params), tuple(outputs), tuple(temps), frozenset(self.weak))
 
     # ---- parameters ---------------------------------------------------------------------
     def bind_param(self, prm: A.Param):
@@ -151,6 +159,8 @@ class _Checker:
                 if isinstance(given, TensorType):
                     raise DSLError(f"{prm.name!r} is declared scalar but a {len(given.shape)}-D tensor "
                                    f"was given", prm.span)
+                if given in _PYTHON_SCALARS:  # a Python number: weak in numpy's promotion (NEP 50)
+                    self.weak.add(prm.name)
                 dt = np.dtype(given)
             self.scalars[prm.name] = dt
             return
@@ -195,7 +205,7 @@ class _Checker:
         self.ranks[name] = len(target.indices)
         if self.operands is not None:
             shape = tuple(self.extents[ix.name] for ix in target.indices)
-            dtype = self.dtype(body, op)
+            dtype = self.dtype(body, op if reduce else None)
             fmt = self.target_format(st, body, shape)
             self.types[name] = TensorType(shape, dtype, fmt)
         return Statement(target, body, op, reduce, mul, st.span, st.accumulate)
@@ -215,6 +225,8 @@ class _Checker:
                 return as_format(declared, len(shape))
             except FormatError as exc:
                 raise DSLError(str(exc), st.target.span) from None
+        if st.is_let and st.format is not None:  # chosen by the rewrite stage
+            return as_format(st.format, len(shape))
         if st.is_let:  # a temporary takes the format of a sparse operand with the same indices
             want = tuple(ix.name for ix in st.target.indices)
             for node in A.walk(body):
@@ -289,6 +301,9 @@ class _Checker:
         return names
 
     def dtype(self, e, op) -> np.dtype:
+        """The result's dtype, numpy's: a sum of booleans counts them (int64); a comparison is bool."""
+        if op in ("or", "and"):
+            return np.dtype(np.bool_)
         dt = np.dtype(np.result_type(self.expr_dtype(e)))
         if op == "+" and dt == np.bool_:
             return np.dtype(np.int64)
@@ -300,7 +315,7 @@ class _Checker:
         if isinstance(e, A.Literal):
             return e.value  # a weak Python scalar in numpy's promotion (NEP 50)
         if isinstance(e, A.Scalar):
-            return self.scalars[e.name]
+            return _PYTHON_SCALARS[python_type(self.scalars[e.name])] if e.name in self.weak else self.scalars[e.name]
         if isinstance(e, A.BinOp):
             a, b = self.expr_dtype(e.left), self.expr_dtype(e.right)
             if e.op in ("<", "<=", ">", ">=", "==", "!="):
@@ -309,9 +324,13 @@ class _Checker:
                 return np.result_type(a, b, np.float32) if np.result_type(a, b).kind == "f" \
                     else np.dtype(np.float64)
             r = np.dtype(np.result_type(a, b))
-            return np.dtype(np.int64) if r == np.bool_ and e.op in "+-" else r
+            r = np.dtype(np.int64) if r == np.bool_ and e.op in "+-" else r
+            _literal_fits(e.left, r)
+            _literal_fits(e.right, r)
+            return r
         if isinstance(e, A.Neg):
-            return self.expr_dtype(e.operand)
+            dt = self.expr_dtype(e.operand)  # a negated boolean counts as an integer, as in + and -
+            return np.dtype(np.int64) if isinstance(dt, bool) or (isinstance(dt, np.dtype) and dt == np.bool_) else dt
         if isinstance(e, A.Call):
             args = [self.expr_dtype(a) for a in e.args]
             if e.fn == "where":
@@ -322,8 +341,30 @@ class _Checker:
                 return np.result_type(*args)
             return np.result_type(*args, np.float32) if np.result_type(*args).kind == "f" else np.dtype(np.float64)
         if isinstance(e, A.Reduce):
-            return self.expr_dtype(e.body)
+            add = REDUCERS.get(e.op) or SEMIRINGS[e.op][0]
+            body = self.expr_dtype(e.body)
+            if add in ("or", "and"):
+                return np.dtype(np.bool_)
+            return np.dtype(np.int64) if add == "+" and np.result_type(body) == np.bool_ else body
         raise AssertionError(type(e))
+
+
+# a Python number's type -> a value of it, for numpy's promotion (weak: float32 * 2.5 is float32)
+_PYTHON_SCALARS = {int: 0, float: 0.0, bool: False}
+
+
+def python_type(dtype: np.dtype) -> type:
+    """The Python number type a weak scalar parameter of ``dtype`` was given as."""
+    return {"b": bool, "i": int, "u": int}.get(np.dtype(dtype).kind, float)
+
+
+def _literal_fits(e, dtype):
+    """An integer literal combined with integers must fit their type (numpy raises OverflowError)."""
+    if isinstance(e, A.Literal) and type(e.value) is int and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not info.min <= e.value <= info.max:
+            raise DSLError(f"the integer literal {e.value} does not fit {dtype} (the type of this expression); "
+                           f"write it as a float ({float(e.value):g}) or use wider operands", e.span)
 
 
 def _union(a, b):
@@ -347,3 +388,151 @@ def _fixed_rank(fmt) -> int | None:
         except FormatError:
             return None
     return None
+
+
+# ---- where an implicit sum binds ------------------------------------------------------------
+_BODY = "body"  # the path step from a Reduce to its body
+
+
+def bind_implicit_sums(st: A.Assign) -> A.Assign:
+    """``st`` with each implicit sum made explicit where it binds (TACO's rule): an index that is
+    neither on the left nor listed by a reduction is summed over the smallest sub-expression that
+    holds every use of it, so ``y[i] = A[i,j]*x[j] + x[i]`` is ``sum[j](A[i,j]*x[j]) + x[i]``.
+    A product chain is one unit (``A[i,j]*B[j,k]*x[k]`` sums over j and k together, equal by
+    distributivity and cheaper), and an index whose sum would wrap the whole right-hand side is
+    left to the statement's own reduction, as before. Also rejects an index that a reduction binds
+    and that is used outside it (``y[i] = x[i]*sum[i](B[i,j])``): two loops under one name."""
+    left = {ix.name for ix in st.target.indices}
+    uses: dict[str, list] = {}
+    _check_scoping(st.value, left, st.target)
+    top = st.value
+    body, base = (top.body, (_BODY,)) if isinstance(top, A.Reduce) else (top, ())
+    _collect_uses(top, (), frozenset(), uses)
+    wrap: dict[tuple, list] = {}
+    for v, paths in uses.items():
+        if v in left:
+            continue
+        here = _common_prefix(paths)
+        here = _product_chain_root(top, here, base)
+        if here == base and not (isinstance(top, A.Reduce) and _reducer_add(top.op) != "+"):
+            continue  # wraps the whole right-hand side: the statement's own (sum) reduction
+        wrap.setdefault(here, []).append(v)
+    if not wrap:
+        return st
+    return replace(st, value=_wrap_sums(top, (), wrap))
+
+
+def _reducer_add(op: str) -> str | None:
+    return REDUCERS.get(op) or SEMIRINGS.get(op, (None,))[0]
+
+
+def _kids(node) -> list:
+    """(path step, child expression) pairs: index nodes are not expressions."""
+    if isinstance(node, A.BinOp):
+        return [(0, node.left), (1, node.right)]
+    if isinstance(node, A.Neg):
+        return [(0, node.operand)]
+    if isinstance(node, A.Call):
+        return list(enumerate(node.args))
+    if isinstance(node, A.Reduce):
+        return [(_BODY, node.body)]
+    return []
+
+
+def _node_at(node, path):
+    for step in path:
+        node = dict(_kids(node))[step]
+    return node
+
+
+def _collect_uses(node, path, bound, uses):
+    """index name -> paths of the accesses that use it freely (not under a reduction that lists it)."""
+    if isinstance(node, A.Access):
+        for ix in node.indices:
+            if ix.name not in bound:
+                uses.setdefault(ix.name, []).append(path)
+        return
+    if isinstance(node, A.Reduce):
+        bound = bound | {ix.name for ix in node.indices}
+    for step, child in _kids(node):
+        _collect_uses(child, path + (step,), bound, uses)
+
+
+def _common_prefix(paths) -> tuple:
+    first = paths[0]
+    n = len(first)
+    for p in paths[1:]:
+        n = min(n, len(p))
+        while first[:n] != p[:n]:
+            n -= 1
+    return first[:n]
+
+
+def _product_chain_root(top, path, base) -> tuple:
+    """Climb from ``path`` while its parent is a product (or a quotient it is the numerator of):
+    a sum over part of a product chain is the same sum over the whole chain."""
+    while len(path) > len(base):
+        parent = _node_at(top, path[:-1])
+        if isinstance(parent, A.BinOp) and (parent.op == "*" or (parent.op == "/" and path[-1] == 0)):
+            path = path[:-1]
+        else:
+            break
+    return path
+
+
+def _wrap_sums(node, path, wrap, merged_here=False):
+    """``node`` with ``sum[names](...)`` around each sub-expression at a path in ``wrap``; a sum
+    that would wrap the body of an explicit ``sum`` joins that sum's indices instead."""
+    merge = wrap.get(path + (_BODY,), []) if isinstance(node, A.Reduce) and node.op == "sum" else []
+    kids = {step: _wrap_sums(child, path + (step,), wrap, bool(merge) and step == _BODY)
+            for step, child in _kids(node)}
+    if isinstance(node, A.BinOp):
+        node = replace(node, left=kids[0], right=kids[1])
+    elif isinstance(node, A.Neg):
+        node = replace(node, operand=kids[0])
+    elif isinstance(node, A.Call):
+        node = replace(node, args=tuple(kids[k] for k in range(len(node.args))))
+    elif isinstance(node, A.Reduce):
+        node = replace(node, indices=node.indices + tuple(A.Index(node.span, v) for v in merge), body=kids[_BODY])
+    names = wrap.get(path, [])
+    if names and not merged_here:
+        node = A.Reduce(node.span, "sum", tuple(A.Index(node.span, v) for v in names), node)
+    return node
+
+
+def _check_scoping(value, left, target):
+    """A reduction's index must not also be used outside it: that would name two loops alike."""
+    free: dict[str, A.Index] = {}
+
+    def outside(node, bound):
+        if isinstance(node, A.Access):
+            for ix in node.indices:
+                if ix.name not in bound:
+                    free.setdefault(ix.name, ix)
+            return
+        if isinstance(node, A.Reduce):
+            bound = bound | {ix.name for ix in node.indices}
+        for _, child in _kids(node):
+            outside(child, bound)
+
+    outside(value, frozenset())
+
+    def reductions(node, bound):
+        if isinstance(node, A.Reduce):
+            for ix in node.indices:
+                if ix.name in bound:
+                    raise DSLError(f"index {ix.name!r} is reduced here inside another reduction over "
+                                   f"{ix.name!r}; rename one of them", ix.span)
+                if ix.name in left:
+                    raise DSLError(f"index {ix.name!r} is reduced but also appears on the left; rename the "
+                                   f"reduced index", ix.span)
+                if ix.name in free:
+                    use = free[ix.name]
+                    raise DSLError(f"index {ix.name!r} is reduced here but also used outside this reduction "
+                                   f"(line {use.span.line}, column {use.span.col}); they would be two different "
+                                   f"loops under one name: rename the reduced index", ix.span)
+            bound = bound | {ix.name for ix in node.indices}
+        for _, child in _kids(node):
+            reductions(child, bound)
+
+    reductions(value, frozenset())

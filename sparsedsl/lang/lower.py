@@ -93,8 +93,8 @@ def lower(checked: Checked, st: Statement, index: int, options: dict | None = No
 
 
 _IDENTITY = {"+": "0", "or": "False", "and": "True"}
-# reductions whose identity is not 0: a scattered dense output starts at the identity, and the
-# entries no term reached are set back to 0 (absent) at the end
+# reductions whose identity is not 0: a scattered dense output starts at the identity, which the
+# entries no term reaches keep (DESIGN.md, semantics)
 _TRACKED = ("max", "min", "and")
 
 
@@ -340,9 +340,9 @@ class _Lowering:
                     private.append(Alloc("ws_b", f"({size}) // 64 + 1", "int64", "0"))
                     self.notes.append("workspace order: a bitset of the touched coordinates, scanned between "
                                       "the least and greatest (no comparison sort)")
-        if self.mode == "scatter" and self.st.reduce_op in _TRACKED:
-            pre += [Alloc("touched", " * ".join(f"n_{n}" for n in self.out_vars), "uint8", "0")]
-            pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars)))}]",
+        if self.mode in ("scatter", "scalar") and not sparse_out and self.st.reduce_op in _TRACKED:
+            # rows a sparse outer level skips are never visited: every entry starts at the identity
+            pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars))) or '0'}]",
                                             self.acc_init)])
         loops = self.gen(0, dict(self.operands))
         top = next((s for s in loops if isinstance(s, For)), None)
@@ -363,8 +363,6 @@ class _Lowering:
             pre += [Alloc(f"out_c{d}", "out_cap", "int64", None) for d in range(nd)]
             pre += [Alloc("out_v", "out_cap", str(dt), None), Assign("out_n", "0")]
         body = pre + private + loops
-        if self.mode == "scatter" and self.st.reduce_op in _TRACKED:
-            body += self.clear_untouched()
         if sparse_out:
             body.append(Comment("entries are returned to the driver, which packs them into the output format"))
         elif top is not None:
@@ -635,10 +633,10 @@ class _Lowering:
                 if op.safe and op.present != "True" and op.level == len(op.fmt.levels):
                     return f"ld_{op.tag}", op.present  # loaded before the leaf: a select, not a branch
                 return f"{op.tensor}[{op.parent.pos}]", op.present
-            idx = ", ".join(self.coord(ix.name) for ix in e.indices)
+            idx = ", ".join(self.coord(ix.name) for ix in e.indices) or "0"  # a 0-d tensor is passed as 1 element
             return f"{tensor_name(e.tensor)}[{idx}]", "True"
         if isinstance(e, A.Literal):
-            return repr(e.value), "True"
+            return _literal(e.value), "True"
         if isinstance(e, A.Scalar):
             return f"s_{e.name}", "True"
         if isinstance(e, A.Neg):
@@ -658,8 +656,18 @@ class _Lowering:
             vals = [self.value(x, ops) for x in e.args]
             pres = self.evaluate(("and", [_lit(p) for _, p in vals]), {})
             args = [v for v, _ in vals]
+            if e.fn in _FLOATING:  # of a boolean: float64, as the checker types it (numba's would be float32)
+                args = [f"({v} + 0.0)" if self.boolean(x) else v for v, x in zip(args, e.args)]
             return _call(e.fn, args), pres
         raise AssertionError(type(e))
+
+    def boolean(self, e) -> bool:
+        """Whether ``e`` is boolean-valued: a bool tensor, a comparison, a bool literal."""
+        if isinstance(e, A.Access):
+            return self.c.types[e.tensor].dtype == np.bool_
+        if isinstance(e, A.BinOp):
+            return e.op in ("<", "<=", ">", ">=", "==", "!=")
+        return isinstance(e, A.Literal) and isinstance(e.value, bool)
 
     def leaf(self, ops) -> list:
         val, pres = self.value(self.st.value, ops)
@@ -673,18 +681,18 @@ class _Lowering:
     def leaf_action(self, val, pres) -> list:
         coords = [self.coord(n) for n in self.out_vars]
         idx = ", ".join(coords) if coords else "0"
+        if self.st.reduce_op in ("and", "or") and self.st.reduce_indices:
+            val = f"({val} != 0)"  # any/all reduce truth values (Python's and/or would return the operand)
         if self.mode == "store":
             action = [Assign(f"out[{idx}]", val, "+" if self.st.accumulate else None)]
         elif self.mode == "emit":
             action = [Emit(coords, val)]
         elif self.mode == "scalar":
             action = [Assign("acc", val, self.st.reduce_op)]
-            if not (self.st.reduce_op == "+" and self.out_type.format.is_dense):
+            if not self.out_type.format.is_dense:
                 action.append(Assign("touched", "True"))
         elif self.mode == "scatter":
             action = [Assign(f"out[{idx}]", val, self.st.reduce_op)]
-            if self.st.reduce_op in _TRACKED:
-                action.append(Assign(f"touched[{self.linear(self.out_vars)}]", "1"))
         else:
             lin = self.linear_vars(self.ws_vars)
             if self.hashed:
@@ -706,13 +714,11 @@ class _Lowering:
     def scalar_reduction(self, depth, ops) -> list:
         coords = [self.coord(n) for n in self.out_vars]
         idx = ", ".join(coords) if coords else "0"
-        always = self.st.reduce_op == "+" and self.out_type.format.is_dense
-        init = [Assign("acc", self.acc_init)] + ([] if always else [Assign("touched", "False")])
+        dense = self.out_type.format.is_dense  # an entry no term reaches holds the identity
+        init = [Assign("acc", self.acc_init)] + ([] if dense else [Assign("touched", "False")])
         body = self.gen_after_switch(depth, ops)
-        if always:
+        if dense:
             done = [Assign(f"out[{idx}]", "acc", "+" if self.st.accumulate else None)]
-        elif self.out_type.format.is_dense:
-            done = [If("touched", [Assign(f"out[{idx}]", "acc")])]
         else:
             done = [If("touched", [Emit(coords, "acc")])]
         return init + body + done
@@ -757,14 +763,6 @@ class _Lowering:
             expr = f"({expr}) * {v.extent()} + {v.name}"
         return expr
 
-    def clear_untouched(self) -> list:
-        names = self.out_vars
-        idx = ", ".join(f"c{k}" for k in range(len(names)))
-        lin = "0"
-        for k, n in enumerate(names):
-            lin = f"({lin}) * n_{n} + c{k}"
-        return self.over_output([If(f"touched[{lin}] == 0", [Assign(f"out[{idx}]", "0")])])
-
     def over_output(self, inner: list) -> list:
         """Loops over every element of the dense output (c0, c1, ...) around ``inner``."""
         for k in reversed(range(len(self.out_vars))):
@@ -803,6 +801,16 @@ def _hash_grow(dtype: str) -> list:
     ]
 
 
+def _literal(value) -> str:
+    """A literal as source: inf and nan by name; an integer past int64 (checked to be used with
+    floats) as a float."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return "np.nan" if np.isnan(value) else ("np.inf" if value > 0 else "(-np.inf)")
+    if type(value) is int and not -2**63 <= value < 2**63:
+        return repr(float(value))
+    return repr(value)
+
+
 def _lit(p: str):
     return True if p == "True" else ("expr", p)
 
@@ -811,8 +819,11 @@ def _combine(op, a, b) -> str:
     if op in ("*", "+"):
         return f"({a} {op} {b})"
     if op in ("and", "or"):
-        return f"({a} {op} {b})"
+        return f"(({a} != 0) {op} ({b} != 0))"
     return f"{op}({a}, {b})"
+
+
+_FLOATING = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid"}
 
 
 def _call(fn, args) -> str:

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from ..errors import DSLError
 from . import ast as A
-from .check import SEMIRINGS, Checked, CompositeType, TensorType, check
+from .check import SEMIRINGS, Checked, CompositeType, TensorType, check, python_type
 from .contract import Operand, best_order
 from .formats import Format, LevelSpec, as_format
 from .levels import Compressed, Dense
@@ -203,7 +203,7 @@ class _Expansion:
             if not semiring:
                 return value
             name = self.fresh("__m")
-            idx = _indices(_free(value, set()))
+            idx = _indices(A.free_indices(value, set()))
             self.pending.append(A.Assign(e.span, A.Access(e.span, name, idx), value, True))
             return A.Access(e.span, name, idx)
         if isinstance(e, A.Reduce):
@@ -245,7 +245,7 @@ class _Expansion:
                     params.append(A.Param(p.span, n.tensor, "tensor", None))
         params += [q for q in p.params if q.kind == "scalar"]
         operands = {q.name: self.dtypes.get(q.name) or c.types[q.name] for q in params if q.kind == "tensor"}
-        operands.update(c.scalars)
+        operands.update(_scalar_operands(c))
         outputs, reshaped = [], {}
         for q in p.outputs:
             splits = [self.tensor_splits.get((q.name, d)) for d in range(len(c.types[q.name].shape))]
@@ -272,13 +272,13 @@ class _Expansion:
         top = [v for ix in st.reduce_indices for v, _ in self.parts_of(k, ix)]
         full = []
         for coef, factors, sums in terms:
-            present = set().union(*(_free(f, set()) for f in factors)) if factors else set()
+            present = set().union(*(A.free_indices(f, set()) for f in factors)) if factors else set()
             missing = [v for v in top if v not in present]
             coef = coef * math.prod(self.extent[v] for v in missing)
             full.append((coef, factors, [v for v in top if v in present] + [v for v in sums if v not in top]))
         dense_target = self.c.types[st.target.tensor].format.is_dense
         if dense_target and len(full) > 1 and all(
-                f and set(out_names) <= {v for x in f for v in _free(x, set())} for _, f, _ in full):
+                f and set(out_names) <= {v for x in f for v in A.free_indices(x, set())} for _, f, _ in full):
             return self.accumulate_terms(k, assign, st, full, out_names)
         direct = len(full) == 1 and full[0][1]
         stmts, finals = [], []
@@ -286,7 +286,7 @@ class _Expansion:
             if not factors:
                 finals.append(A.Literal(assign.span, coef))
                 continue
-            keep = [v for v in out_names if any(v in _free(f, set()) for f in factors)]
+            keep = [v for v in out_names if any(v in A.free_indices(f, set()) for f in factors)]
             if len(factors) == 1 and not sums and not direct:
                 finals.append(_scaled(coef, factors[0]))
                 continue
@@ -360,7 +360,7 @@ class _Expansion:
         return [(1, [e], [])]  # anything else (functions, comparisons, max...) is one opaque factor
 
     def contract_term(self, k, t, factors, sums, coef, name, order, is_let, stmts, span):
-        ops = [Operand(tuple(_free(f, set())), self.density(f), self.label(f)) for f in factors]
+        ops = [Operand(tuple(A.free_indices(f, set())), self.density(f), self.label(f)) for f in factors]
         plan = best_order(ops, order, self.extent)
         self.notes.append(f"statement {k} term {t}: contraction order {plan.describe(ops)}; predicted cost "
                           f"{plan.cost:.3g} against {plan.naive_cost:.3g} for one loop nest over all indices "
@@ -435,7 +435,7 @@ class _Expansion:
                 stack += list(s)
                 continue
             f = factors[s]
-            names = [ix.name for ix in f.indices] if isinstance(f, A.Access) else _free(f, set())
+            names = [ix.name for ix in f.indices] if isinstance(f, A.Access) else A.free_indices(f, set())
             if last in names and (not isinstance(f, A.Access) or names[-1] != last):
                 last = None
         if last is None:
@@ -582,45 +582,35 @@ def _hoist(checked: Checked) -> Checked:
     statements: list[A.Assign] = []
     counter = [0]
 
-    def hoist(e, top: bool):
+    def hoist(e, top: bool, result):
         if isinstance(e, A.Reduce) and not top:
-            body = hoist(e.body, False)
-            free = _free(body, {ix.name for ix in e.indices})
+            body = hoist(e.body, False, result)
+            free = A.free_indices(body, {ix.name for ix in e.indices})
             counter[0] += 1
             name = f"__red{counter[0]}"
+            fmt = None
+            out = [ix.name for ix in result.indices]
+            if not checked.types[result.tensor].format.is_dense and set(free) == set(out):
+                free, fmt = out, checked.types[result.tensor].format  # sparse like the result: absent stays absent
             target = A.Access(e.span, name, tuple(A.Index(e.span, v) for v in free))
-            statements.append(A.Assign(e.span, target, replace(e, body=body), True))
+            statements.append(A.Assign(e.span, target, replace(e, body=body), True, format=fmt))
             return A.Access(e.span, name, target.indices)
-        return A.map_children(e, lambda c: hoist(c, False))
+        return A.map_children(e, lambda c: hoist(c, False, result))
 
     changed = False
     for st in program.statements:
         before = len(statements)
-        value = hoist(st.value, True)
+        value = hoist(st.value, True, st.target)
         changed |= len(statements) > before
         statements.append(replace(st, value=value))
     if not changed:
         return checked
     operands = {n: t for n, t in checked.types.items() if n in checked.inputs}
-    operands.update(checked.scalars)
+    operands.update(_scalar_operands(checked))
     out = check(replace(program, statements=tuple(statements)), operands)
     return replace(out, derived=checked.derived, reshaped=checked.reshaped, notes=checked.notes)
 
 
-def _free(e, bound) -> list[str]:
-    """Free index names of ``e`` in order of first appearance (indices of nested reductions are bound)."""
-    out: list[str] = []
-
-    def visit(n, bound):
-        if isinstance(n, A.Access):
-            for ix in n.indices:
-                if ix.name not in bound and ix.name not in out:
-                    out.append(ix.name)
-        elif isinstance(n, A.Reduce):
-            visit(n.body, bound | {ix.name for ix in n.indices})
-        else:
-            for ch in A.children(n):
-                visit(ch, bound)
-
-    visit(e, set(bound))
-    return out
+def _scalar_operands(checked: Checked) -> dict:
+    """The scalar parameters' types for a re-check: Python number types for weak ones."""
+    return {n: python_type(dt) if n in checked.weak else dt for n, dt in checked.scalars.items()}

@@ -9,7 +9,7 @@ import inspect
 import textwrap
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..errors import DSLError, FormatError, Span
 from . import ast as A
@@ -69,6 +69,14 @@ class _Build(Transformer):
         super().__init__()
         self.file, self.lines = file, lines
 
+    def transform(self, tree):
+        try:
+            return super().transform(tree)
+        except VisitError as exc:  # lark wraps what a rule raises; a DSLError is the user's to see
+            if isinstance(exc.orig_exc, DSLError):
+                raise exc.orig_exc from None
+            raise
+
     def span(self, meta_or_tok, length=None):
         line = getattr(meta_or_tok, "line", None) or 1
         col = getattr(meta_or_tok, "column", None) or 1
@@ -89,8 +97,12 @@ class _Build(Transformer):
     @v_args(meta=True)
     def number(self, meta, c):
         text = str(c[0])
-        value = float(text) if any(ch in text for ch in ".eE") else int(text)
-        return A.Literal(self.span(c[0]), value)
+        if any(ch in text for ch in ".eE"):
+            return A.Literal(self.span(c[0]), float(text))  # 1e999 is inf, as in Python and numpy
+        if len(text) > 40:  # no integer type holds it (and Python's int() refuses over 4300 digits)
+            raise DSLError(f"the integer literal {text[:12]}... has {len(text)} digits, too many for any integer "
+                           f"type; write it as a float, e.g. {text[0]}.{text[1:4]}e{len(text) - 1}", self.span(c[0]))
+        return A.Literal(self.span(c[0]), int(text))
 
     @v_args(meta=True)
     def scalar(self, meta, c):

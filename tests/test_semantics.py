@@ -1,0 +1,213 @@
+"""The language's semantics rules (README, "Semantics"), each checked against numpy, scipy or a closed
+form, for the compiled kernel and for the reference interpreter alike (the interpreter is the oracle
+of the property tests, so it is tested here on its own against independent answers)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.sparse.csgraph import shortest_path
+
+import sparsedsl as sd
+from sparsedsl import DSLError
+
+
+def both(kernel, **operands):
+    """(compiled result, interpreter result) as numpy arrays."""
+    def dense(r):
+        return r.to_numpy() if isinstance(r, sd.SparseTensor) else np.asarray(r)
+    return dense(kernel(**operands)), dense(kernel.reference(**operands))
+
+
+def check(kernel, want, rtol=1e-10, **operands):
+    got, ref = both(kernel, **operands)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(ref, want, rtol=rtol, atol=rtol)
+
+
+@pytest.fixture
+def a_with_empty_row_and_column():
+    a = sp.random(7, 6, density=0.45, format="lil", random_state=3)
+    a[2, :] = 0
+    a[:, 4] = 0
+    a = a.tocsr()
+    a.eliminate_zeros()
+    return a
+
+
+# ---- where an implicit sum binds -----------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["csr", "coo", "dense", "bitmap"])
+def test_implicit_sum_wraps_the_product_only(fmt, a_with_empty_row_and_column):
+    a = a_with_empty_row_and_column[:6]
+    x = np.arange(1.0, 7.0)
+    k = sd.compile("y[i] = A[i,j]*x[j] + x[i]", A=fmt)
+    check(k, a @ x + x, A=sd.asformat(a, fmt), x=x)
+
+
+@pytest.mark.parametrize("out_format", ["dense", "csr"])
+def test_spgemm_plus_a_sums_the_product_only(out_format):
+    a = sp.random(9, 9, density=0.25, format="csr", random_state=5)
+    k = sd.compile("C[i,j] = A[i,k]*B[k,j] + A[i,j]", A="csr", B="csr", out_format=out_format)
+    want = (a @ a + a).toarray()
+    check(k, want, A=a, B=a)
+    if out_format == "csr":  # present where either term is, as scipy stores it
+        c = k(A=a, B=a)
+        assert c.nnz == (a @ a + a).nnz
+
+
+def test_sum_inside_a_function_binds_inside_it():
+    a = sp.random(5, 4, density=0.5, format="csr", random_state=1)
+    x = np.linspace(0.1, 0.4, 4)
+    k = sd.compile("y[i] = exp(A[i,j]*x[j])", A="csr")
+    check(k, np.exp(a @ x), A=a, x=x)
+
+
+def test_product_chain_is_summed_as_a_whole():
+    a = sp.random(5, 4, density=0.5, format="csr", random_state=2)
+    b = np.random.default_rng(0).random((4, 3))
+    x = np.arange(3.0)
+    k = sd.compile("y[i] = A[i,j]*B[j,k]*x[k]", A="csr")
+    check(k, a @ b @ x, A=a, B=b, x=x)
+
+
+def test_implicit_sum_inside_a_max_is_a_sum():
+    a = np.random.default_rng(1).random((4, 5))
+    b = np.random.default_rng(2).random((5, 3))
+    k = sd.compile("y[i] = max[j](A[i,j]*B[j,k])")
+    check(k, (a * b.sum(axis=1)).max(axis=1), A=a, B=b)
+
+
+# ---- the identity of a reduction -------------------------------------------------------------
+
+@pytest.mark.parametrize("op,fill", [("min", np.inf), ("max", -np.inf)])
+def test_empty_columns_hold_the_identity(op, fill, a_with_empty_row_and_column):
+    a = a_with_empty_row_and_column
+    k = sd.compile(f"y[j] = {op}[i](A[i,j])", A="csr")
+    want = np.array([getattr(a.data[a.indices == j], op)() if (a.indices == j).any() else fill
+                     for j in range(a.shape[1])])
+    check(k, want, A=a)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "dcsr", "coo"])
+def test_empty_rows_hold_the_identity_of_any_and_all(fmt, a_with_empty_row_and_column):
+    a = a_with_empty_row_and_column
+    d = a.toarray()
+    stored = d != 0
+    for op, want in (("any", (stored & (d > 0.5)).any(axis=1)),
+                     ("all", np.where(stored, d > 0.5, True).all(axis=1))):
+        k = sd.compile(f"y[i] = {op}[j](A[i,j] > 0.5)", A=fmt)
+        got, ref = both(k, A=sd.asformat(a, fmt))
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(ref, want)
+
+
+def test_integer_min_of_an_empty_row_is_the_largest_integer():
+    a = sp.csr_array(np.array([[3, 0, 1], [0, 0, 0]], dtype=np.int64))
+    k = sd.compile("y[i] = min[j](A[i,j])", A="csr")
+    check(k, [1, np.iinfo(np.int64).max], A=a)
+
+
+def test_bellman_ford_agrees_with_scipy_shortest_path():
+    rng = np.random.default_rng(7)
+    n = 12
+    w = sp.random(n, n, density=0.2, format="lil", random_state=11)
+    w.setdiag(0)
+    w[:, 5] = 0  # vertex 5 has no in-edges: unreachable, +inf
+    w = sp.csr_array(w)
+    w.eliminate_zeros()
+    w.data = rng.uniform(0.5, 3.0, w.nnz)
+    step = sd.compile("e[j] = min(d[j], min_plus[i](d[i] * W[i,j]))", W="csr")
+    d = np.full(n, np.inf)
+    d[0] = 0.0
+    ref = d.copy()
+    for _ in range(n - 1):
+        d = step(d=d, W=w)
+        ref = step.reference(d=ref, W=w)
+    want = shortest_path(w, directed=True, indices=0)
+    np.testing.assert_allclose(d, want)
+    np.testing.assert_allclose(ref, want)
+    assert np.isinf(d[5])
+
+
+def test_nested_reduction_over_an_empty_row_equals_the_let_form(a_with_empty_row_and_column):
+    a = a_with_empty_row_and_column
+    b = np.arange(7.0)
+    nested = sd.compile("y[i] = max[j](A[i,j]) + b[i]", A="csr")
+    let = sd.compile("let m[i] = max[j](A[i,j])\ny[i] = m[i] + b[i]", A="csr")
+    d = a.toarray()
+    want = np.where((d != 0).any(axis=1), np.where(d != 0, d, -np.inf).max(axis=1), -np.inf) + b
+    check(nested, want, A=a, b=b)
+    check(let, want, A=a, b=b)
+    assert np.isneginf(want[2])
+
+
+# ---- index scoping ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("expr,col", [("y[i] = x[i]*sum[i](B[i,j])", 17),
+                                      ("y[k] = x[j]*sum[j](B[j,k])", 17),
+                                      ("y[i] = sum[j](A[i,j]*sum[j](B[i,j]))", 26),
+                                      ("y[i] = sum[j](A[i,j]) + B[i,j]", 12)])
+def test_an_index_reduced_and_used_outside_is_a_located_error(expr, col):
+    with pytest.raises(DSLError) as ei:
+        sd.compile(expr)
+    assert f"<expr>:1:{col}" in str(ei.value)
+    assert "rename" in str(ei.value)
+
+
+# ---- scalar results and full reductions in expressions ------------------------------------
+
+def test_scalar_results():
+    x = np.arange(1.0, 6.0)
+    a = sp.random(6, 5, density=0.4, format="csr", random_state=4)
+    check(sd.compile("s[] = x[i]*x[i]"), x @ x, x=x)
+    check(sd.compile("s[] = sum[i,j](A[i,j])", A="csr"), a.sum(), A=a)
+    check(sd.compile("y[i] = x[i] / sum[j](x[j])"), x / x.sum(), x=x)
+    k = sd.compile("C[i,j] = A[i,j] / sum[k,l](A[k,l])", A="csr", out_format="csr")
+    check(k, a.toarray() / a.sum(), A=a)
+    assert k(A=a).nnz == a.nnz
+    assert np.shape(sd.compute("s[] = x[i]*x[i]", x=x)) == ()
+
+
+# ---- literals ------------------------------------------------------------------------------
+
+def test_literals_like_numpy():
+    x = np.arange(3.0)
+    np.testing.assert_array_equal(sd.compute("y[i] = x[i] + 99999999999999999999999", x=x), x + 1e23)
+    assert np.isinf(sd.compute("y[i] = x[i] + 1e999", x=x)).all()
+    with pytest.raises(DSLError, match="does not fit int64") as ei:
+        sd.compute("y[i] = x[i] + 99999999999999999999999", x=np.arange(3))
+    assert "<expr>:1:15" in str(ei.value)
+    with pytest.raises(DSLError, match="5000 digits") as ei:
+        sd.compute("y[i] = x[i] + " + "7" * 5000, x=x)
+    assert "<expr>:1:15" in str(ei.value)
+    with pytest.raises(DSLError, match="does not fit int32"):
+        sd.compute("y[i] = x[i] * 3000000000", x=np.arange(3, dtype=np.int32))
+
+
+def test_parameters_named_like_words_of_the_language_are_errors():
+    def f(x: "dense", true: "scalar") -> "dense":
+        y[i] = x[i] * true  # index notation
+        return y
+
+    with pytest.raises(DSLError, match="'true' is a word of the language") as ei:
+        sd.sparse_kernel(f)
+    assert "test_semantics.py" in str(ei.value)
+
+
+# ---- dtypes --------------------------------------------------------------------------------
+
+def test_float16_computes_in_float32_and_stores_float16():
+    x = (np.arange(8) / 3).astype(np.float16)
+    got = sd.compute("y[i] = x[i] * x[i] + 1", x=x)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, (x.astype(np.float32) ** 2 + 1).astype(np.float16))
+
+
+def test_dtypes_follow_numpy_promotion():
+    x32 = np.arange(4, dtype=np.float32)
+    assert sd.compute("y[i] = x[i] > 2", x=x32).dtype == np.bool_
+    assert sd.compute("y[i] = x[i] * a", x=x32, a=2.5).dtype == np.float32        # Python float: weak
+    assert sd.compute("y[i] = x[i] * a", x=x32, a=np.float64(2.5)).dtype == np.float64  # numpy scalar: strong
+    assert sd.compute("y[i] = x[i] * 2", x=np.arange(4, dtype=np.int32)).dtype == np.int32
+    assert sd.compute("s[i] = sum[j](A[i,j] > 0)", A=np.eye(3)).dtype == np.int64  # a count
+    np.testing.assert_array_equal(sd.compute("y[i] = x[i] * a", x=x32, a=2.5), x32 * 2.5)
