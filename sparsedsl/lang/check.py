@@ -337,7 +337,10 @@ class _Checker:
                 return np.result_type(args[1], args[2])
             if e.fn == "mask":
                 return args[1]
-            if e.fn == "sign" or e.fn == "abs" or e.fn in ("min", "max", "relu"):
+            if e.fn == "sign":  # of a boolean: counted as an integer, as in + and -
+                dt = np.result_type(*args)
+                return np.dtype(np.int64) if dt == np.bool_ else dt
+            if e.fn == "abs" or e.fn in ("min", "max", "relu"):
                 return np.result_type(*args)
             return np.result_type(*args, np.float32) if np.result_type(*args).kind == "f" else np.dtype(np.float64)
         if isinstance(e, A.Reduce):

@@ -147,6 +147,8 @@ class _Eval:
         for _, p in args:
             present = present & p
         vals = [v for v, _ in args]
+        if e.fn == "sign":  # of a boolean: the integer 0 or 1, as in + and -
+            vals = [_counted(v) for v in vals]
         if e.fn in _FLOATING:  # of integers and booleans: float64, as the checker types it (numpy: float16 for bool)
             vals = [np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind in "biu" else v for v in vals]
         with np.errstate(all="ignore"):

@@ -656,8 +656,9 @@ class _Lowering:
             vals = [self.value(x, ops) for x in e.args]
             pres = self.evaluate(("and", [_lit(p) for _, p in vals]), {})
             args = [v for v, _ in vals]
-            if e.fn in _FLOATING:  # of a boolean: float64, as the checker types it (numba's would be float32)
-                args = [f"({v} + 0.0)" if self.boolean(x) else v for v, x in zip(args, e.args)]
+            if e.fn in _FLOATING or e.fn == "sign":  # of a boolean: float64 (numba's would be float32); sign: int
+                zero = "0" if e.fn == "sign" else "0.0"
+                args = [f"({v} + {zero})" if self.boolean(x) else v for v, x in zip(args, e.args)]
             return _call(e.fn, args), pres
         raise AssertionError(type(e))
 

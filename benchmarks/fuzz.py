@@ -1,0 +1,92 @@
+"""The differential fuzz at full size: random programs drawn from the grammar (``sparsedsl.testing.programs``),
+each compiled and run on random operands and compared with the reference interpreter.
+
+    python -m benchmarks.fuzz --cases 10000 --jobs 2
+
+Prints and writes (``benchmarks/results/fuzz-*.json``) how many cases agreed, how many programs the
+language refused with a DSLError/FormatError, how many distinct programs were drawn, and every
+disagreement or crash with its program, formats and operand dtypes. Exits non-zero on any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import multiprocessing
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+
+def _job(args) -> dict:
+    cases, seed = args
+    warnings.simplefilter("ignore")
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as fixed_seed
+
+    from sparsedsl.testing import check_program, programs
+
+    stats, programs_seen, failures = collections.Counter(), set(), []
+
+    @fixed_seed(seed)
+    @settings(max_examples=cases, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(programs())
+    def run(case):
+        source, formats, values, out_format = case
+        programs_seen.add((source, tuple(sorted(formats.items())), out_format))
+        try:
+            stats[check_program(*case)] += 1
+        except AssertionError as exc:
+            stats["disagree"] += 1
+            failures.append(_describe(case, "disagree", exc))
+        except Exception as exc:  # noqa: BLE001 - a crash is what the fuzz looks for
+            stats["crash"] += 1
+            failures.append(_describe(case, f"crash: {type(exc).__name__}", exc))
+
+    run()
+    return {"stats": dict(stats), "programs": len(programs_seen), "failures": failures}
+
+
+def _describe(case, what, exc) -> dict:
+    source, formats, values, out_format = case
+    dtypes = {n: str(getattr(v, "dtype", type(v).__name__)) for n, v in values.items()}
+    return {"what": what, "source": source, "formats": formats, "out_format": out_format, "dtypes": dtypes,
+            "message": str(exc).strip().splitlines()[-1][:400] if str(exc).strip() else ""}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=10000)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="JSON file (default benchmarks/results/fuzz-<commit>.json)")
+    args = ap.parse_args(argv)
+    per = [(args.cases // args.jobs + (k < args.cases % args.jobs), args.seed + k) for k in range(args.jobs)]
+    start = time.time()
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        parts = pool.map(_job, per)
+    stats = collections.Counter()
+    for p in parts:
+        stats.update(p["stats"])
+    failures = [f for p in parts for f in p["failures"]]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = {"commit": commit, "cases": sum(stats.values()), "stats": dict(stats),
+              "distinct_programs_per_job": [p["programs"] for p in parts], "seconds": round(time.time() - start),
+              "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
+              "failures": failures}
+    out = Path(args.out or Path(__file__).parent / "results" / f"fuzz-{commit or 'local'}.json")
+    out.write_text(json.dumps(result, indent=1))
+    print(f"{result['cases']} cases in {result['seconds']} s: {dict(stats)}; distinct programs per job "
+          f"{result['distinct_programs_per_job']}; written to {out}")
+    for f in failures[:50]:
+        print(f"{f['what']}: {f['source']!r} {f['formats']} -> {f['out_format']} {f['dtypes']}: {f['message']}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
