@@ -93,7 +93,7 @@ def _operand(x) -> _Operand | None:
 
 def _sample(op: _Operand):
     """A stand-in that numpy promotes as it would the operand (Python scalars stay weak)."""
-    return op.value if op.kind == "scalar" else np.zeros(1, op.value.dtype)
+    return op.value if op.kind == "scalar" else np.ones(1, op.value.dtype)
 
 
 def _storable(dt) -> np.dtype:
