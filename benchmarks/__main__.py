@@ -16,7 +16,7 @@ from .cases import kernel_cases
 from .peers import PEERS, storage_bytes
 from .timing import err, fmt_time, interleaved, machine_info, print_case, result_tag, write_json
 
-SPECIAL = ["compile_time", "peak_memory"]
+SPECIAL = ["compile_time", "peak_memory", "compute_overhead"]
 
 
 def correct(result, expected) -> bool:
@@ -141,6 +141,29 @@ def run_compile_time() -> dict:
     return rec
 
 
+def run_compute_overhead(quick) -> dict:
+    """sd.compute's per-call cost on a 100x100 CSR SpMV against the same compiled kernel's call
+    (issue: within 3x; it caches its kernel by expression, its plans by the operands)."""
+    import timeit
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    import sparsedsl as sd
+
+    A = sd.asformat(sp.random(100, 100, density=0.05, format="csr", random_state=0), "csr")
+    x = np.ones(100)
+    kernel = sd.compile("y[i] = A[i,j] * x[j]", A="csr")
+    kernel(A=A, x=x), sd.compute("y[i] = A[i,j] * x[j]", A=A, x=x)
+    n = 200 if quick else 5000
+    times = {"kernel_call": lambda: kernel(A=A, x=x), "compute": lambda: sd.compute("y[i] = A[i,j] * x[j]", A=A, x=x)}
+    res = {k: min(timeit.repeat(f, number=n, repeat=7)) / n for k, f in times.items()}
+    res["ratio"] = res["compute"] / res["kernel_call"]
+    return {"name": "compute_overhead", "desc": "sd.compute vs compiled kernel call, 100x100 CSR SpMV",
+            "result": res, "extra_lines": [f"compute {res['compute'] * 1e6:.2f} us, kernel call "
+                                           f"{res['kernel_call'] * 1e6:.2f} us: {res['ratio']:.2f}x"]}
+
+
 def run_peak_memory(impls, quick) -> dict:
     res = probes.peak_memory(impls, quick)
     rec = {
@@ -211,6 +234,8 @@ def main(argv=None) -> int:
     for name in names:
         if name == "compile_time":
             rec = run_compile_time()
+        elif name == "compute_overhead":
+            rec = run_compute_overhead(args.quick)
         elif name == "peak_memory":
             impls = ["sparsedsl"] + (
                 ["scipy"] if args.quick else [n for n in loaded if n not in ("sparsedsl", "finch")]

@@ -9,6 +9,7 @@ and cached by the operands' formats and dtypes.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -110,7 +111,7 @@ class Kernel:
             elif t is np.ndarray or t is cuda_cupy.array_type():  # (None until cupy is imported)
                 if not _dense_as_is(v, p):
                     return None
-                key.append((p.name, v.shape, v.dtype))
+                key.append((p.name, v.shape, v.dtype, False))  # as plan() keys it (False: not a Python number)
                 if t is np.ndarray:
                     host = True
                 else:
@@ -502,8 +503,15 @@ def compute(expr: str, operands: dict | None = None, /, *, out_format=None, back
     Operands go by keyword or in a dict after the expression, where any name works, an option's
     too: ``compute("y[i] = backend[i,j] * x[j]", {"backend": B, "x": x})``.
     """
-    kernel = compile(expr, out_format=out_format)
+    kernel = _compiled(expr, out_format)
     return kernel(*(() if operands is None else (operands,)), backend=backend, **more_operands)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(expr: str, out_format) -> Kernel:
+    """``compute``'s kernels, kept by expression and output format; each keeps its plans by the
+    operands' formats, dtypes and backend, so a repeated call costs a compiled kernel's call."""
+    return compile(expr, out_format=out_format)
 
 
 def sparse_kernel(fn=None, /, *, schedule: dict | None = None):
@@ -525,9 +533,12 @@ def sparse_kernel(fn=None, /, *, schedule: dict | None = None):
     return decorate if fn is None else decorate(fn)
 
 
-def explain(kernel: Kernel, /, *args, backend: str | None = None, **kwargs) -> str:
-    """The loop order, co-iteration, workspaces and generated source of ``kernel`` for these operands.
-    With ``backend="cuda"`` the kernel runs once first: CUDA source is specialised at the first call."""
+def explain(kernel: Kernel | str, /, *args, backend: str | None = None, **kwargs) -> str:
+    """The loop order, co-iteration, workspaces and generated source of ``kernel`` (or of an
+    expression, as ``compute`` takes it) for these operands. With ``backend="cuda"`` the kernel runs
+    once first: CUDA source is specialised at the first call."""
+    if isinstance(kernel, str):
+        kernel = _compiled(kernel, kwargs.pop("out_format", None))
     backend = _backend(backend, args, kwargs)
     bound = kernel.bind(args, kwargs, backend)
     plan = kernel.plan(bound, backend)

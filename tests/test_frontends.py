@@ -212,3 +212,19 @@ def test_compiled_union_with_constant_matches_reference_small():
     # the implicit sum wraps the product only (TACO's rule): A·x + 1, not Σj (A[i,j]·x[j] + 1)
     np.testing.assert_allclose(k.reference(A=A, x=x), [11.0, 61.0])
     np.testing.assert_allclose(k(A=A, x=x), [11.0, 61.0])
+
+
+def test_compute_keeps_its_kernel_and_calls_take_the_fast_path():
+    from sparsedsl import compiler
+
+    a = sparsedsl.asformat(np.eye(4), "csr")
+    x = np.arange(4.0)
+    expr = "y[i] = A[i,j] * x[j] + 0 * x[i]"  # an expression no other test compiles
+    np.testing.assert_allclose(sparsedsl.compute(expr, A=a, x=x), x)
+    before = compiler._compiled.cache_info()
+    np.testing.assert_allclose(sparsedsl.compute(expr, A=a, x=x), x)
+    assert compiler._compiled.cache_info().hits == before.hits + 1
+    kernel = compiler._compiled(expr, None)
+    ready = kernel._bind_ready((), {"A": a, "x": x})
+    assert ready is not None and ready[1] in kernel._plans  # numpy and CSR operands skip binding
+    assert "loop order" in sparsedsl.explain(expr, A=a, x=x)
