@@ -348,25 +348,21 @@ def reduce(kind: str, A: SparseTensor, axis=None):
     src = A.values.reshape(A.shape) if A.format.is_dense else A
     src = _as(src, dtype)
     full = len(axes) == nd
-    # a 0-d result of a 2-D or higher operand does not compile yet (scalar outputs are being fixed in
-    # the language); such full reductions keep dimension 0 and finish over that vector in numpy
-    keep = [] if full and nd == 1 else ([0] if full else [d for d in range(nd) if d not in axes])
+    keep = [d for d in range(nd) if d not in axes]  # none for a full reduction: a 0-d result
     red = [d for d in range(nd) if d not in keep]
     ix, kx, rx = _idx(range(nd)), _idx(keep), ",".join(_INDEX[d] for d in red)
     if kind == "sum":
         out = _cast(np.asarray(run(f"s{kx} = A{ix}", A=src)), dtype)
-        return dtype.type(out.sum(dtype=dtype)) if full else out
+        return dtype.type(out[()]) if full else out
     extent = math.prod(A.shape[d] for d in red)
-    if extent == 0 or (full and A.shape[0] == 0):
+    if extent == 0:
         raise ValueError(f"zero-size reduction: {kind}() of a tensor of shape {A.shape} over axis {axis} has no "
                          f"identity")
-    best = np.asarray(run(f"m{kx} = {kind}[{rx}](A{ix})", A=src))
+    best = np.asarray(run(f"m{kx} = {kind}[{rx}](A{ix})", A=src))  # over stored entries; identity where none
     count = np.asarray(run(f"n{kx} = sum[{rx}](mask(A{ix}, 1))", A=src))
     with_zero = np.maximum(best, 0) if kind == "max" else np.minimum(best, 0)
     out = _cast(np.where(count < extent, with_zero, best), dtype)  # an absent entry is a 0 in the running
-    if full:
-        return dtype.type(out.max() if kind == "max" else out.min())
-    return out
+    return dtype.type(out[()]) if full else out
 
 
 def _axes(axis, nd) -> tuple[int, ...]:
