@@ -56,7 +56,7 @@ def run(expr: str, out_format: Format | None = None, **operands):
 def _signature(v):
     if isinstance(v, SparseTensor):
         return v.format, v.dtype
-    if hasattr(v, "shape") and np.ndim(v):
+    if isinstance(v, np.ndarray) or hasattr(v, "shape") and np.ndim(v):
         return "dense", v.ndim, v.dtype
     return "scalar", np.asarray(v).dtype
 
@@ -73,6 +73,8 @@ class _Operand(NamedTuple):
 def _operand(x) -> _Operand | None:
     """What an operator's operand is; None for what it does not take (the operator then returns
     NotImplemented, so Python tries the other side: a composite's ``__radd__``, say)."""
+    if type(x) is np.ndarray and x.ndim and x.dtype.kind in "biuf":  # the common case, first
+        return _Operand("dense", x, False)
     if isinstance(x, SparseTensor):
         if x.format.is_dense:
             return _Operand("dense", x.values.reshape(x.shape), True)
@@ -112,6 +114,8 @@ def _as(v, dtype):
     """``v`` (tensor, array or scalar) with values of ``dtype``."""
     if isinstance(v, SparseTensor):
         return v if v.dtype == dtype else v.astype(dtype)
+    if type(v) is np.ndarray and v.dtype == dtype and v.flags.c_contiguous:
+        return v
     if hasattr(v, "shape") and np.ndim(v):
         if hasattr(v, "__cuda_array_interface__"):
             return v.astype(dtype, copy=False)
@@ -305,6 +309,15 @@ def _true_entries(stored: SparseTensor, absent: bool, op: str) -> SparseTensor:
 # ---- matmul ---------------------------------------------------------------------------------
 
 
+def _matmul_expr(nd_a, nd_b):
+    ia, ib = ("i" if nd_a == 2 else "") + "j", "j" + ("k" if nd_b == 2 else "")
+    out = ia[:-1] + ib[1:]
+    return f"C[{','.join(out)}] = A[{','.join(ia)}] * B[{','.join(ib)}]", out
+
+
+_MATMUL = {(a, b): _matmul_expr(a, b) for a in (1, 2) for b in (1, 2)}  # (expression, output indices)
+
+
 def matmul(a, b):
     """``a @ b`` for 1-D and 2-D operands. Sparse @ sparse is sparse (csr when 2-D); with a dense
     side the result is a numpy array; a 1-D @ 1-D product is a numpy scalar."""
@@ -313,16 +326,14 @@ def matmul(a, b):
         return NotImplemented
     if "scalar" in (x.kind, y.kind):
         raise ValueError("matmul: an operand is a scalar; use * to scale a tensor")
-    sa, sb = tuple(np.shape(x.value)), tuple(np.shape(y.value))
+    sa, sb = tuple(x.value.shape), tuple(y.value.shape)
     if not (1 <= len(sa) <= 2 and 1 <= len(sb) <= 2):
         raise ValueError(f"matmul: operands must be 1-D or 2-D, got shapes {sa} and {sb}")
     if sa[-1] != sb[0]:
         raise ValueError(f"matmul: shapes {sa} and {sb} are not aligned: {sa[-1]} (dim {len(sa) - 1}) != {sb[0]} "
                          f"(dim 0)")
-    dtype = _storable(np.result_type(_sample(x), _sample(y)))
-    ia, ib = ("i" if len(sa) == 2 else "") + "j", "j" + ("k" if len(sb) == 2 else "")
-    out = ia[:-1] + ib[1:]
-    expr = f"C[{','.join(out)}] = A[{','.join(ia)}] * B[{','.join(ib)}]"
+    dtype = _storable(np.result_type(x.value.dtype, y.value.dtype))
+    expr, out = _MATMUL[len(sa), len(sb)]
     if x.kind == y.kind == "sparse" and out:
         out_format = as_format("csr" if len(out) == 2 else "sparse", len(out))
     else:
