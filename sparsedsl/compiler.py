@@ -47,6 +47,11 @@ class Kernel:
         self._plans: dict = {}
         settings.kernels.add(self)  # sparsedsl.config(check=...) replans it
 
+    def __reduce__(self):
+        # a kernel travels as its program and schedule, never as machine code: the receiving process
+        # plans it again at its first call, loading the compiled statements from its disk cache
+        return Kernel, (self.program, self.schedule)
+
     @property
     def name(self) -> str:
         return self.program.name
