@@ -65,31 +65,30 @@ def _signature(v):
 
 
 class _Operand(NamedTuple):
-    kind: str       # "sparse", "dense" or "scalar"
+    kind: str       # "sparse", "dense" (an array, or a SparseTensor in the dense format) or "scalar"
     value: object   # a SparseTensor (sparse), an array (dense), a Python or numpy scalar
-    tensor: bool    # a SparseTensor in the dense format: elementwise results stay SparseTensors
 
 
 def _operand(x) -> _Operand | None:
     """What an operator's operand is; None for what it does not take (the operator then returns
     NotImplemented, so Python tries the other side: a composite's ``__radd__``, say)."""
     if type(x) is np.ndarray and x.ndim and x.dtype.kind in "biuf":  # the common case, first
-        return _Operand("dense", x, False)
+        return _Operand("dense", x)
     if isinstance(x, SparseTensor):
         if x.format.is_dense:
-            return _Operand("dense", x.values.reshape(x.shape), True)
-        return _Operand("sparse", x, False)
+            return _Operand("dense", x.values.reshape(x.shape))
+        return _Operand("sparse", x)
     if sp.issparse(x):
-        return _Operand("sparse", asformat(x, "csr" if x.ndim == 2 else "sparse"), False)
+        return _Operand("sparse", asformat(x, "csr" if x.ndim == 2 else "sparse"))
     if isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating)):
-        return _Operand("scalar", x, False)
+        return _Operand("scalar", x)
     if isinstance(x, (np.ndarray, list, tuple)):
         arr = np.asarray(x)
         if arr.dtype.kind not in "biuf":
             return None
-        return _Operand("scalar", arr[()], False) if arr.ndim == 0 else _Operand("dense", arr, False)
+        return _Operand("scalar", arr[()]) if arr.ndim == 0 else _Operand("dense", arr)
     if hasattr(x, "__cuda_array_interface__") and hasattr(x, "shape"):
-        return _Operand("dense", x, False)
+        return _Operand("dense", x)
     return None
 
 
