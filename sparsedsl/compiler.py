@@ -171,6 +171,29 @@ class Kernel:
             outs = [o.astype(np.float16) if o.dtype == np.float32 and isinstance(o, np.ndarray) else o for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def stages(self, /, *args, backend: str | None = None, **kwargs) -> dict:
+        """Each pipeline stage's output for these operands, by name (for ``explain``, the REPL's
+        ``:show`` and the notebook widgets):
+
+        ``"parsed"``: the program as written (``lang.ast.Program``); ``"checked"``: bound to the
+        operands, implicit sums placed, types of every tensor (``lang.check.Checked``);
+        ``"rewritten"``: composites expanded, nested reductions hoisted into temporaries;
+        ``"loop_ir"``: one ``lang.loopir.Function`` per statement (``loopir.dump`` prints them);
+        ``"source"``: the backend's source per statement (for ``backend="cuda"`` after one run,
+        which specialises it); ``"notes"``: what the rewrite decided (contraction orders), and
+        ``"statement_notes"``: per statement, the schedule's decisions, as ``explain`` prints them.
+        """
+        backend = _backend(backend, args, kwargs)
+        bound = self.bind(args, kwargs, backend)
+        plan = self.plan(bound, backend)
+        if backend == "cuda":
+            plan.run(bound)
+        return {"parsed": self.program, "checked": plan.checked, "rewritten": plan.rewritten,
+                "loop_ir": [low.function for _, low, _, _ in plan.steps],
+                "source": [str(source) for _, _, _, source in plan.steps],
+                "notes": list(plan.rewritten.notes),
+                "statement_notes": [list(low.notes) for _, low, _, _ in plan.steps]}
+
     def reference(self, /, *args, **kwargs):
         """Evaluate with the dense interpreter (the test oracle) instead of compiled code."""
         bound = self.bind(args, kwargs)
@@ -544,13 +567,8 @@ def explain(kernel: Kernel | str, /, *args, backend: str | None = None, **kwargs
     once first: CUDA source is specialised at the first call."""
     if isinstance(kernel, str):
         kernel = _compiled(kernel, kwargs.pop("out_format", None))
-    backend = _backend(backend, args, kwargs)
-    bound = kernel.bind(args, kwargs, backend)
-    plan = kernel.plan(bound, backend)
-    if backend == "cuda":
-        plan.run(bound)
-    parts = list(plan.rewritten.notes)
-    for _, low, _, source in plan.steps:
-        parts += low.notes
-        parts.append(str(source))
+    stages = kernel.stages(*args, backend=backend, **kwargs)
+    parts = list(stages["notes"])
+    for notes, source in zip(stages["statement_notes"], stages["source"]):
+        parts += notes + [source]
     return "\n".join(parts)

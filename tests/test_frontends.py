@@ -228,3 +228,20 @@ def test_compute_keeps_its_kernel_and_calls_take_the_fast_path():
     ready = kernel._bind_ready((), {"A": a, "x": x})
     assert ready is not None and ready[1] in kernel._plans  # numpy and CSR operands skip binding
     assert "loop order" in sparsedsl.explain(expr, A=a, x=x)
+
+
+def test_stages_name_each_pipeline_output():
+    from sparsedsl.lang import loopir
+    from sparsedsl.lang.check import Checked
+
+    a = sparsedsl.asformat(sp.random(6, 5, density=0.4, format="csr", random_state=0), "csr")
+    k = sparsedsl.compile("y[i] = max[j](A[i,j]) + x[i]", A="csr")
+    stages = k.stages(A=a, x=np.ones(6))
+    assert stages["parsed"] is k.program
+    assert isinstance(stages["checked"], Checked) and isinstance(stages["rewritten"], Checked)
+    # the nested max is hoisted into a temporary: two statements, each with loop IR and source
+    assert len(stages["rewritten"].statements) == 2 == len(stages["loop_ir"]) == len(stages["source"])
+    assert all(isinstance(f, loopir.Function) and loopir.dump(loopir.Module([f], f.name)) for f in stages["loop_ir"])
+    assert all("def stmt" in src for src in stages["source"])
+    assert any("loop order" in n for notes in stages["statement_notes"] for n in notes)
+    assert sparsedsl.explain(k, A=a, x=np.ones(6)).count("def stmt") == 2
