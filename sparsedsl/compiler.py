@@ -531,7 +531,10 @@ def compute(expr: str, operands: dict | None = None, /, *, out_format=None, back
     Operands go by keyword or in a dict after the expression, where any name works, an option's
     too: ``compute("y[i] = backend[i,j] * x[j]", {"backend": B, "x": x})``.
     """
-    kernel = _compiled(expr, out_format)
+    try:
+        kernel = _compiled(expr, out_format)
+    except TypeError:  # an unhashable out_format: compile() says what it takes
+        kernel = compile(expr, out_format=out_format)
     return kernel(*(() if operands is None else (operands,)), backend=backend, **more_operands)
 
 

@@ -519,7 +519,7 @@ def test_fast_binding_keys_device_operands_under_cuda_and_sends_mixed_ones_to_bi
     assert kernel._bind_ready((), {"A": A, "x": dx}) is None  # host A, device x: bind moves A
     device_A = sd.SparseTensor(A.format, A.shape, A.levels, A.values.view(DeviceArray), check=False)
     values, key = kernel._bind_ready((), {"A": device_A, "x": dx})
-    assert key[0] == "cuda" and key[1:] == (("A", A.shape, A.dtype, A.format), ("x", (5,), x.dtype))
+    assert key[0] == "cuda" and key[1:] == (("A", A.shape, A.dtype, A.format), ("x", (5,), x.dtype, False))
     assert kernel._bind_ready((), {"A": device_A, "x": dx[::-1]}) is None  # not C-contiguous: bind copies it
 
 
