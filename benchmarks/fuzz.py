@@ -3,9 +3,10 @@ each compiled and run on random operands and compared with the reference interpr
 
     python -m benchmarks.fuzz --cases 10000 --jobs 2
 
-Prints and writes (``benchmarks/results/fuzz-*.json``) how many cases agreed, how many programs the
-language refused with a DSLError/FormatError, how many distinct programs were drawn, and every
-disagreement or crash with its program, formats and operand dtypes. Exits non-zero on any.
+Prints and writes (``benchmarks/results/fuzz.json``; each job checkpoints to ``fuzz.json.jobN``)
+how many cases agreed, how many programs the language refused with a DSLError/FormatError, how many
+distinct programs were drawn, and every disagreement or crash with its program, formats and operand
+dtypes. Exits non-zero on any.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 
 def _job(args) -> dict:
-    cases, seed = args
+    cases, seed, checkpoint = args
     warnings.simplefilter("ignore")
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as fixed_seed
@@ -32,6 +33,10 @@ def _job(args) -> dict:
 
     stats, programs_seen, failures = collections.Counter(), set(), []
 
+    def save():  # every 100 cases, so a run stopped early still says what it checked
+        Path(checkpoint).write_text(json.dumps({"stats": dict(stats), "programs": len(programs_seen),
+                                                "failures": failures}))
+
     @fixed_seed(seed)
     @settings(max_examples=cases, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
@@ -39,6 +44,8 @@ def _job(args) -> dict:
     def run(case):
         source, formats, values, out_format = case
         programs_seen.add((source, tuple(sorted(formats.items())), out_format))
+        if sum(stats.values()) % 100 == 0:
+            save()
         try:
             stats[check_program(*case)] += 1
         except AssertionError as exc:
@@ -49,6 +56,7 @@ def _job(args) -> dict:
             failures.append(_describe(case, f"crash: {type(exc).__name__}", exc))
 
     run()
+    save()
     return {"stats": dict(stats), "programs": len(programs_seen), "failures": failures}
 
 
@@ -66,7 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON file (default benchmarks/results/fuzz-<commit>.json)")
     args = ap.parse_args(argv)
-    per = [(args.cases // args.jobs + (k < args.cases % args.jobs), args.seed + k) for k in range(args.jobs)]
+    out = Path(args.out or Path(__file__).parent / "results" / "fuzz.json")
+    per = [(args.cases // args.jobs + (k < args.cases % args.jobs), args.seed + k, f"{out}.job{k}")
+           for k in range(args.jobs)]
     start = time.time()
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         parts = pool.map(_job, per)
@@ -79,7 +89,6 @@ def main(argv=None) -> int:
               "distinct_programs_per_job": [p["programs"] for p in parts], "seconds": round(time.time() - start),
               "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
               "failures": failures}
-    out = Path(args.out or Path(__file__).parent / "results" / f"fuzz-{commit or 'local'}.json")
     out.write_text(json.dumps(result, indent=1))
     print(f"{result['cases']} cases in {result['seconds']} s: {dict(stats)}; distinct programs per job "
           f"{result['distinct_programs_per_job']}; written to {out}")

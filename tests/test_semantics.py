@@ -211,3 +211,20 @@ def test_dtypes_follow_numpy_promotion():
     assert sd.compute("y[i] = x[i] * 2", x=np.arange(4, dtype=np.int32)).dtype == np.int32
     assert sd.compute("s[i] = sum[j](A[i,j] > 0)", A=np.eye(3)).dtype == np.int64  # a count
     np.testing.assert_array_equal(sd.compute("y[i] = x[i] * a", x=x32, a=2.5), x32 * 2.5)
+
+
+# ---- bugs the differential fuzz found (each a program that disagreed with the interpreter) ----------
+
+def test_unrolled_sum_of_comparisons_keeps_each_comparison_whole():
+    a = np.random.default_rng(0).random((7, 3))  # 7 rows: four-way unrolled loop plus a remainder
+    k = sd.compile("y[] = A[j,k] != A[j,k]")
+    check(k, 0, A=a)
+    check(sd.compile("y[] = sum[i,j](A[i,j] == A[i,j])"), a.size, A=a)
+
+
+def test_weak_scalar_survives_hoisting():
+    a = np.random.default_rng(1).random((4, 3)).astype(np.float32)
+    k = sd.compile("y[] = s / A[j,i]", A="csc")  # the sum over A is hoisted into a temporary
+    got = k(A=sd.asformat(a, "csc"), s=2.0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, 2.0 / a.sum(), rtol=1e-5)

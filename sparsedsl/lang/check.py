@@ -74,8 +74,8 @@ class Checked:
     extents: dict[str, int] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
-    weak: frozenset = frozenset()  # scalar parameters given as Python numbers (weak in numpy's promotion)
     temporaries: tuple[str, ...] = ()
+    weak: frozenset = frozenset()  # scalar parameters given as Python numbers (weak in numpy's promotion)
     # set by the rewrite stage when composite operands were expanded (see lang/rewrite.py):
     derived: dict = field(default_factory=dict)  # input name -> how it is made from the bound operands
     reshaped: dict = field(default_factory=dict)  # output name -> its TensorType before index splitting
@@ -146,7 +146,7 @@ class _Checker:
                 raise DSLError(f"output {o.name!r} is never assigned", o.span)
         p = replace(p, statements=tuple(placed))
         return Checked(p, statements, self.types, self.scalars, self.extents,
-                       tuple(q.name for q in p.params), tuple(outputs), tuple(temps), frozenset(self.weak))
+                       tuple(q.name for q in p.params), tuple(outputs), tuple(temps), weak=frozenset(self.weak))
 
     # ---- parameters ---------------------------------------------------------------------
     def bind_param(self, prm: A.Param):

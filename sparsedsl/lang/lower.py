@@ -886,7 +886,7 @@ def _unroll_axpys(stmts) -> list:
 
         groups = [entry(u) for u in range(UNROLL)]
         terms = [t for _, t in groups]
-        total = " + ".join(f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2]))
+        total = " + ".join(f"(({a}) + ({b}))" for a, b in zip(terms[::2], terms[1::2]))  # terms may be comparisons
         return [Assign(f.var, f.start), Assign(end, f.stop),
                 While(f"{f.var} + {UNROLL - 1} < {end}",
                       [a for stmts, _ in groups for a in stmts]
