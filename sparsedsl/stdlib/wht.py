@@ -107,6 +107,8 @@ def fwht(x, *, axis=-1):
         raise ValueError(f"The 'axis' parameter of fwht() must be an int in [{-x.ndim}, {x.ndim}) for x of shape "
                          f"{tuple(x.shape)}; got {axis!r}")
     n = _log2_length(x.shape[axis], f"The length of x along axis {axis}")
+    if x.dtype.kind == "c":  # kernels take real storage; the transform is linear
+        return fwht(x.real, axis=axis) + 1j * fwht(x.imag, axis=axis)
     if x.dtype.kind in "biu":
         x = x.astype(np.int64)
     elif x.dtype.kind not in "fc":
