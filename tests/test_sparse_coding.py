@@ -3,6 +3,8 @@ and the claims of the papers it implements (issue 15). Sizes are small; speed li
 benchmarks/stdlib_sparse_coding.py."""
 
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,203 @@ def test_non_convergence_warns_and_names_max_iter():
     X = np.random.default_rng(0).standard_normal((3, 20))
     with pytest.warns(sc.ConvergenceWarning, match="max_iter=3"):
         sc.ista(X, D, alpha=0.1, max_iter=3, tol=1e-12)
+
+
+# ---- dictionary learning ------------------------------------------------------------------------
+
+
+def _planted(n, n_atoms=30, n_features=16, k=3, seed=0):
+    D0 = _dictionary(n_atoms, n_features, seed)
+    return _sparse_signals(D0, n, k, 0.01, seed + 1), D0
+
+
+def _recovered(D, D0, threshold=0.99):
+    return int((np.abs(D @ D0.T).max(axis=0) > threshold).sum())
+
+
+@pytest.mark.parametrize("update", ["ksvd", "mod"])
+def test_dict_learning_recovers_a_planted_dictionary_and_its_objective_decreases(update):
+    X, D0 = _planted(800)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sc.ConvergenceWarning)
+        C, D, history = sc.dict_learning(X, n_components=30, n_nonzero_coefs=3, update=update, max_iter=30,
+                                         random_state=0)
+    assert isinstance(C, sd.SparseTensor) and C.shape == (800, 30) and D.shape == (30, 16)
+    np.testing.assert_allclose(np.linalg.norm(D, axis=1), 1.0)
+    assert history[-1] < 0.2 * history[0]
+    assert _recovered(D, D0) >= 20  # of 30 planted atoms, to |cos| > 0.99
+
+
+def test_minibatch_dictionary_learning_is_no_worse_than_scikit_learn_at_equal_sparsity():
+    """Both learn 30 atoms over the same epochs; each dictionary is scored by scikit-learn's own OMP
+    at 3 nonzeros on held-out signals (the china.jpg comparison at full size is in the benchmark)."""
+    from sklearn.decomposition import MiniBatchDictionaryLearning as SkMiniBatch
+    from sklearn.decomposition import sparse_encode as sk_encode
+
+    X, _ = _planted(1200)
+    train, test = X[:1000], X[1000:]
+
+    def error(D):
+        C = sk_encode(test, D, algorithm="omp", n_nonzero_coefs=3)
+        return np.linalg.norm(test - C @ D) / np.linalg.norm(test)
+
+    ours = sc.MiniBatchDictionaryLearning(30, n_nonzero_coefs=3, batch_size=100, max_iter=5, random_state=0).fit(train)
+    ref = SkMiniBatch(30, alpha=0.1, batch_size=100, max_iter=5, random_state=0).fit(train)
+    assert error(ours.components_) <= error(ref.components_)
+    assert len(ours.history_) == ours.n_steps_ == 50
+
+
+def test_estimators_follow_the_scikit_learn_protocol():
+    from sklearn.base import clone
+
+    X, _ = _planted(200)
+    for est in (sc.DictionaryLearning(12, n_nonzero_coefs=2, max_iter=3, tol=0, random_state=0),
+                sc.MiniBatchDictionaryLearning(12, n_nonzero_coefs=2, batch_size=50, max_iter=2, random_state=0)):
+        params = est.get_params()
+        assert params["n_components"] == 12 and clone(est).get_params() == params
+        assert est.set_params(n_nonzero_coefs=3) is est and est.n_nonzero_coefs == 3
+        C = est.fit_transform(X)
+        assert isinstance(C, sd.SparseTensor) and C.shape == (200, 12)
+        assert est.components_.shape == (12, 16) and len(est.history_) >= 1
+        assert est.transform(X[:5]).nnz <= 15
+    with pytest.raises(ValueError, match="not fitted"):
+        sc.MiniBatchDictionaryLearning(4).transform(X)
+    with pytest.raises(ValueError, match="'update' parameter must be one of"):
+        sc.DictionaryLearning(4, update="svd").fit(X)
+
+
+def test_partial_fit_streams_batches():
+    X, _ = _planted(300)
+    est = sc.MiniBatchDictionaryLearning(12, n_nonzero_coefs=2, batch_size=50, random_state=0)
+    for b in range(0, 300, 50):
+        est.partial_fit(X[b:b + 50])
+    assert est.n_steps_ == 6 and est.components_.shape == (12, 16)
+
+
+def test_progress_bar_shows_when_verbose(capsys):
+    X, _ = _planted(100)
+    sc.dict_learning(X, n_components=8, n_nonzero_coefs=2, max_iter=2, tol=0, random_state=0, verbose=True)
+    assert "dict_learning" in capsys.readouterr().err
+
+
+# ---- online orthogonal dictionary learning ------------------------------------------------------
+
+
+def test_online_orthogonal_dl_stays_orthogonal_and_its_objective_decreases_on_a_stream():
+    """10⁵ samples from a generator (never stored): D orthogonal to 1e-8 after every step, the
+    per-batch objective decreases, and the planted orthogonal dictionary is found."""
+    n = 16
+    D0, _ = np.linalg.qr(np.random.default_rng(42).standard_normal((n, n)))
+
+    def stream(n_batches, batch, seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(n_batches):
+            yield ((rng.random((batch, n)) < 0.1) * rng.standard_normal((batch, n))) @ D0
+
+    model = sc.OnlineOrthogonalDictionaryLearning(random_state=0)
+    worst = 0.0
+    for batch in stream(50, 2000, 1):
+        model.partial_fit(batch)
+        D = model.components_
+        worst = max(worst, np.abs(D @ D.T - np.eye(n)).max())
+    assert worst < 1e-8
+    h = model.history_
+    assert np.mean(h[-10:]) < np.mean(h[:5]) and model.n_steps_ == 50
+    assert (np.abs(model.components_ @ D0.T).max(axis=1) > 0.95).sum() >= 15
+    codes = model.set_params(n_nonzero_coefs=2).transform(next(stream(1, 10, 2)))
+    assert isinstance(codes, sd.SparseTensor) and codes.nnz <= 20
+
+
+# ---- CoSpaDi ------------------------------------------------------------------------------------
+
+
+def _cospadi_problem(d=64, seed=0):
+    rng = np.random.default_rng(seed)
+    atoms = rng.standard_normal((d, 24))
+    coef = np.zeros((24, d))
+    for j in range(d):
+        coef[rng.choice(24, 3, replace=False), j] = rng.standard_normal(3)
+    W = atoms @ coef + 0.05 * rng.standard_normal((d, d))          # structured (union of subspaces) + random
+    X = rng.standard_normal((512, d)) @ np.diag(np.linspace(0.2, 3, d)) @ np.linalg.qr(rng.standard_normal((d, d)))[0]
+    return W, X
+
+
+@pytest.mark.parametrize("compression", [0.3, 0.5])
+def test_cospadi_beats_data_aware_svd_at_the_same_parameter_count(compression):
+    W, X = _cospadi_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sc.ConvergenceWarning)
+        D, C, info = sc.cospadi(W, X, compression=compression, random_state=0)
+    U, V, ref = sc.data_aware_svd(W, X, compression=compression)
+    budget = (1 - compression) * W.size
+    assert info["params"] <= budget and ref["params"] <= budget
+    assert isinstance(C, sd.SparseTensor) and (np.count_nonzero(C.todense(), axis=0) <= info["s"]).all()
+    out = X @ W
+    assert np.isclose(np.linalg.norm(out - X @ D @ C.todense()) / np.linalg.norm(out), info["relative_output_error"])
+    assert info["relative_output_error"] < ref["relative_output_error"]
+
+
+# ---- Binary Sparse Coding -----------------------------------------------------------------------
+
+
+def _bars(n, pi=0.2, amplitude=1.0, sigma=0.5, seed=0):
+    """The bars test: 5 horizontal and 5 vertical bars on a 5×5 grid, combined by OR, plus noise."""
+    rng = np.random.default_rng(seed)
+    B = np.zeros((10, 5, 5))
+    for i in range(5):
+        B[i, i, :] = 1
+        B[5 + i, :, i] = 1
+    B = B.reshape(10, 25)
+    S = rng.random((n, 10)) < pi
+    return amplitude * ((S @ B) > 0) + sigma * rng.standard_normal((n, 25)), B
+
+
+def test_bsc_recovers_the_bars_and_the_generating_sparsity_and_noise():
+    X, B = _bars(600)
+    model = sc.BinarySparseCoding(10, n_candidates=6, max_active=4, max_iter=60, random_state=0).fit(X)
+    W = model.components_ / np.linalg.norm(model.components_, axis=1, keepdims=True)
+    found = ((B / np.linalg.norm(B, axis=1, keepdims=True)) @ W.T).max(axis=1) > 0.9
+    assert found.sum() >= 9
+    assert abs(model.sparsity_ - 0.2) <= 0.2 * 0.2
+    assert abs(model.noise_ - 0.5) <= 0.2 * 0.5
+    assert model.history_[-1] > model.history_[0]  # the truncated log-likelihood per sample rose
+    codes = model.transform(X[:10])
+    assert isinstance(codes, sd.SparseTensor) and codes.shape == (10, 10)
+
+
+# ---- GPU (cupy) ---------------------------------------------------------------------------------
+
+try:
+    from sparsedsl.backends import cuda_cupy
+
+    HAVE_GPU = cuda_cupy.available()
+except Exception:  # noqa: BLE001
+    HAVE_GPU = False
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("method", ["fista", "hard", "cel0", "lq", "omp"])
+def test_encoders_run_on_cupy_inputs(method):
+    import cupy
+
+    D = _dictionary(40, 20, 0)
+    X = np.random.default_rng(1).standard_normal((16, 20))
+    cpu = sc.sparse_encode(X, D, method=method, alpha=0.2, n_nonzero_coefs=4, max_iter=3000, tol=1e-10)
+    dev = sc.sparse_encode(cupy.asarray(X), cupy.asarray(D), method=method, alpha=0.2, n_nonzero_coefs=4,
+                           max_iter=3000, tol=1e-10)
+    np.testing.assert_allclose(dev.to("cpu").todense() if dev.device == "cuda" else dev.todense(),
+                               cpu.todense(), atol=1e-6)
+
+
+@pytest.mark.gpu
+@gpu
+def test_encoders_run_on_a_kron_dictionary_of_cupy_factors():
+    import cupy
+
+    A, B = _dictionary(6, 4, 1), _dictionary(5, 4, 2)
+    X = np.random.default_rng(3).standard_normal((8, 16))
+    ref = orthogonal_mp(np.kron(A, B).T, X.T, n_nonzero_coefs=4).T
+    got = sc.omp(cupy.asarray(X), sd.kron(cupy.asarray(A), cupy.asarray(B)), n_nonzero_coefs=4)
+    np.testing.assert_allclose(got.to("cpu").todense() if got.device == "cuda" else got.todense(), ref, atol=1e-8)

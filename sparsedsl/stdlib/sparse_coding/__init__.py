@@ -4,9 +4,22 @@ Conventions are scikit-learn's: signals ``X`` (n_samples, n_features), dictionar
 (n_atoms, n_features) with unit-norm rows, codes ``C`` (n_samples, n_atoms), ``X ≈ C D``; the ℓ1
 objective is ``½‖X − CD‖²_F + alpha‖C‖₁``. Codes are csr SparseTensors; dictionaries may be
 dense, sparse or composite (``sd.kron``); cupy inputs run on the GPU.
+
+- encoders (``encoders``): ista, fista, iht (ℓ0), lq, cel0, omp, sparse_encode, nnz_at_error
+- dictionary learning (``learning``): dict_learning (MOD, K-SVD), dict_learning_online,
+  DictionaryLearning, MiniBatchDictionaryLearning
+- OnlineOrthogonalDictionaryLearning (``orthogonal``): streaming Frank–Wolfe
+- cospadi, data_aware_svd (``cospadi``): weight compression on calibration activations
+- BinarySparseCoding (``bsc``): EM with expectation truncation
 """
 
 from ._core import ConvergenceWarning
+from .bsc import BinarySparseCoding
+from .cospadi import cospadi, data_aware_svd
 from .encoders import cel0, fista, iht, ista, lq, nnz_at_error, omp, sparse_encode
+from .learning import DictionaryLearning, MiniBatchDictionaryLearning, dict_learning, dict_learning_online
+from .orthogonal import OnlineOrthogonalDictionaryLearning
 
-__all__ = ["ConvergenceWarning", "cel0", "fista", "iht", "ista", "lq", "nnz_at_error", "omp", "sparse_encode"]
+__all__ = ["BinarySparseCoding", "ConvergenceWarning", "DictionaryLearning", "MiniBatchDictionaryLearning",
+           "OnlineOrthogonalDictionaryLearning", "cel0", "cospadi", "data_aware_svd", "dict_learning",
+           "dict_learning_online", "fista", "iht", "ista", "lq", "nnz_at_error", "omp", "sparse_encode"]
