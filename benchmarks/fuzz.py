@@ -15,16 +15,18 @@ import argparse
 import collections
 import json
 import multiprocessing
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 
 def _job(args) -> dict:
-    cases, seed, checkpoint = args
+    cases, seed, checkpoint, deadline = args
     warnings.simplefilter("ignore")
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as fixed_seed
@@ -44,6 +46,8 @@ def _job(args) -> dict:
     def run(case):
         source, formats, values, out_format = case
         programs_seen.add((source, tuple(sorted(formats.items())), out_format))
+        if time.time() > deadline:
+            return  # out of time: the rest are drawn but not run (and not counted)
         if sum(stats.values()) % 100 == 0:
             save()
         try:
@@ -73,9 +77,23 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON file (default benchmarks/results/fuzz-<commit>.json)")
+    ap.add_argument("--opt", type=int, default=None,
+                    help="numba optimisation level for the fuzz's kernels (NUMBA_OPT; 0 compiles ~2x faster), "
+                         "with a kernel cache of their own so no benchmark loads them")
+    ap.add_argument("--minutes", type=float, default=None, help="stop running cases after this long")
+    ap.add_argument("--engine", choices=("numba", "python"), default="numba",
+                    help="python: the generated kernels run as Python (NUMBA_DISABLE_JIT=1): every stage of "
+                         "the pipeline but numba's own compilation, ~100x more programs an hour")
     args = ap.parse_args(argv)
+    if args.engine == "python":
+        os.environ["NUMBA_DISABLE_JIT"] = "1"
+        os.environ["SPARSEDSL_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "sparsedsl-fuzz-python")
+    if args.opt is not None:  # read by the spawned jobs when they import numba
+        os.environ["NUMBA_OPT"] = str(args.opt)
+        os.environ["SPARSEDSL_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"sparsedsl-fuzz-opt{args.opt}")
     out = Path(args.out or Path(__file__).parent / "results" / "fuzz.json")
-    per = [(args.cases // args.jobs + (k < args.cases % args.jobs), args.seed + k, f"{out}.job{k}")
+    deadline = time.time() + 60 * args.minutes if args.minutes else float("inf")
+    per = [(args.cases // args.jobs + (k < args.cases % args.jobs), args.seed + k, f"{out}.job{k}", deadline)
            for k in range(args.jobs)]
     start = time.time()
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
@@ -85,7 +103,8 @@ def main(argv=None) -> int:
         stats.update(p["stats"])
     failures = [f for p in parts for f in p["failures"]]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"commit": commit, "cases": sum(stats.values()), "stats": dict(stats),
+    result = {"commit": commit, "cases": sum(stats.values()), "stats": dict(stats), "engine": args.engine,
+              "numba_opt": args.opt,
               "distinct_programs_per_job": [p["programs"] for p in parts], "seconds": round(time.time() - start),
               "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
               "failures": failures}

@@ -195,6 +195,28 @@ def chunk_bound(weight, start, stop, chunk, nchunks):
         else:
             hi = mid
     return lo
+
+
+from numba import config as _config
+
+if _config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: the kernels run as Python (the differential fuzz's fast mode)
+    u8 = int
+
+    def prefetch(a, i):
+        pass
+
+    def stream_store(a, i, v):
+        a.reshape(-1)[i] = v
+
+    def store_fence():
+        pass
+
+    def madvise_hugepage(start, length):
+        return 0
+
+    def trailing_zeros(b):
+        b = int(b)
+        return (b & -b).bit_length() - 1
 '''
 
 PREAMBLE = PREAMBLE.replace("{huge_pages}", str(sys.platform.startswith("linux")))  # Linux's MADV_HUGEPAGE
@@ -388,7 +410,8 @@ def _load(body: str, name: str):
     sys.modules[spec.name] = module  # numba's cache re-imports the module by name when loading
     spec.loader.exec_module(module)
     func = getattr(module, name)
-    func._cache = _MachineCodeCache(func.py_func)
+    if hasattr(func, "py_func"):  # (with NUMBA_DISABLE_JIT it is the Python function itself)
+        func._cache = _MachineCodeCache(func.py_func)
     _loaded[k] = func
     return func
 
