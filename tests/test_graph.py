@@ -1,0 +1,143 @@
+"""sparsedsl.stdlib.graph against networkx, numpy/scipy dense linear algebra and the papers' claims."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsedsl as sd
+from sparsedsl.stdlib import graph as sg
+
+nx = pytest.importorskip("networkx")
+
+
+def _rgg(n=400, radius=0.12, seed=0):
+    G = nx.random_geometric_graph(n, radius, seed=seed)
+    return G.subgraph(max(nx.connected_components(G), key=len)).copy()
+
+
+def _dense_laplacian(A):
+    A = np.asarray(A.todense() if sp.issparse(A) else A)
+    return np.diag(A.sum(1)) - A
+
+
+# ---- FastRP ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("beta, weights", [(0.0, (1.0, 1.0, 1.0)), (-0.7, (0.0, 0.5, 2.0, 6.0))])
+def test_fastrp_equals_explicit_similarity_times_projection(beta, weights):
+    G = nx.connected_watts_strogatz_graph(80, 6, 0.2, seed=1)
+    for u, v in G.edges:
+        G[u][v]["weight"] = 1.0 + (u * v) % 5
+    nodes = list(G.nodes)
+    A = nx.to_numpy_array(G, nodelist=nodes)
+    d = A.sum(1)
+    R = sg.very_sparse_projection(80, 16, random_state=0)
+    P = A / d[:, None]  # D^-1 A
+    L = np.diag((d / d.sum()) ** beta)
+    S = sum(a * np.linalg.matrix_power(P, k + 1) for k, a in enumerate(weights)) @ L
+    N = sg.fastrp(G, 16, weights=weights, beta=beta, projection=R)
+    np.testing.assert_allclose(N, S @ R, rtol=0, atol=1e-10)
+
+
+def test_fastrp_rows_follow_node_order_and_kinds_agree():
+    G = nx.relabel_nodes(nx.karate_club_graph(), {i: f"n{33 - i}" for i in range(34)})
+    A = nx.to_scipy_sparse_array(G, nodelist=list(G.nodes), format="csr")
+    N_nx = sg.fastrp(G, 8, random_state=3)
+    np.testing.assert_allclose(sg.fastrp(A, 8, random_state=3), N_nx, atol=1e-12)
+    np.testing.assert_allclose(sg.fastrp(sd.asformat(A, "csr"), 8, random_state=3), N_nx, atol=1e-12)
+    raw = sg.fastrp(G, 8, weights=(1.0,), random_state=3)
+    normed = sg.fastrp(G, 8, weights=(1.0,), normalize=True, random_state=3)
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(normed, raw / np.where(norms > 0, norms, 1), atol=1e-12)
+
+
+def test_fastrp_projection_is_very_sparse_and_scaled():
+    R = sg.very_sparse_projection(10_000, 64, random_state=0)
+    s = np.sqrt(10_000)
+    assert abs((R != 0).mean() - 1 / s) < 0.002
+    assert np.allclose(np.abs(R[R != 0]), np.sqrt(s / 64))
+    assert abs((R ** 2).sum(1).mean() - 1.0) < 0.05  # E ||row||^2 = 1: norms preserved in expectation
+
+
+# ---- effective resistances and spectral sparsification -------------------------------------------
+
+def test_effective_resistances_match_the_pseudoinverse():
+    G = _rgg(120, 0.2, seed=2)
+    A = nx.to_scipy_sparse_array(G, format="csr")
+    Lp = np.linalg.pinv(_dense_laplacian(A))
+    u, v, w, R = sg.effective_resistances(A, n_projections=1500, tol=1e-8, random_state=0)
+    exact = Lp[u, u] + Lp[v, v] - 2 * Lp[u, v]
+    rel = np.abs(R - exact) / exact
+    assert np.median(rel) < 0.05 and rel.max() < 0.3  # JL with k = 1500: ~sqrt(2/k) = 3.7% typical
+    assert abs((w * exact).sum() - (A.shape[0] - 1)) < 1e-6  # Foster's theorem holds for the peer
+
+
+@pytest.mark.parametrize("preconditioner", ["jacobi", "pyamg"])
+def test_spectral_sparsifier_quality_on_a_geometric_graph(preconditioner):
+    if preconditioner == "pyamg":
+        pytest.importorskip("pyamg")
+    G = _rgg(600, 0.12, seed=3)
+    A = nx.to_scipy_sparse_array(G, format="csr")
+    H = sg.spectral_sparsify(A, 0.3, random_state=0, preconditioner=preconditioner)
+    assert isinstance(H, sp.csr_array)
+    ratio = sg.laplacian_quadratic_ratio(A, H, random_state=1)
+    assert 0.7 <= ratio.min() and ratio.max() <= 1.3
+    assert H.nnz < 0.5 * A.nnz
+    assert sp.csgraph.connected_components(H)[0] == 1
+    # Unbiased: over seeds, the mean sparsifier's Laplacian approaches G's (checked on one random x).
+    x = np.random.default_rng(5).standard_normal(A.shape[0])
+    LG = _dense_laplacian(A)
+    mean_q = np.mean([x @ _dense_laplacian(sg.spectral_sparsify(A, 0.3, random_state=s)) @ x for s in range(8)])
+    assert abs(mean_q / (x @ LG @ x) - 1) < 0.03
+
+
+def test_spectral_sparsify_keeps_the_input_kind():
+    G = _rgg(200, 0.2, seed=4)
+    nx.set_node_attributes(G, "x", "tag")
+    H = sg.spectral_sparsify(G, 0.5, random_state=0)
+    assert isinstance(H, nx.Graph) and set(H.nodes) == set(G.nodes) and H.nodes[next(iter(G.nodes))]["tag"] == "x"
+    assert 0 < H.number_of_edges() < G.number_of_edges() and nx.is_connected(H)
+    assert all(d["weight"] > 0 for _, _, d in H.edges(data=True))
+    A = nx.to_scipy_sparse_array(G, format="csr")
+    T = sg.spectral_sparsify(sd.asformat(A, "csr"), 0.5, random_state=0)
+    assert isinstance(T, sd.SparseTensor) and T.shape == A.shape
+    M = sg.spectral_sparsify(sp.coo_matrix(A), 0.5, random_state=0)
+    assert isinstance(M, sp.coo_matrix)
+    np.testing.assert_allclose(M.toarray(), T.todense())  # same seed, same graph: same sparsifier
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sg.spectral_sparsify(nx.DiGraph([(0, 1)]), 0.3), "undirected"),
+    (lambda: sg.spectral_sparsify(sp.csr_matrix(np.triu(np.ones((4, 4)))), 0.3), "symmetric"),
+    (lambda: sg.spectral_sparsify(nx.path_graph(4), 1.5), "epsilon"),
+    (lambda: sg.spectral_sparsify(nx.path_graph(4), 0.3, preconditioner="ilu"), "preconditioner"),
+    (lambda: sg.teddy(nx.path_graph(4), keep=1.5), "keep"),
+    (lambda: sg.fastrp(nx.path_graph(4), 0), "dim"),
+    (lambda: sg.fastrp([[0, 1], [1, 0]], 2), "networkx.Graph"),
+])
+def test_bad_parameters_are_refused(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+# ---- TEDDY -----------------------------------------------------------------------------------------
+
+def test_teddy_keeps_the_edges_of_largest_edge_degree_score():
+    G = nx.barabasi_albert_graph(300, 3, seed=0)
+    deg = dict(G.degree)
+    ghat = {i: sum(1 / np.sqrt(deg[j]) for j in G[i]) / deg[i] for i in G}
+    score = {frozenset(e): ghat[e[0]] / deg[e[0]] * ghat[e[1]] / deg[e[1]] for e in G.edges}
+    H = sg.teddy(G, keep=0.3)
+    kept = {frozenset(e) for e in H.edges}
+    assert len(kept) == round(0.3 * G.number_of_edges())
+    worst_kept = min(score[e] for e in kept)
+    best_dropped = max(s for e, s in score.items() if e not in kept)
+    assert worst_kept >= best_dropped
+    assert set(H.nodes) == set(G.nodes)
+
+
+def test_teddy_counts_and_kinds():
+    A = nx.to_scipy_sparse_array(nx.star_graph(5), format="csr")
+    H = sg.teddy(A, keep=2)
+    assert isinstance(H, sp.csr_array) and H.nnz == 4
+    T = sg.teddy(sd.asformat(A, "csr"), keep=1.0)
+    np.testing.assert_array_equal(T.todense(), A.toarray())
