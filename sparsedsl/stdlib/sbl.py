@@ -130,7 +130,7 @@ def sbl(Phi, y, *, max_iter=1000, tol=1e-6, noise_var=None):
                          f"a composite); got {type(Phi).__name__}")
     m, n = Phi.shape
     xp = _array_module(Phi, y)
-    y = xp.asarray(_check_common("sbl", y if xp is np else y.get(), m, max_iter, tol, noise_var))
+    y = xp.asarray(_check_common("sbl", y.get() if hasattr(y, "get") else y, m, max_iter, tol, noise_var))
     learn = noise_var is None
     sigma2 = 0.1 * float(xp.var(y)) + 1e-12 if learn else float(noise_var)
     gamma = xp.ones(n)
