@@ -13,7 +13,12 @@ Cases (peers timed in the same run, ratios printed, JSON written to benchmarks/r
   sbl() per iteration).
 
 --quick shrinks every size (for checking that the script runs on a busy machine); the full run takes
-about 3-5 minutes on a quiet 2-core machine.
+about 3-5 minutes on a quiet 2-core machine. On a loaded machine numba's parallel loops stall at their
+barriers (fwht at 2^16 measured 63 ms with 2 threads at load 9 against 1.5 ms with one, numpy's
+butterfly 6 ms), so for a stable comparison also run it single-threaded:
+``NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python -m benchmarks.stdlib_sbl_wht --out
+benchmarks/results/stdlib-sbl-wht-1thread.json``. The GPU rows alone, on the GPU machine:
+``python -m benchmarks.stdlib_sbl_wht --gpu-only``.
 """
 
 # ruff: noqa: B023 (the timed closures are called inside the loop iteration that defines them)
