@@ -194,12 +194,14 @@ def spright(sample, n, K, *, snr_db=None, noise_var=None, n_stages=3, n_bins=Non
               \\text{observed: } x[m] + w[m] \\text{ for chosen } m
 
     Each of ``n_stages`` stages draws a random full-rank subsampling matrix M (n × b over GF(2)) and
-    reads the signal at M·l ⊕ d for l < B = 2^b and every offset d of a set of P = n_repeats·(n + 1)
-    offsets (random bases r and r ⊕ eᵢ for each bit i). A B-point ``fwht`` of each sample set puts in
-    bin j the sum of the coefficients X[k] with Mᵀk = j, each signed by (-1)^⟨k,d⟩. A bin is a
-    singleton when one (k, X[k]) explains its P values within the noise (k's bits come from the signs
-    of U[r ⊕ eᵢ]·U[r], summed over the bases); found coefficients are subtracted from their bins in
-    every stage (peeling) until no bin is left to explain.
+    reads the signal at M·l ⊕ d for l < B = 2^b and every offset d of a set of P = n_repeats·(n − b + 1)
+    offsets: random bases r and r ⊕ wᵢ, where the wᵢ complete M's columns to a basis of GF(2)ⁿ. A
+    B-point ``fwht`` of each sample set puts in bin j the sum of the coefficients X[k] with Mᵀk = j,
+    each signed by (-1)^⟨k,d⟩. A bin is a singleton when one (k, X[k]) explains its P values within the
+    noise: the bin gives Mᵀk, the signs of U[r ⊕ wᵢ]·U[r] (summed over the bases) give ⟨k, wᵢ⟩, and
+    one GF(2) solve gives k. Found coefficients are subtracted from their bins in every stage
+    (peeling) until no bin holds energy above the noise. When the design would read N positions or
+    more (small N, large K) the whole signal is read and transformed instead.
 
     Parameters
     ----------
