@@ -61,7 +61,8 @@ def fista(X, D, *, alpha=1.0, max_iter=1000, tol=1e-6, init=None) -> SparseTenso
 
     References
     ----------
-    Beck, Teboulle, "A Fast Iterative Shrinkage-Thresholding Algorithm for Linear Inverse Problems", 2009.
+    Beck, Teboulle, "A Fast Iterative Shrinkage-Thresholding Algorithm for Linear Inverse Problems", 2009;
+    O'Donoghue, Candès, "Adaptive Restart for Accelerated Gradient Schemes", 2015 (the momentum restart).
 
     >>> fista(np.array([[2.0, 0.5, -3.0]]), np.eye(3), alpha=1.0).todense()
     array([[ 1.,  0., -2.]])
@@ -167,6 +168,10 @@ def _proximal(X, D, penalty, *, alpha, max_iter, tol, init, accelerate, q=0.5):
     for _ in range(max_iter):
         Z_new = kernel(Y=Y, G=G, B=B, s=step, **extra)
         if accelerate:
+            # adaptive restart (O'Donoghue & Candès 2015): drop the momentum when the step went uphill
+            # (⟨Y − Z_new, Z_new − Z⟩ > 0); on patch problems it cut FISTA's iterations several-fold
+            if float(xp.vdot(Y - Z_new, Z_new - Z)) > 0:
+                t_k = 1.0
             t_next = (1.0 + math.sqrt(1.0 + 4.0 * t_k * t_k)) / 2.0
             Y = MOMENTUM(Z=Z_new, P=Z, m=(t_k - 1.0) / t_next)
             t_k = t_next
