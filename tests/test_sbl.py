@@ -42,10 +42,13 @@ def test_sbl_recovers_a_10_sparse_vector_at_20db_with_a_nonincreasing_cost():
     assert mean is res.mean and gamma.shape == (256,) and noise_var > 0 and np.all(cov_diag >= -1e-12)
 
 
-@pytest.mark.parametrize("kind", ["dense", "csr", "lowrank"])
+@pytest.mark.parametrize("kind", ["dense", "csr", "lowrank", "kron"])
 def test_sbl_e_step_matches_the_closed_form_for_any_dictionary(kind):
     rng = np.random.default_rng(1)
-    if kind == "lowrank":
+    if kind == "kron":  # plain SBL on a Kronecker dictionary: unstructured gamma, Phi still not formed
+        P1, P2 = rng.standard_normal((6, 10)), rng.standard_normal((5, 5))
+        Phi, dense = sd.kron(P1, P2), np.kron(P1, P2)
+    elif kind == "lowrank":
         U, V = rng.standard_normal((30, 5)), rng.standard_normal((50, 5))
         Phi, dense = sd.lowrank(U, V), U @ V.T
     else:
