@@ -141,3 +141,57 @@ def test_teddy_counts_and_kinds():
     assert isinstance(H, sp.csr_array) and H.nnz == 4
     T = sg.teddy(sd.asformat(A, "csr"), keep=1.0)
     np.testing.assert_array_equal(T.todense(), A.toarray())
+
+
+# ---- DynamicSparsifier -------------------------------------------------------------------------------
+
+def test_dynamic_sparsifier_tracks_the_graph_and_stays_a_sparsifier():
+    G = _rgg(400, 0.15, seed=6)
+    ref = G.copy()
+    ds = sg.DynamicSparsifier(0.3, random_state=0).fit(G)
+    rng = np.random.default_rng(0)
+    nodes = list(G.nodes)
+    for _ in range(5):
+        ins = []
+        while len(ins) < 10:
+            a, b = rng.choice(nodes, 2, replace=False).tolist()
+            if not ref.has_edge(a, b) and (a, b) not in ins and (b, a) not in ins:
+                ins.append((a, b))
+        edges = list(ref.edges)
+        dels = [edges[i] for i in rng.choice(len(edges), 10, replace=False)]
+        ds.insert(ins, weights=np.full(10, 2.0))
+        ds.delete(dels)
+        ref.add_edges_from(ins, weight=2.0)
+        ref.remove_edges_from(dels)
+    Gd, H = ds.graph_, ds.sparsifier_
+    assert {frozenset(e) for e in Gd.edges} == {frozenset(e) for e in ref.edges}  # networkx as the peer
+    assert all(Gd[u][v]["weight"] == ref[u][v].get("weight", 1) for u, v in ref.edges)
+    assert all(Gd.has_edge(u, v) for u, v in H.edges)
+    assert nx.is_connected(H) and H.number_of_edges() < 0.6 * Gd.number_of_edges()
+    ratio = sg.laplacian_quadratic_ratio(Gd, H, random_state=2)
+    assert 0.7 <= ratio.min() and ratio.max() <= 1.3
+
+
+def test_dynamic_sparsifier_keeps_critical_insertions_and_recovers_deletions():
+    A = nx.to_scipy_sparse_array(nx.grid_2d_graph(12, 12), format="csr")
+    ds = sg.DynamicSparsifier(0.3, random_state=0).fit(A)
+    ds.insert([(0, 143)])  # opposite corners: no short path in H, spectrally critical
+    assert ds.sparsifier_[0, 143] == 1.0
+    T = sp.triu(ds.sparsifier_, 1).tocoo()
+    u, v = int(T.row[0]), int(T.col[0])
+    ds.delete([(u, v)])
+    assert sp.csgraph.connected_components(ds.sparsifier_)[0] == 1  # a path in G replaced the lost edge
+    assert ds.graph_[u, v] == 0 and ds.graph_.nnz == A.nnz  # one added, one removed
+
+
+def test_dynamic_sparsifier_refuses_bad_updates():
+    ds = sg.DynamicSparsifier(0.3)
+    with pytest.raises(RuntimeError, match="fit"):
+        ds.insert([(0, 1)])
+    ds.fit(nx.path_graph(5))
+    with pytest.raises(ValueError, match="not an edge"):
+        ds.delete([(0, 3)])
+    with pytest.raises(ValueError, match="not in the graph"):
+        ds.insert([(0, 99)])
+    with pytest.raises(ValueError, match="positive"):
+        ds.insert([(0, 3)], weights=[-1.0])
