@@ -641,10 +641,12 @@ class _Lowering:
             return f"s_{e.name}", "True"
         if isinstance(e, A.Neg):
             v, p = self.value(e.operand, ops)
-            return f"(-{v})", p
+            return (f"(-({v} + 0))" if self.boolean(e.operand) else f"(-{v})"), p  # a boolean counts as 0 or 1
         if isinstance(e, A.BinOp):
             (a, pa), (b, pb) = self.value(e.left, ops), self.value(e.right, ops)
             if e.op in "+-":
+                a = f"({a} + 0)" if self.boolean(e.left) else a  # booleans add as integers, as the checker types them
+                b = f"({b} + 0)" if self.boolean(e.right) else b
                 a = a if pa == "True" else f"({a} if {pa} else 0)"
                 b = b if pb == "True" else f"({b} if {pb} else 0)"
                 return f"({a} {e.op} {b})", self.evaluate(("or", [_lit(pa), _lit(pb)]), {})
@@ -667,7 +669,11 @@ class _Lowering:
         if isinstance(e, A.Access):
             return self.c.types[e.tensor].dtype == np.bool_
         if isinstance(e, A.BinOp):
-            return e.op in ("<", "<=", ">", ">=", "==", "!=")
+            return e.op in ("<", "<=", ">", ">=", "==", "!=") or (
+                e.op == "*" and self.boolean(e.left) and self.boolean(e.right))
+        if isinstance(e, A.Call):
+            args = e.args[1:] if e.fn in ("where", "mask") else e.args
+            return e.fn in ("where", "mask", "abs", "min", "max", "relu") and all(self.boolean(a) for a in args)
         return isinstance(e, A.Literal) and isinstance(e.value, bool)
 
     def leaf(self, ops) -> list:
