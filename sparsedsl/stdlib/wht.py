@@ -81,7 +81,8 @@ def fwht(x, *, axis=-1):
     ----------
     x : array_like or cupy.ndarray
         Any shape; the length along ``axis`` must be a power of two. Integer and boolean inputs are
-        transformed exactly in int64; float32, float64 and complex inputs keep their dtype.
+        transformed exactly in int64; float32, float64 and complex inputs keep their dtype (float16
+        is computed and returned in float32).
     axis : int, default -1
         The axis to transform; every other axis is a batch axis.
 
@@ -325,8 +326,9 @@ def spright(sample, n, K, *, snr_db=None, noise_var=None, n_stages=3, n_bins=Non
             found[kk] = found.get(kk, 0.0) + a
     if not converged:
         warnings.warn(f"spright() stopped after {rounds} peeling rounds with bins it could not explain; the "
-                      f"spectrum may have more than K={K} coefficients: raise 'K' or 'n_bins' (or 'n_repeats' "
-                      f"for noisy samples, 'max_iter' for more rounds)", RuntimeWarning, stacklevel=2)
+                      f"spectrum may have more than K={K} coefficients: raise 'K' or 'n_bins'; for noisy samples "
+                      f"give 'snr_db' or 'noise_var' (now {'given' if sigma2 > 0 else 'taken as noiseless'}) or "
+                      f"raise 'n_repeats'; 'max_iter' allows more rounds", RuntimeWarning, stacklevel=2)
     keep = {kk: a for kk, a in found.items() if a != 0}
     indices = np.array(sorted(keep), dtype=np.int64)
     return SprightResult(indices, np.array([keep[kk] for kk in indices.tolist()], dtype=np.float64),
