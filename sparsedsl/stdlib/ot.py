@@ -38,8 +38,6 @@ _matvec = _compile("y[i] = K[i,j] * x[j]", K="dense", name="matvec")
 _rmatvec = _compile("y[j] = K[i,j] * x[i]", K="dense", name="rmatvec")
 _rowsum = _compile("r[i] = K[i,j]", K="dense", name="rowsum")
 _colsum = _compile("c[j] = K[i,j]", K="dense", name="colsum")
-# Dual objective's O(n^2) term: sum_ij exp((f_i + g_j - M_ij) / reg) without forming the plan.
-_mass = _compile("m[] = sum[i,j](exp((f[i] + g[j] - M[i,j]) * s))", M="dense", name="mass")
 # Log-domain half step: f_i = reg*log(a_i) - reg*logsumexp_j((g_j - M_ij)/reg), max-shifted.
 _softmin_rows = _compile("let m[i] = max[j](g[j] - M[i,j])\n"
                          "f[i] = la[i] - m[i] - e * log(sum[j](exp((g[j] - M[i,j] - m[i]) * s)))",
@@ -83,8 +81,8 @@ def _check_problem(a, b, M, reg, fn: str):
     M = xp.asarray(M)
     if M.ndim != 2:
         raise ValueError(f"{fn}: M must be a 2-D cost matrix; got shape {M.shape}")
-    if not xp.issubdtype(M.dtype, xp.floating) or M.dtype != xp.float64:
-        M = M.astype(xp.float64)
+    if M.dtype != np.float64:
+        M = M.astype(np.float64)
     M = xp.ascontiguousarray(M)
     n, m = M.shape
     a = xp.full(n, 1.0 / n) if a is None or len(a) == 0 else xp.asarray(a, dtype=xp.float64).ravel()
@@ -249,7 +247,7 @@ def _sparsify(P, keep, rng, mass_tol):
     if keep is None:
         desc = xp.sort(sample)[::-1]
         mass = xp.cumsum(desc)
-        k = int(xp.searchsorted(mass, (1.0 - mass_tol) * mass[-1])) + 1
+        k = int(xp.searchsorted(mass, xp.asarray([(1.0 - mass_tol) * _asscalar(mass[-1])]))[0]) + 1
         keep = min(max(k * size // sample.size, 10 * max(P.shape)), int(0.3 * size))
     thr = -math.inf if keep >= size else _asscalar(xp.quantile(sample, 1.0 - keep / size))
     mask = P >= thr
@@ -265,6 +263,8 @@ def _sparsify(P, keep, rng, mass_tol):
         S = csp.csr_matrix((data, cols.astype(xp.int32), indptr.astype(xp.int32)), shape=P.shape)
     St = S.T.tocsr()
     St.sort_indices()
+    # A cupyx matrix becomes a device SparseTensor once per Newton step (sd.asformat converts it on the
+    # host and moves it back), so the conjugate-gradient products find their operand in place.
     return sd.asformat(S, "csr"), sd.asformat(St, "csr")
 
 
