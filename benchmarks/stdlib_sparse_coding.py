@@ -148,7 +148,7 @@ def china_dl_case(quick, reps):
 def beyond_l1_case(D, test, quick):
     from sparsedsl.stdlib import sparse_coding as sc
 
-    X = test[: 200 if quick else 500]
+    X = test[: 100 if quick else 300]
     target = 0.5
     t0 = time.perf_counter()
     nnz = {m: sc.nnz_at_error(X, D, method=m, target=target) for m in ("ista", "hard", "cel0", "lq")}

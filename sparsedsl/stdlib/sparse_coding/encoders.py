@@ -374,7 +374,7 @@ def nnz_at_error(X, D, *, method, target, alphas=None, max_iter=200, tol=1e-4, q
     X, D : signals and dictionary as :func:`sparse_encode`.
     method : a proximal method of :func:`sparse_encode` ("ista", "fista", "hard", "lq", "cel0").
     target : float in (0, 1) — relative error ‖X − CD‖_F / ‖X‖_F to reach.
-    alphas : decreasing array, optional — the grid; default 200 values from max|X·Dᵀ| down by 10⁻⁴.
+    alphas : decreasing array, optional — the grid; default 100 values from max|X·Dᵀ|² down by 10⁻⁴.
 
     Returns
     -------
@@ -393,7 +393,7 @@ def nnz_at_error(X, D, *, method, target, alphas=None, max_iter=200, tol=1e-4, q
     xp = _core.array_module(X, D)
     if alphas is None:
         top = float(xp.abs(CROSS(X=X, D=D)).max()) ** 2
-        alphas = np.geomspace(top, top * 1e-4, 200)
+        alphas = np.geomspace(top, top * 1e-4, 100)
     norm = float(xp.linalg.norm(X))
     import warnings
 
