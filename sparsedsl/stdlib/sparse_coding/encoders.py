@@ -285,7 +285,7 @@ def omp(X, D, *, n_nonzero_coefs=None, tol=None) -> SparseTensor:
                       "those samples keep fewer than n_nonzero_coefs atoms", RuntimeWarning, stacklevel=2)
     keep = xp.arange(s_max)[None, :] < count[:, None]
     gamma = xp.where(keep, gamma, 0.0)
-    return _core.codes_from_support(_core.to_numpy(idx), _core.to_numpy(gamma), n_atoms)
+    return _support_codes(idx, gamma, n_atoms, xp)     # on the GPU when the inputs were
 
 
 def _forward(L, b):
