@@ -329,7 +329,8 @@ def spright(sample, n, K, *, snr_db=None, noise_var=None, n_stages=3, n_bins=Non
                       f"spectrum may have more than K={K} coefficients: raise 'K' or 'n_bins'; for noisy samples "
                       f"give 'snr_db' or 'noise_var' (now {'given' if sigma2 > 0 else 'taken as noiseless'}) or "
                       f"raise 'n_repeats'; 'max_iter' allows more rounds", RuntimeWarning, stacklevel=2)
-    keep = {kk: a for kk, a in found.items() if a != 0}
+    # a k peeled wrongly and later taken back (the bins then show it with the opposite sign) sums to ~0
+    keep = {kk: a for kk, a in found.items() if a * a > threshold}
     indices = np.array(sorted(keep), dtype=np.int64)
     return SprightResult(indices, np.array([keep[kk] for kk in indices.tolist()], dtype=np.float64),
                          n_samples=int(positions.size), time_s=time.perf_counter() - start, n_rounds=rounds,
@@ -394,11 +395,29 @@ class _Stage:
         self.extra = [1 << i for i in range(n) if _insert(basis, 1 << i)]
         self.rows = self.columns.tolist() + self.extra  # A k = (Mᵀk, ⟨k, w⟩)
         self.inverse = np.array(_gf2_inverse(self.rows, n), dtype=np.int64)
-        bases = rng.integers(0, 1 << n, size=repeats, dtype=np.int64)
+        bases = self._bases(rng, repeats)
         shifts = np.array([0] + self.extra, dtype=np.int64)
         self.offsets = (bases[:, None] ^ shifts[None, :]).reshape(-1)  # (repeats * (n - b + 1),)
         self.repeats = repeats
         self.positions = _span(self.columns)[None, :] ^ self.offsets[:, None]  # (P, B)
+
+    def _bases(self, rng, repeats):
+        """Bases r_j whose offset sets r_j ⊕ {0, w_i} fall in pairwise different cosets of span(M) (so every
+        sample is read once and the noise of the P bin values is independent): their coordinates β_j along
+        the w's must differ in at least 3 bits, which random draws achieve unless n - b is tiny."""
+        free = len(self.extra)
+        chosen: list[int] = []
+        for _ in range(100 * repeats):
+            if len(chosen) == repeats:
+                break
+            beta = int(rng.integers(0, 1 << free)) if free else 0
+            if all((beta ^ c).bit_count() >= 3 for c in chosen):
+                chosen.append(beta)
+        while len(chosen) < repeats:  # too few free bits for distinct cosets: take random ones
+            chosen.append(int(rng.integers(0, 1 << free)) if free else 0)
+        in_span = _span(self.columns)[rng.integers(0, 1 << self.b, size=repeats)]
+        return np.array([int(r) ^ sum(w for i, w in enumerate(self.extra) if beta >> i & 1)
+                         for r, beta in zip(in_span.tolist(), chosen)], dtype=np.int64)
 
     def hash(self, k):
         return sum(_parity(k & c).astype(np.int64) << t for t, c in enumerate(self.columns.tolist()))
