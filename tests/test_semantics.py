@@ -203,14 +203,22 @@ def test_float16_computes_in_float32_and_stores_float16():
     np.testing.assert_array_equal(got, (x.astype(np.float32) ** 2 + 1).astype(np.float16))
 
 
-def test_dtypes_follow_numpy_promotion():
-    x32 = np.arange(4, dtype=np.float32)
-    assert sd.compute("y[i] = x[i] > 2", x=x32).dtype == np.bool_
-    assert sd.compute("y[i] = x[i] * a", x=x32, a=2.5).dtype == np.float32        # Python float: weak
-    assert sd.compute("y[i] = x[i] * a", x=x32, a=np.float64(2.5)).dtype == np.float64  # numpy scalar: strong
-    assert sd.compute("y[i] = x[i] * 2", x=np.arange(4, dtype=np.int32)).dtype == np.int32
-    assert sd.compute("s[i] = sum[j](A[i,j] > 0)", A=np.eye(3)).dtype == np.int64  # a count
-    np.testing.assert_array_equal(sd.compute("y[i] = x[i] * a", x=x32, a=2.5), x32 * 2.5)
+@pytest.mark.parametrize("expr,operands,numpy_result", [
+    ("y[i] = x[i] > 2", {"x": np.arange(4, dtype=np.float32)}, lambda x: x > 2),
+    ("y[i] = x[i] * a", {"x": np.arange(4, dtype=np.float32), "a": 2.5}, lambda x, a: x * a),  # weak
+    ("y[i] = x[i] * a", {"x": np.arange(4, dtype=np.float32), "a": np.float64(2.5)}, lambda x, a: x * a),
+    ("y[i] = x[i] * 2", {"x": np.arange(4, dtype=np.int32)}, lambda x: x * 2),
+    ("y[i] = x[i] + 1", {"x": np.arange(4, dtype=np.uint8)}, lambda x: x.astype(np.int64) + 1),  # int64 storage
+    ("s[i] = sum[j](A[i,j] > 0)", {"A": np.eye(3)}, lambda A: (A > 0).sum(axis=1)),  # a count, int64
+    ("y[i] = any[j](A[i,j] > 0)", {"A": np.eye(3)}, lambda A: (A > 0).any(axis=1)),
+    ("y[i] = exp(x[i])", {"x": np.arange(3)}, lambda x: np.exp(x)),  # float64 of integers
+])
+def test_dtypes_follow_numpy_promotion(expr, operands, numpy_result):
+    want = numpy_result(*operands.values())
+    k = sd.compile(expr)
+    for got in (k(**operands), k.reference(**operands)):
+        assert got.dtype == want.dtype, (got.dtype, want.dtype)
+        np.testing.assert_allclose(got, want)
 
 
 # ---- bugs the differential fuzz found (each a program that disagreed with the interpreter) ----------
