@@ -119,7 +119,7 @@ def _powerlaw(n, seed=1):
     return sp.csr_matrix(nx.to_scipy_sparse_array(nx.barabasi_albert_graph(n, 5, seed=seed)))
 
 
-def _lam_max(LA_graph, LB_graph, iters=25, seed=0):
+def _lam_max(LA_graph, LB_graph, iters=20, seed=0):
     """Largest eigenvalue of L_B^+ L_A (power iteration, L_B solved by sparsedsl block CG)."""
     from sparsedsl.tensor import asformat
 

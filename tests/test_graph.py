@@ -195,3 +195,22 @@ def test_dynamic_sparsifier_refuses_bad_updates():
         ds.insert([(0, 99)])
     with pytest.raises(ValueError, match="positive"):
         ds.insert([(0, 3)], weights=[-1.0])
+
+
+def test_non_backtracking_walks_find_the_unique_tree_path():
+    # On a tree a non-backtracking walk that reaches q took the unique path: its resistance is the
+    # path's sum of 1/w (networkx's weighted shortest path as the peer).
+    T = nx.random_labeled_tree(60, seed=1)
+    for u, v in T.edges:
+        T[u][v]["weight"] = 1.0 + (u + v) % 3
+        T[u][v]["resistance"] = 1.0 / T[u][v]["weight"]
+    edges = {(min(u, v), max(u, v)): d["weight"] for u, v, d in T.edges(data=True)}
+    csr = sg._csr_of(edges, 60)
+    pairs = [(0, 1), (2, 30), (5, 59)]
+    R, paths = sg._walk(csr, [p for p, _ in pairs], [q for _, q in pairs], 256, 60, np.random.default_rng(0))
+    for (p, q), r, path in zip(pairs, R, paths):
+        want = nx.shortest_path_length(T, p, q, weight="resistance")
+        hops = nx.shortest_path_length(T, p, q)
+        if np.isfinite(r):
+            assert r == pytest.approx(want) and len(path) == hops
+    assert np.isfinite(R).sum() >= 2
