@@ -216,7 +216,8 @@ def kron_sbl(Phi, y, *, method="am", block_sizes=None, max_iter=1000, tol=1e-6, 
     Parameters
     ----------
     Phi : Kron
-        ``sd.kron(Phi1, Phi2, ...)`` of dense factors Φᵢ of shape (mᵢ, nᵢ); never materialised.
+        ``sd.kron(Phi1, Phi2, ...)`` of factors Φᵢ of shape (mᵢ, nᵢ); never materialised. The factors
+        are small, so GPU factors are brought to the host and the iteration runs there.
     y : ndarray, shape (m₁⋯m_d,)
         The measurements, in kron order (y = vec of Y (m₁, …, m_d), row-major).
     method : {"am", "svd"}, default "am"
@@ -252,7 +253,10 @@ def kron_sbl(Phi, y, *, method="am", block_sizes=None, max_iter=1000, tol=1e-6, 
                          f"{type(Phi).__name__} (use sbl() for an unstructured dictionary)")
     if method not in ("am", "svd"):
         raise ValueError(f"The 'method' parameter of kron_sbl() must be 'am' or 'svd'; got {method!r}")
-    factors = [np.asarray(f.to_numpy() if hasattr(f, "to_numpy") else f, dtype=np.float64) for f in Phi.factors]
+    # the factors are small: device factors come to the host, where the eigendecompositions run anyway
+    factors = [np.asarray(f.to_numpy() if hasattr(f, "to_numpy") else f.get() if hasattr(f, "get") else f,
+                          dtype=np.float64) for f in Phi.factors]
+    Phi = kron(*factors)
     d = len(factors)
     sizes = [f.shape[1] for f in factors]
     if block_sizes is None:
@@ -267,7 +271,7 @@ def kron_sbl(Phi, y, *, method="am", block_sizes=None, max_iter=1000, tol=1e-6, 
     if isinstance(n_sweeps, bool) or not isinstance(n_sweeps, Integral) or n_sweeps < 1:
         raise ValueError(f"The 'n_sweeps' parameter of kron_sbl() must be an int >= 1; got {n_sweeps!r}")
     m = int(np.prod([f.shape[0] for f in factors]))
-    y = _check_common("kron_sbl", y, m, max_iter, tol, noise_var)
+    y = _check_common("kron_sbl", y.get() if hasattr(y, "get") else y, m, max_iter, tol, noise_var)
     learn = noise_var is None
     sigma2 = 0.1 * float(np.var(y)) + 1e-12 if learn else float(noise_var)
     gammas = [np.ones(n) for n in sizes]
