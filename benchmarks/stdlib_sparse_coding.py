@@ -151,10 +151,13 @@ def beyond_l1_case(D, test, quick):
     X = test[: 100 if quick else 300]
     target = 0.5
     t0 = time.perf_counter()
-    nnz = {m: sc.nnz_at_error(X, D, method=m, target=target) for m in ("ista", "hard", "cel0", "lq")}
+    # the l1 codes (ISTA's problem) are solved by FISTA, which reaches the same minimiser in fewer steps
+    nnz = {name: sc.nnz_at_error(X, D, method=m, target=target, max_iter=100)
+           for name, m in (("l1", "fista"), ("hard", "hard"), ("cel0", "cel0"), ("lq", "lq"))}
     return {"case": "beyond_l1", "what": f"nonzeros per patch at relative error {target}, {len(X)} held-out "
-                                         "patches, the learned 100-atom dictionary", "nnz_per_sample": nnz,
-            "claim_holds": bool(nnz["ista"] > max(nnz["hard"], nnz["cel0"])), "wall_s": time.perf_counter() - t0}
+                                         "patches, the learned 100-atom dictionary (l1 = ISTA's problem, "
+                                         "solved by FISTA; hard = l0; lq with q=1/2)", "nnz_per_sample": nnz,
+            "claim_holds": bool(nnz["l1"] > max(nnz["hard"], nnz["cel0"])), "wall_s": time.perf_counter() - t0}
 
 
 def bsc_case(quick):
