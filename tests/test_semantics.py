@@ -236,3 +236,21 @@ def test_weak_scalar_survives_hoisting():
     got = k(A=sd.asformat(a, "csc"), s=2.0)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, 2.0 / a.sum(), rtol=1e-5)
+
+
+def test_nan_propagates_through_max_and_min_as_in_numpy():
+    x = np.array([1.0, np.nan, 3.0])
+    z = np.array([np.nan, 2.0, 0.0])
+    for fn, ufunc in (("max", np.maximum), ("min", np.minimum)):
+        check(sd.compile(f"y[i] = {fn}(x[i], z[i])"), ufunc(x, z), x=x, z=z)
+    check(sd.compile("y[] = max[i](x[i])"), np.nan, x=x)
+
+
+def test_a_nested_reduction_is_dense_even_beside_a_sparse_operand():
+    # the sum over j is a temporary; a sparse z[k] beside it must not make it sparse (absent != 0 here)
+    a = np.array([[0.0, 0.2, 0.8, 0.6], [0.1, 0.4, 0.0, 0.0]])
+    z = np.array([0, 6])
+    k = sd.compile("y[] = where(A[k,j] > 0.5, z[k], A[k,j]) == (0 - z[k])", z="coo")
+    # sum over j binds the where() only; where() is absent where z[k] is, so r = [0 (no terms), 0.1 + 0.4]
+    r = np.array([0.0, 0.5])
+    check(k, int(np.sum(r == 0 - z)), A=a, z=sd.asformat(z, "coo"))  # (0 == 0) + (0.5 == -6) = 1

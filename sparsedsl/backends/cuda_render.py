@@ -118,8 +118,9 @@ __device__ __forceinline__ int sd_trailing_zeros(int x) { return __ffs(x) - 1; }
 __device__ __forceinline__ unsigned sd_trailing_zeros(unsigned x) { return __ffs(x) - 1; }
 __device__ __forceinline__ long long sd_trailing_zeros(long long x) { return __ffsll(x) - 1; }
 __device__ __forceinline__ unsigned long long sd_trailing_zeros(unsigned long long x) { return __ffsll(x) - 1; }
-template <class T> __device__ __forceinline__ T sd_max(T a, T b) { return b > a ? b : a; }
-template <class T> __device__ __forceinline__ T sd_min(T a, T b) { return b < a ? b : a; }
+/* max/min as numpy's maximum/minimum: a NaN on either side is the result */
+template <class T> __device__ __forceinline__ T sd_max(T a, T b) { return (b > a || b != b) ? b : a; }
+template <class T> __device__ __forceinline__ T sd_min(T a, T b) { return (b < a || b != b) ? b : a; }
 template <class T> __device__ __forceinline__ T sd_abs(T x) { return x < 0 ? -x : x; }
 template <class T> __device__ __forceinline__ T sd_sign(T x) { return (T)((x > 0) - (x < 0)); }
 template <class T> __device__ __forceinline__ T sd_floordiv(T a, T b) {

@@ -197,6 +197,16 @@ def chunk_bound(weight, start, stop, chunk, nchunks):
     return lo
 
 
+@njit(inline="always")
+def max(a, b):  # noqa: A001 - numpy's maximum for the kernels below: a NaN on either side is the result
+    return a if (a > b or a != a) else b
+
+
+@njit(inline="always")
+def min(a, b):  # noqa: A001 - numpy's minimum
+    return a if (a < b or a != a) else b
+
+
 from numba import config as _config
 
 if _config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: the kernels run as Python (the differential fuzz's fast mode)

@@ -588,7 +588,7 @@ def _hoist(checked: Checked) -> Checked:
             free = A.free_indices(body, {ix.name for ix in e.indices})
             counter[0] += 1
             name = f"__red{counter[0]}"
-            fmt = None
+            fmt = "dense"  # a nested reduction is total (the interpreter's rule), not sparse like an operand
             out = [ix.name for ix in result.indices]
             if not checked.types[result.tensor].format.is_dense and set(free) == set(out):
                 free, fmt = out, checked.types[result.tensor].format  # sparse like the result: absent stays absent
