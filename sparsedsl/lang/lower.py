@@ -690,6 +690,8 @@ class _Lowering:
         idx = ", ".join(coords) if coords else "0"
         if self.st.reduce_op in ("and", "or") and self.st.reduce_indices:
             val = f"({val} != 0)"  # any/all reduce truth values (Python's and/or would return the operand)
+        elif self.st.reduce_op == "+" and self.st.reduce_indices and self.boolean(self.st.value):
+            val = f"({val} + 0)"  # a sum of booleans counts them (the checker's int64), in every engine
         if self.mode == "store":
             action = [Assign(f"out[{idx}]", val, "+" if self.st.accumulate else None)]
         elif self.mode == "emit":
