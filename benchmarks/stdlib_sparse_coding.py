@@ -148,7 +148,7 @@ def china_dl_case(quick, reps):
 def beyond_l1_case(D, test, quick):
     from sparsedsl.stdlib import sparse_coding as sc
 
-    X = test[: 100 if quick else 300]
+    X = test[: 100 if quick else 200]
     target = 0.5
     t0 = time.perf_counter()
     # the l1 codes (ISTA's problem) are solved by FISTA, which reaches the same minimiser in fewer steps
