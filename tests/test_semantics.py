@@ -254,3 +254,19 @@ def test_a_nested_reduction_is_dense_even_beside_a_sparse_operand():
     # sum over j binds the where() only; where() is absent where z[k] is, so r = [0 (no terms), 0.1 + 0.4]
     r = np.array([0.0, 0.5])
     check(k, int(np.sum(r == 0 - z)), A=a, z=sd.asformat(z, "coo"))  # (0 == 0) + (0.5 == -6) = 1
+
+
+def test_union_with_a_dense_driven_inner_loop_reads_no_value_past_the_end():
+    # the fuzz (Python engine) found A's value loaded one past its last entry: the load ahead of the
+    # presence test was marked safe for a cursor that the dense-driven j loop runs past its end
+    rng = np.random.default_rng(2)
+    a = sp.random(2, 4, density=0.5, format="csr", random_state=3).toarray()
+    b = sp.random(3, 2, density=0.5, format="csr", random_state=4).toarray().astype(np.float32)
+    z = rng.integers(1, 5, 3)
+    old = sd.config(check="bounds")  # an out-of-bounds read is an IndexError here
+    try:
+        k = sd.compile("y[j,i] = A[k,j] / z[i] + relu(B[i,k])", A="dcsr", B="dcsr")
+        want = np.einsum("kj,i->ji", a, 1.0 / z) + np.maximum(b, 0).sum(axis=1)[None, :]
+        check(k, want, rtol=1e-6, A=sd.asformat(a, "dcsr"), B=sd.asformat(b, "dcsr"), z=z)
+    finally:
+        sd.config(**old)

@@ -529,7 +529,8 @@ class _Lowering:
         present_flags = {k: f"p_{ops[k].tag}_{ops[k].level}" for k in curs}
         new = dict(ops)
         for k, cur in curs.items():
-            new[k] = replace(ops[k], level=ops[k].level + 1, parent=cur.child, present=present_flags[k])
+            # not safe: this loop runs on past a cursor's end (dense-driven, or while any is valid)
+            new[k] = replace(ops[k], level=ops[k].level + 1, parent=cur.child, present=present_flags[k], safe=False)
         stmts, new = located(new)
         step = [Assign(present_flags[k], f"{valid[k]} and {cur.coord} == {v.name}") for k, cur in curs.items()]
         advance = [If(present_flags[k], cur.advance) for k, cur in curs.items()]
