@@ -259,14 +259,18 @@ def test_a_nested_reduction_is_dense_even_beside_a_sparse_operand():
 def test_union_with_a_dense_driven_inner_loop_reads_no_value_past_the_end():
     # the fuzz (Python engine) found A's value loaded one past its last entry: the load ahead of the
     # presence test was marked safe for a cursor that the dense-driven j loop runs past its end
-    rng = np.random.default_rng(2)
-    a = sp.random(2, 4, density=0.5, format="csr", random_state=3).toarray()
-    b = sp.random(3, 2, density=0.5, format="csr", random_state=4).toarray().astype(np.float32)
-    z = rng.integers(1, 5, 3)
+    from sparsedsl.testing import random_operand
+
     old = sd.config(check="bounds")  # an out-of-bounds read is an IndexError here
     try:
         k = sd.compile("y[j,i] = A[k,j] / z[i] + relu(B[i,k])", A="dcsr", B="dcsr")
-        want = np.einsum("kj,i->ji", a, 1.0 / z) + np.maximum(b, 0).sum(axis=1)[None, :]
-        check(k, want, rtol=1e-6, A=sd.asformat(a, "dcsr"), B=sd.asformat(b, "dcsr"), z=z)
+        for seed in range(6):
+            rng = np.random.default_rng(seed)
+            ni, nk = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+            a = random_operand(rng, (nk, 4), 0.5, "dcsr", np.float64)
+            b = random_operand(rng, (ni, nk), 0.5, "dcsr", np.float32)
+            z = rng.integers(1, 5, ni)
+            want = np.einsum("kj,i->ji", a, 1.0 / z) + np.maximum(b, 0).sum(axis=1)[None, :]
+            check(k, want, rtol=1e-6, A=sd.asformat(a, "dcsr"), B=sd.asformat(b, "dcsr"), z=z)
     finally:
         sd.config(**old)
