@@ -274,3 +274,10 @@ def test_union_with_a_dense_driven_inner_loop_reads_no_value_past_the_end():
             check(k, want, rtol=1e-6, A=sd.asformat(a, "dcsr"), B=sd.asformat(b, "dcsr"), z=z)
     finally:
         sd.config(**old)
+
+
+def test_a_temporary_beside_an_nm_operand_is_not_nm():
+    # the let rule took B's nm(2,4) for t, and B + 3 (present everywhere) cannot be stored N of every M
+    b = sd.prune.nm(np.arange(1.0, 17.0).reshape(4, 4), 2, 4)
+    k = sd.compile("let t[k,j] = B[k,j] + 3\ny[k] = t[k,j]", B="nm(2,4)")
+    check(k, (b.to_numpy() + 3).sum(axis=1), B=b)

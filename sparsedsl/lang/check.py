@@ -232,8 +232,8 @@ class _Checker:
             for node in A.walk(body):
                 if isinstance(node, A.Access) and tuple(ix.name for ix in node.indices) == want:
                     t = self.types.get(node.tensor)
-                    if t is not None and not t.format.is_dense:
-                        return t.format
+                    if t is not None and not t.format.is_dense and not any(lv.type.bounded for lv in t.format.levels):
+                        return t.format  # (not nm: a computed pattern need not fit N of every M)
         return as_format("dense", len(shape))
 
     # ---- expressions: return the free index names in order of appearance ----------------

@@ -56,6 +56,7 @@ class LevelType:
     unique = True
     locatable = False
     takes_segment = False  # reached from a non-unique parent (singleton)
+    bounded = False  # holds only some patterns (nm: at most N of every M), so cannot take any result
     array_names: tuple[str, ...] = ()
 
     # ---- storage --------------------------------------------------------------------------

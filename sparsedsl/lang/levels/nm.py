@@ -23,6 +23,7 @@ class NM(LevelType):
     n: int = 2
     m: int = 4
     array_names = ("meta",)
+    bounded = True
 
     def __post_init__(self):
         if not (isinstance(self.n, int) and isinstance(self.m, int) and 1 <= self.n <= self.m):
