@@ -96,11 +96,20 @@ def test_beyond_l1_nonconvex_codes_are_sparser_at_matched_error():
     assert nnz["ista"] > 1.3 * nnz["lq"]
 
 
-def test_encoders_take_a_kron_dictionary_without_materialising_it():
+def test_encoders_take_a_kron_dictionary_without_materialising_it(monkeypatch):
+    from sparsedsl.composite import Composite, Kron
+
     A, B = _dictionary(6, 4, 1), _dictionary(5, 4, 2)
     K = sd.kron(A, B)                                    # (30, 16), unit-norm rows
     X = np.random.default_rng(3).standard_normal((8, 16))
     dense = np.kron(A, B)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the kron dictionary was materialised")
+
+    for cls in (Composite, Kron):                        # any densification of K now fails the test
+        monkeypatch.setattr(cls, "to_numpy", refuse)
+    monkeypatch.setattr(Composite, "__array__", refuse)
     np.testing.assert_allclose(sc.omp(X, K, n_nonzero_coefs=4).todense(),
                                orthogonal_mp(dense.T, X.T, n_nonzero_coefs=4).T, atol=1e-10)
     np.testing.assert_allclose(sc.fista(X, K, alpha=0.2, tol=1e-10, max_iter=5000).todense(),

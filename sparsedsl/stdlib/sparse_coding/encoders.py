@@ -175,8 +175,9 @@ def _proximal(X, D, penalty, *, alpha, max_iter, tol, init, accelerate, q=0.5, p
         base = 2.0 * lam * (1.0 - q)
         tau = base ** (1.0 / (2.0 - q)) + lam * q * base ** ((q - 1.0) / (2.0 - q)) if lam > 0 else 0.0
         extra = {"t": lam, "q": float(q), "tau": tau}
-    Z = xp.zeros_like(B) if init is None else xp.array(init.todense() if isinstance(init, SparseTensor) else init,
-                                                       dtype=B.dtype)
+    if isinstance(init, SparseTensor):
+        init = init.to("cpu").todense()
+    Z = xp.zeros_like(B) if init is None else xp.array(init, dtype=B.dtype)
     if Z.shape != B.shape:
         raise ValueError(f"init must be (n_samples, n_atoms) = {B.shape}; got {Z.shape}")
     Y, t_k = Z, 1.0

@@ -327,7 +327,7 @@ def _objective(X, C, D, method, alpha) -> float:
     """½‖X − CD‖² + alpha·Ω(C) (Ω = 0 for omp, whose sparsity is a constraint)."""
     xp = _core.array_module(X)
     R = X - RECON(C=C, D=D)
-    v = np.asarray(C.values)
+    v = _core.to_numpy(C.values)
     penalty = {"omp": 0.0, "ista": np.abs(v).sum(), "fista": np.abs(v).sum(), "hard": np.count_nonzero(v),
                "cel0": np.count_nonzero(v), "lq": (np.abs(v) ** 0.5).sum()}[method]
     return 0.5 * float(xp.sum(R * R)) + alpha * float(penalty)
@@ -361,7 +361,7 @@ def _ksvd_update(X, C, D, rng):
     """K-SVD: atom by atom, the rank-1 SVD of the residual of the signals using the atom."""
     xp = _core.array_module(X)
     E = X - RECON(C=C, D=D)                           # residual, n_samples × n_features
-    Cc = sp.csc_matrix(C.to_scipy())                  # column access to the codes (host, support fixed)
+    Cc = sp.csc_matrix(C.to("cpu").to_scipy())       # column access to the codes (host, support fixed)
     D = D.copy()
     for k in range(D.shape[0]):
         lo, hi = Cc.indptr[k], Cc.indptr[k + 1]
