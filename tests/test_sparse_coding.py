@@ -319,6 +319,22 @@ def test_bsc_recovers_the_bars_and_the_generating_sparsity_and_noise():
     assert isinstance(codes, sd.SparseTensor) and codes.shape == (10, 10)
 
 
+def test_spike_and_slab_recovers_its_generating_model():
+    """Gaussian spike-and-slab data (π 0.2, slab N(1, 0.5²) on atoms of norm 3, σ 0.3): the atoms,
+    π, σ and the identifiable slab scale μ_h‖W_h‖ come back within 20%."""
+    rng = np.random.default_rng(0)
+    H, f, n = 8, 16, 800
+    W0 = 3 * _dictionary(H, f, 5)
+    X = ((rng.random((n, H)) < 0.2) * rng.normal(1.0, 0.5, (n, H))) @ W0 + 0.3 * rng.standard_normal((n, f))
+    model = sc.SpikeSlabSparseCoding(H, max_iter=60, random_state=0).fit(X)
+    norms = np.linalg.norm(model.components_, axis=1)
+    assert (np.abs((W0 / 3) @ (model.components_ / norms[:, None]).T).max(axis=1) > 0.95).sum() == H
+    assert abs(model.sparsity_ - 0.2) <= 0.04 and abs(model.noise_ - 0.3) <= 0.06
+    np.testing.assert_allclose(np.abs(model.slab_mean_) * norms, 3.0, rtol=0.2)  # (W_h, μ_h) ~ (−W_h, −μ_h)
+    codes = model.transform(X[:5])
+    assert isinstance(codes, sd.SparseTensor) and codes.shape == (5, H)
+
+
 # ---- GPU (cupy) ---------------------------------------------------------------------------------
 
 try:

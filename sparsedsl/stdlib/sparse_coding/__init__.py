@@ -10,16 +10,18 @@ dense, sparse or composite (``sd.kron``); cupy inputs run on the GPU.
   DictionaryLearning, MiniBatchDictionaryLearning
 - OnlineOrthogonalDictionaryLearning (``orthogonal``): streaming Frank–Wolfe
 - cospadi, data_aware_svd (``cospadi``): weight compression on calibration activations
-- BinarySparseCoding (``bsc``): EM with expectation truncation
+- BinarySparseCoding (``bsc``), SpikeSlabSparseCoding (``gsc``): EM with expectation truncation
 """
 
 from ._core import ConvergenceWarning
 from .bsc import BinarySparseCoding
 from .cospadi import cospadi, data_aware_svd
 from .encoders import cel0, fista, iht, ista, lq, nnz_at_error, omp, sparse_encode
+from .gsc import SpikeSlabSparseCoding
 from .learning import DictionaryLearning, MiniBatchDictionaryLearning, dict_learning, dict_learning_online
 from .orthogonal import OnlineOrthogonalDictionaryLearning
 
 __all__ = ["BinarySparseCoding", "ConvergenceWarning", "DictionaryLearning", "MiniBatchDictionaryLearning",
-           "OnlineOrthogonalDictionaryLearning", "cel0", "cospadi", "data_aware_svd", "dict_learning",
-           "dict_learning_online", "fista", "iht", "ista", "lq", "nnz_at_error", "omp", "sparse_encode"]
+           "OnlineOrthogonalDictionaryLearning", "SpikeSlabSparseCoding", "cel0", "cospadi", "data_aware_svd",
+           "dict_learning", "dict_learning_online", "fista", "iht", "ista", "lq", "nnz_at_error", "omp",
+           "sparse_encode"]
