@@ -255,7 +255,7 @@ def _dense_as_is(value, param: A.Param) -> bool:
     signed or float."""
     dt = value.dtype
     return (param.kind == "tensor" and param.format in (None, "dense") and dt.kind in "bif" and dt.itemsize <= 8
-            and dt != np.float16
+            and (dt != np.float16 or type(value) is not np.ndarray)  # host float16 is widened (_widen_half)
             and value.flags.c_contiguous)
 
 

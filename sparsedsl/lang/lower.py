@@ -689,8 +689,12 @@ class _Lowering:
     def leaf_action(self, val, pres) -> list:
         coords = [self.coord(n) for n in self.out_vars]
         idx = ", ".join(coords) if coords else "0"
-        if self.st.reduce_op in ("and", "or") and self.st.reduce_indices:
-            val = f"({val} != 0)"  # any/all reduce truth values (Python's and/or would return the operand)
+        if self.st.reduce_indices and (self.st.reduce_op in ("and", "or") or (
+                self.st.reduce_op in ("max", "min") and self.out_type.dtype == np.bool_)):
+            # any/all (and min/max into booleans) reduce truth values: Python's and/or would return the
+            # operand, and a boolean semiring product (True + True) is an integer the bool accumulator
+            # does not take on the GPU
+            val = f"({val} != 0)"
         elif self.st.reduce_op == "+" and self.st.reduce_indices and self.boolean(self.st.value):
             val = f"({val} + 0)"  # a sum of booleans counts them (the checker's int64), in every engine
         if self.mode == "store":
