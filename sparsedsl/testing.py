@@ -32,17 +32,19 @@ def random_operand(rng, shape, density, fmt, dtype):
     return a.astype(dtype)
 
 
-def assert_equal(got, ref, tol=None):
-    """Compiled result equals the interpreter's; a sparse result is also valid and canonical.
-    ``tol``: relative and absolute tolerance (by default from the result's dtype)."""
+def assert_equal(got, ref, tol=None, *, dtype=True):
+    """Compiled result equals the interpreter's (or numpy's); a sparse result is also valid and
+    canonical. ``tol``: relative and absolute tolerance (by default from the result's dtype);
+    ``dtype=False`` compares values only (against a numpy expression of another dtype)."""
     if isinstance(ref, SparseTensor):
-        assert isinstance(got, SparseTensor) and got.format == ref.format, (got, ref)
+        assert isinstance(got, SparseTensor) and got.format == ref.format and got.shape == ref.shape, (got, ref)
         SparseTensor(got.format, got.shape, got.levels, got.values)  # re-validates: sorted, no duplicates
         coords, _ = got.coordinates()
         assert len({tuple(c) for c in coords.T}) == coords.shape[1], "duplicate entries in the output"
         got, ref = got.to_numpy(), ref.to_numpy()
     got, ref = np.asarray(got), np.asarray(ref)
-    assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, ref.shape, got.dtype, ref.dtype)
+    assert got.shape == ref.shape and (got.dtype == ref.dtype or not dtype), (got.shape, ref.shape,
+                                                                              got.dtype, ref.dtype)
     tol = tol or (1e-3 if got.dtype == np.float32 else 1e-9)
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol, equal_nan=True)
 

@@ -10,17 +10,13 @@ from hypothesis import strategies as st
 import sparsedsl as sd
 from sparsedsl.errors import DSLError, FormatError
 from sparsedsl.tensor import SparseTensor
+from sparsedsl.testing import assert_equal as _assert_equal
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def assert_equal(got, ref, rtol=1e-9):
-    if isinstance(ref, SparseTensor):
-        assert isinstance(got, SparseTensor) and got.format == ref.format and got.shape == ref.shape
-        SparseTensor(got.format, got.shape, got.levels, got.values)  # valid and canonical
-        got, ref = got.to_numpy(), ref.to_numpy()
-    assert np.shape(got) == np.shape(ref)
-    np.testing.assert_allclose(got, ref, rtol=rtol, atol=1e-9)
+    _assert_equal(got, ref, rtol, dtype=False)
 
 
 def check(expr, **operands):

@@ -10,12 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sparsedsl as sd
-from sparsedsl.tensor import SparseTensor
+from sparsedsl.testing import assert_equal, random_operand
 
-FORMATS_2D = ["dense", "csr", "csc", "dcsr", "coo", "bitmap", "nm(2,4)", "bsr(2,2)", "blocked_bitmap(2,2)"]
-FORMATS_3D = ["dense", "csf", "coo", "bitmap"]
+FORMATS_2D = ["dense", "csr", "csc", "dcsr", "coo", "bitmap", "nm(2,4)", "nm(2,8)", "bsr(2,2)", "blocked_bitmap(2,2)"]
+FORMATS_3D = ["dense", "csf", "coo", "bitmap", "(i, j, k) -> (k: dense, i: compressed, j: compressed)",
+              "(i, j, k) -> (j: compressed, k: compressed, i: compressed)"]
 FORMATS_1D = ["dense", "sparse", "coo", "bitmap"]
-DTYPES = [np.float64, np.float32, np.int64, np.int32]
+DTYPES = [np.float64, np.float32, np.int64, np.int32, np.uint8, np.bool_]
 
 # (program, {operand: index names}, whether a sparse output is allowed)
 PROGRAMS = [
@@ -48,32 +49,6 @@ PROGRAMS = [
 ]
 
 
-def random_operand(rng, shape, density, fmt, dtype):
-    a = rng.random(shape) * (rng.random(shape) < density)
-    if fmt.startswith("nm"):  # project to 2:4 along the last axis
-        g = a.reshape(-1, 4)
-        drop = np.argsort(-np.abs(g), axis=1)[:, 2:]
-        np.put_along_axis(g, drop, 0, axis=1)
-        a = g.reshape(shape)
-    if np.dtype(dtype).kind in "iu":
-        a = np.round(a * 10)
-    return a.astype(dtype)
-
-
-def assert_equal(got, ref):
-    """Compiled result equals the interpreter's; a sparse result is also valid and canonical."""
-    if isinstance(ref, SparseTensor):
-        assert isinstance(got, SparseTensor) and got.format == ref.format
-        SparseTensor(got.format, got.shape, got.levels, got.values)  # re-validates: sorted, no duplicates
-        coords, _ = got.coordinates()
-        assert len({tuple(c) for c in coords.T}) == coords.shape[1], "duplicate entries in the output"
-        got, ref = got.to_numpy(), ref.to_numpy()
-    got, ref = np.asarray(got), np.asarray(ref)
-    assert got.shape == ref.shape and got.dtype == ref.dtype, (got.dtype, ref.dtype)
-    tol = 1e-4 if got.dtype == np.float32 else 1e-10
-    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
-
-
 @st.composite
 def instances(draw, program):
     expr, operands = program
@@ -87,7 +62,7 @@ def instances(draw, program):
         shape = tuple(extents[c] for c in idx)
         choices = {1: FORMATS_1D, 2: FORMATS_2D, 3: FORMATS_3D}[len(idx)]
         fmt = draw(st.sampled_from(choices))
-        if fmt.startswith("nm") and shape[-1] % 4:
+        if fmt.startswith("nm") and shape[-1] % int(fmt[5:-1]):
             fmt = "csr"
         if "(2,2)" in fmt and any(s % 2 for s in shape):
             fmt = "csr"
@@ -266,20 +241,22 @@ def test_gathers_prefetched_only_for_scattered_coordinates_and_results_unchanged
 
 
 def test_sparse_row_softmax_is_one_kernel():
-    rng = np.random.default_rng(3)
     a = sp.random(30, 20, density=0.2, format="csr", random_state=4)
     kernel = sd.compile("let m[i] = max[j](S[i,j])\n"
                         "let e[i,j] = mask(S[i,j], exp(S[i,j] - m[i]))\n"
                         "let z[i] = e[i,j]\n"
                         "P[i,j] = e[i,j] / z[i]", S="csr", out_format="csr")
-    P = kernel(S=sd.asformat(a, "csr")).to_scipy()
+    S = sd.asformat(a, "csr")
+    # one compiled kernel: its four statements (max, masked exp, row sum, divide) one function each
+    stages = kernel.stages(S=S)
+    assert len(stages["loop_ir"]) == 4 and all("def stmt" in src for src in stages["source"])
+    P = kernel(S=S).to_scipy()
     assert (P != 0).nnz == a.nnz  # same pattern
     for r in range(30):
         row = a.data[a.indptr[r]:a.indptr[r + 1]]
         if len(row):
             want = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
             np.testing.assert_allclose(P.data[P.indptr[r]:P.indptr[r + 1]], want)
-    assert rng is not None
 
 
 def test_shortest_path_relaxation_and_reachability_are_one_line():
