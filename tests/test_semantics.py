@@ -281,3 +281,8 @@ def test_a_temporary_beside_an_nm_operand_is_not_nm():
     b = sd.prune.nm(np.arange(1.0, 17.0).reshape(4, 4), 2, 4)
     k = sd.compile("let t[k,j] = B[k,j] + 3\ny[k] = t[k,j]", B="nm(2,4)")
     check(k, (b.to_numpy() + 3).sum(axis=1), B=b)
+
+
+def test_a_float_function_of_a_where_with_a_boolean_branch_is_float64():
+    b = np.array([[True, False], [False, True]])
+    check(sd.compile("y[j,i] = -tanh(where(2 > 0, B[j,i], 0))"), -np.tanh(b.astype(np.float64)), B=b)

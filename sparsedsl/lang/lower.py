@@ -666,7 +666,8 @@ class _Lowering:
         raise AssertionError(type(e))
 
     def boolean(self, e) -> bool:
-        """Whether ``e`` is boolean-valued: a bool tensor, a comparison, a bool literal."""
+        """Whether ``e`` may be boolean-valued: a bool tensor, a comparison, a bool literal, or a
+        function with a boolean argument (the generated code then casts it where it counts)."""
         if isinstance(e, A.Access):
             return self.c.types[e.tensor].dtype == np.bool_
         if isinstance(e, A.BinOp):
@@ -674,7 +675,8 @@ class _Lowering:
                 e.op == "*" and self.boolean(e.left) and self.boolean(e.right))
         if isinstance(e, A.Call):
             args = e.args[1:] if e.fn in ("where", "mask") else e.args
-            return e.fn in ("where", "mask", "abs", "min", "max", "relu") and all(self.boolean(a) for a in args)
+            # any boolean branch: numba may type the whole as boolean (a constant condition folds)
+            return e.fn in ("where", "mask", "abs", "min", "max", "relu") and any(self.boolean(a) for a in args)
         return isinstance(e, A.Literal) and isinstance(e.value, bool)
 
     def leaf(self, ops) -> list:
