@@ -286,3 +286,13 @@ def test_a_temporary_beside_an_nm_operand_is_not_nm():
 def test_a_float_function_of_a_where_with_a_boolean_branch_is_float64():
     b = np.array([[True, False], [False, True]])
     check(sd.compile("y[j,i] = -tanh(where(2 > 0, B[j,i], 0))"), -np.tanh(b.astype(np.float64)), B=b)
+
+
+def test_mask_keeps_its_value_dtype_in_the_interpreter():
+    # the interpreter's mask() added int8 zeros, so a boolean min over it took int8's identity (127)
+    rng = np.random.default_rng(0)
+    a = (rng.random((2, 4)) * 10).round().astype(np.int64)
+    b, x = rng.random((3, 4)) > 0.5, rng.random(4) > 0.5
+    k = sd.compile("y[] = mask(A[k,j], min_plus[i](mask(B[i,j], x[j])))", A="dcsr", B="bitmap", x="coo")
+    # x absent (False) at j = 0, 1: no terms, min's identity True; at j = 2, 3 present and True
+    check(k, 4, A=sd.asformat(a, "dcsr"), B=sd.asformat(b, "bitmap"), x=sd.asformat(x, "coo"))

@@ -192,6 +192,7 @@ _FLOATING = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid"}
 _FUNCS = {
     "exp": np.exp, "log": np.log, "abs": np.abs, "sqrt": np.sqrt, "relu": lambda x: np.maximum(x, 0),
     "sign": np.sign, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-    "where": lambda c, a, b: np.where(c, a, b), "mask": lambda p, e: e + 0 * np.zeros_like(p, dtype=np.int8),
+    "where": lambda c, a, b: np.where(c, a, b),
+    "mask": lambda p, e: np.broadcast_to(e, np.broadcast(p, e).shape),  # e's values and dtype, p's shape
     "pow": np.power, "min": np.minimum, "max": np.maximum,
 }
