@@ -407,7 +407,7 @@ def bind_implicit_sums(st: A.Assign) -> A.Assign:
     and that is used outside it (``y[i] = x[i]*sum[i](B[i,j])``): two loops under one name."""
     left = {ix.name for ix in st.target.indices}
     uses: dict[str, list] = {}
-    _check_scoping(st.value, left, st.target)
+    _check_scoping(st.value, left)
     top = st.value
     body, base = (top.body, (_BODY,)) if isinstance(top, A.Reduce) else (top, ())
     _collect_uses(top, (), frozenset(), uses)
@@ -503,7 +503,7 @@ def _wrap_sums(node, path, wrap, merged_here=False):
     return node
 
 
-def _check_scoping(value, left, target):
+def _check_scoping(value, left):
     """A reduction's index must not also be used outside it: that would name two loops alike."""
     free: dict[str, A.Index] = {}
 

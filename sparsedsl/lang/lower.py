@@ -767,12 +767,6 @@ class _Lowering:
         finally:
             self.first_red = first
 
-    def linear(self, names) -> str:
-        expr = "0"
-        for n in names:
-            expr = f"({expr}) * n_{n} + {self.coord(n)}"
-        return expr
-
     def linear_vars(self, vs) -> str:
         expr = "0"
         for v in vs:
