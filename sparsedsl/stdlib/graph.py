@@ -260,7 +260,24 @@ def _spanning_forest(n, u, v, w):
 
 def laplacian_quadratic_ratio(G, H, *, n_vectors=200, random_state=None):
     """``x^T L_H x / x^T L_G x`` for ``n_vectors`` random Gaussian ``x`` (sparsedsl Laplacian products):
-    the empirical check of a spectral sparsifier's bound."""
+    the empirical check of a spectral sparsifier's bound.
+
+    Parameters
+    ----------
+    G, H : scipy.sparse matrix, networkx graph or SparseTensor
+        The graph and its sparsifier, on the same nodes.
+    n_vectors : int
+        How many random vectors.
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    ratios : ndarray of shape (n_vectors,)
+
+    References
+    ----------
+    Spielman, Srivastava, "Graph Sparsification by Effective Resistances", 2008 (the (1 ± ε) bound checked).
+    """
     g, h = _Graph(G, "laplacian_quadratic_ratio"), _Graph(H, "laplacian_quadratic_ratio")
     X = _rng(random_state).standard_normal((g.n, n_vectors))
     quad = []
@@ -326,8 +343,24 @@ def teddy(G, keep=0.5):
 # ---- FastRP --------------------------------------------------------------------------------------
 
 def very_sparse_projection(n, dim, *, random_state=None):
-    """Achlioptas/Li very sparse random projection: entries ±sqrt(s/dim) with probability 1/(2s)
-    each, 0 otherwise, s = sqrt(n); dense (n, dim) array."""
+    """Very sparse random projection: entries ±sqrt(s/dim) with probability 1/(2s) each, 0 otherwise,
+    s = sqrt(n).
+
+    Parameters
+    ----------
+    n, dim : int
+        Rows (nodes) and columns (embedding dimension).
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    R : ndarray of shape (n, dim)
+
+    References
+    ----------
+    Li, Hastie, Church, "Very Sparse Random Projections", 2006; Achlioptas, "Database-friendly random
+    projections", 2003.
+    """
     rng = _rng(random_state)
     s = math.sqrt(n)
     r = rng.random((n, dim))
