@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One lent-GPU session: install the carried wheels, run every GPU test and the GPU benchmarks,
+# and leave their output under $OUT.  Usage on the device machine (see README, "GPU"):
+#   bash benchmarks/device_session.sh tests      # GPU-marked tests + the files that exercise CUDA
+#   bash benchmarks/device_session.sh bench      # benchmarks.gpu (skinny cases) and the stdlib GPU rows
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/gpu.txt"
+case "${1:-tests}" in
+tests)
+    timeout 560 python3 -m pytest -q -n 8 -p no:cacheprovider -rfs \
+        tests/test_cuda.py tests/test_cuda_composite.py tests/test_composite.py tests/test_semantics.py \
+        tests/test_pickle.py tests/test_wht.py tests/test_sbl.py tests/test_sparse_coding.py tests/test_ot.py \
+        2>&1 | tail -60 | tee "$OUT/gpu-tests.txt"
+    ;;
+bench)
+    timeout 200 python3 -m benchmarks.gpu --cases skinny --out "$OUT/gpu-skinny.json" 2>&1 | tail -30 | tee "$OUT/gpu-skinny.txt"
+    timeout 150 python3 -m benchmarks.stdlib_sbl_wht --gpu-only --out "$OUT/stdlib-sbl-wht-gpu.json" 2>&1 | tail -20 | tee "$OUT/sbl-wht-gpu.txt"
+    timeout 200 python3 -m benchmarks.stdlib_graph_ot --quick --gpu --out "$OUT/stdlib-graph-ot-quick-gpu.json" 2>&1 | tail -30 | tee "$OUT/graph-ot-gpu.txt"
+    ;;
+esac
