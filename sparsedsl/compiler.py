@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from . import composite, settings
+from . import composite, settings, templates
 from .backends import cuda_cupy, numba_cpu
 from .errors import DSLError, FormatError
 from .lang import ast as A
@@ -30,7 +30,7 @@ from .tensor import SparseTensor, asformat, from_coordinates
 
 # Schedule choices a user may force (``compile(..., schedule={"workspace": "hash"})``); by default
 # the lowering chooses (a hash workspace only when a dense one would be too wide).
-SCHEDULE_OPTIONS = {"workspace": ("dense", "hash")}
+SCHEDULE_OPTIONS = {"workspace": ("dense", "hash"), "templates": (True, False)}
 
 
 class Kernel:
@@ -180,7 +180,8 @@ class Kernel:
         ``"rewritten"``: composites expanded, nested reductions hoisted into temporaries;
         ``"loop_ir"``: one ``lang.loopir.Function`` per statement (``loopir.dump`` prints them);
         ``"source"``: the backend's source per statement (for ``backend="cuda"`` after one run,
-        which specialises it); ``"notes"``: what the rewrite decided (contraction orders), and
+        which specialises it); ``"template"``: the program template chosen, and why the others were
+        not (``templates.Selection``); ``"notes"``: what the rewrite and the template selection decided, and
         ``"statement_notes"``: per statement, the schedule's decisions, as ``explain`` prints them.
         """
         backend = _backend(backend, args, kwargs)
@@ -191,7 +192,8 @@ class Kernel:
         return {"parsed": self.program, "checked": plan.checked, "rewritten": plan.rewritten,
                 "loop_ir": [low.function for _, low, _, _ in plan.steps],
                 "source": [str(source) for _, _, _, source in plan.steps],
-                "notes": list(plan.rewritten.notes),
+                "notes": list(plan.rewritten.notes) + plan.selection.notes(),
+                "template": plan.selection,
                 "statement_notes": [list(low.notes) for _, low, _, _ in plan.steps]}
 
     def reference(self, /, *args, **kwargs):
@@ -309,10 +311,11 @@ class _Plan:
 
     def __init__(self, program: A.Program, types: dict, backend: str = "cpu", schedule: dict | None = None):
         self.checked = check(program, types)                     # bind & check against operands
+        self.selection = templates.select_program(self.checked, backend, (schedule or {}).get("templates", True))
         self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
         self.steps, self.arguments = [], []
         for k, st in enumerate(self.rewritten.statements):
-            low = lower(self.rewritten, st, k, {**(schedule or {}), "backend": backend})  # loop IR
+            low = lower(self.rewritten, st, k, {**_lowering_options(schedule), "backend": backend})  # loop IR
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
@@ -325,7 +328,9 @@ class _Plan:
             self.arguments.append(_argument_function(whats, ttype, self.rewritten, low.dense_volume, zeros=zeros))
             _dump(low, source)
         self.backend = backend
-        self.single = self._single()
+        # the generated steps are built either way: the fallback, and the oracle of a template's tests
+        self.fused = self.selection.template.build(self.selection.match) if self.selection.template else None
+        self.single = None if self.fused else self._single()
 
     def _single(self):
         """For one CPU statement with one dense output: a function env -> that output, the whole
@@ -341,6 +346,10 @@ class _Plan:
 
     def run(self, bound: dict) -> dict:
         c = self.rewritten
+        if self.fused is not None:  # a program template: its outputs, renamed to the program's
+            m = self.selection.match
+            results = self.fused(m.operands(bound))
+            return {m.names[p]: v for p, v in results.items()}
         env = composite.bind(c, bound) if c.derived else bound  # factors, split operands (bound: the caller's own)
         for (st, low, fn, _), arguments in zip(self.steps, self.arguments):
             target = st.target.tensor
@@ -360,6 +369,10 @@ class _Plan:
         (arg,), _ = _argument_function([what], ttype, self.rewritten, 0,
                                        zeros=_allocator(self.backend, False))(env, converted)
         return arg
+
+
+def _lowering_options(schedule: dict | None) -> dict:
+    return {k: v for k, v in (schedule or {}).items() if k != "templates"}
 
 
 def _allocator(backend: str, overwrites: bool):

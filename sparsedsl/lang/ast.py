@@ -153,3 +153,24 @@ def shape_of(node) -> tuple:
         fields = {k: shape_of(v) for k, v in node.__dict__.items() if k != "span"}
         return (type(node).__name__, tuple(sorted(fields.items())))
     return node
+
+
+def to_text(node) -> str:
+    """Index notation for an expression or statement (fully parenthesised binary operations)."""
+    if isinstance(node, Assign):
+        return f"{'let ' if node.is_let else ''}{to_text(node.target)} = {to_text(node.value)}"
+    if isinstance(node, Access):
+        return f"{node.tensor}[{','.join(ix.name for ix in node.indices)}]" if node.indices else node.tensor
+    if isinstance(node, Index | Scalar):
+        return node.name
+    if isinstance(node, Literal):
+        return repr(node.value)
+    if isinstance(node, BinOp):
+        return f"({to_text(node.left)} {node.op} {to_text(node.right)})"
+    if isinstance(node, Neg):
+        return f"-{to_text(node.operand)}"
+    if isinstance(node, Call):
+        return f"{node.fn}({', '.join(to_text(a) for a in node.args)})"
+    if isinstance(node, Reduce):
+        return f"{node.op}[{','.join(ix.name for ix in node.indices)}]({to_text(node.body)})"
+    return type(node).__name__
