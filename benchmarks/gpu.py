@@ -312,10 +312,10 @@ def skinny_case(name, fmt, results, rows=8192, cols=8192, ncols=16):
 def skinny_sweep(results, rows=8192, cols=8192, ncols=16):
     """Kernel time of the skinny template for each (m tiles per warp, min blocks per SM, slots per lane,
     warps per block) per format; the fastest becomes the template's choice for the rest of the run
-    (cuda_schedules.CONFIG)."""
+    (skinny.CONFIG)."""
     import cupy as cp
 
-    from sparsedsl.backends import cuda_schedules
+    from sparsedsl.backends.cuda.templates import skinny
 
     sweep = {}
     for fmt, key in (("nm(2,4)", ("nm", 4)), ("nm(2,8)", ("nm", 8)), ("bitmap", ("bitmap", 0))):
@@ -327,7 +327,7 @@ def skinny_sweep(results, rows=8192, cols=8192, ncols=16):
                    "nm(2,8)": ((2, 2, 8, None), (1, 2, 8, None), (2, 2, 8, 4), (1, 2, 16, None)),
                    "bitmap": ((1, 2, 16, None), (1, 2, 16, 4), (1, 1, 16, None), (1, 1, 16, 4))}[fmt]
         for cfg in configs:
-            cuda_schedules.CONFIG[key] = cfg
+            skinny.CONFIG[key] = cfg
             kernel = sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt)
             kernel(W=W, X=X)
             spec = next(iter(next(iter(kernel._plans.values())).steps[0][2].specs.values()))
@@ -339,7 +339,7 @@ def skinny_sweep(results, rows=8192, cols=8192, ncols=16):
             print(f"  sweep {name}: {t * 1e6:7.1f} us {attrs}", flush=True)
             if best is None or t < best[0]:
                 best = (t, cfg)
-        cuda_schedules.CONFIG[key] = best[1]
+        skinny.CONFIG[key] = best[1]
         results[f"skinny_best_{fmt}"] = {"config": list(best[1]), "kernel_s": best[0]}
     results["skinny_sweep"] = sweep
 

@@ -83,9 +83,9 @@ def fwht_cpu_case(reps, quick) -> list:
 
 
 def fwht_gpu_case(reps, quick) -> dict | None:
-    from sparsedsl.backends import cuda_cupy
+    from sparsedsl.backends.cuda import device
 
-    if not cuda_cupy.available():
+    if not device.available():
         print("fwht on the GPU: skipped (no cupy or GPU)")
         return None
     import cupy

@@ -15,7 +15,10 @@ import os
 import numpy as np
 
 from . import composite, settings, templates
-from .backends import cuda_cupy, numba_cpu
+from .backends import cpu
+from .backends.cpu.compile import PARALLEL_THRESHOLD
+from .backends.cuda import compiled as cuda
+from .backends.cuda import device as cuda_device
 from .errors import DSLError, FormatError
 from .lang import ast as A
 from .lang import loopir
@@ -85,7 +88,7 @@ class Kernel:
             if isinstance(v, composite.Composite):
                 bound[p.name] = v.to(backend)  # its factors, where the kernel runs
             else:
-                bound[p.name] = _pack(_widen_half(v), p) if backend == "cpu" else cuda_cupy.pack(v, p, _pack)
+                bound[p.name] = _pack(_widen_half(v), p) if backend == "cpu" else cuda_device.pack(v, p, _pack)
         return bound
 
     def _bind_ready(self, args, kwargs):
@@ -113,7 +116,7 @@ class Kernel:
                     host = True
                 else:
                     device = True
-            elif t is np.ndarray or t is cuda_cupy.array_type():  # (None until cupy is imported)
+            elif t is np.ndarray or t is cuda_device.array_type():  # (None until cupy is imported)
                 if not _dense_as_is(v, p):
                     return None
                 key.append((p.name, v.shape, v.dtype, False))  # as plan() keys it (False: not a Python number)
@@ -158,7 +161,7 @@ class Kernel:
                 results = plan.run(fast[0])
                 outs = [results[o.name] for o in self.program.outputs]
                 if plan.backend == "cuda":
-                    outs = cuda_cupy.finish(outs, [])
+                    outs = cuda_device.finish(outs, [])
                 return outs[0] if len(outs) == 1 else tuple(outs)
         backend = _backend(backend, args, kwargs)
         bound = self.bind(args, kwargs, backend)
@@ -166,7 +169,7 @@ class Kernel:
         results = plan.run(bound)
         outs = [results[o.name] for o in self.program.outputs]
         if backend == "cuda":
-            outs = cuda_cupy.finish(outs, list(args) + list(kwargs.values()))
+            outs = cuda_device.finish(outs, list(args) + list(kwargs.values()))
         elif _all_half(list(args) + list(kwargs.values())):  # float16 computes in float32, is stored float16
             outs = [o.astype(np.float16) if o.dtype == np.float32 and isinstance(o, np.ndarray) else o for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -219,14 +222,14 @@ def _operands(args, kwargs):
 
 def _backend(backend, args, kwargs) -> str:
     if backend is None:
-        gpu = any(cuda_cupy.on_device(v) for v in list(args) + list(kwargs.values()))
+        gpu = any(cuda_device.on_device(v) for v in list(args) + list(kwargs.values()))
         backend = "cuda" if gpu else "cpu"
     if not isinstance(backend, str) or backend not in ("cpu", "cuda"):
         got = repr(backend) if isinstance(backend, str) else f"an object of type {type(backend).__name__}"
         raise ValueError(f"backend must be 'cpu' or 'cuda', got {got}; an operand named 'backend' goes in "
                          f"the dict of operands: kernel({{'backend': ..., ...}}) or compute(expr, {{'backend': ...}})")
     if backend == "cuda":
-        cuda_cupy.cupy()  # raises CudaUnavailable with the install hint
+        cuda_device.cupy()  # raises CudaUnavailable with the install hint
     return backend
 
 
@@ -319,7 +322,7 @@ class _Plan:
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
-            build = cuda_cupy.build if backend == "cuda" else numba_cpu.build
+            build = cuda.build if backend == "cuda" else cpu.build
             zeros = _allocator(backend, low.overwrites)  # outputs where the kernel runs
             fn, source = build(low.function)                     # render + compile (cached)
             ttype = self.rewritten.types[st.target.tensor]
@@ -378,7 +381,7 @@ def _lowering_options(schedule: dict | None) -> dict:
 def _allocator(backend: str, overwrites: bool):
     """How a step's dense output is allocated where it runs: zeroed, or not when the kernel stores every element."""
     if backend == "cuda":
-        return cuda_cupy.empty if overwrites else cuda_cupy.zeros
+        return cuda_device.empty if overwrites else cuda_device.zeros
     return np.empty if overwrites else np.zeros
 
 
@@ -387,10 +390,10 @@ def _argument_function(whats: list, ttype, checked, dense_volume: int, compiled=
     what each argument is (``Lowered.arguments``): the per-call path of a small kernel is then one
     call, not a getter per argument. ``work`` (array elements the call touches) picks the CPU's
     serial or parallel build. ``zeros`` allocates outputs where the kernel runs. Given ``compiled``
-    (a CPU step's ``numba_cpu.Compiled``), the function calls it and returns its result."""
+    (a CPU step's ``backends.cpu.compile.Compiled``), the function calls it and returns its result."""
     lines, names, sized, consts = [], [], [], {"zeros": zeros, "out_shape": ttype.shape or (1,),  # 0-d: 1 element
                                               "out_dtype": ttype.dtype, "scattered": _scattered,
-                                              "threshold": numba_cpu.PARALLEL_THRESHOLD}
+                                              "threshold": PARALLEL_THRESHOLD}
     tensors: dict = {}
     late = []  # needs the work first: judging coordinates costs more than a small call
     for k, what in enumerate(whats):

@@ -99,9 +99,9 @@ def _factor(x, what: str):
         raise FormatError(f"{what} is itself a composite ({x.kind}); nest composites by materialising the "
                           f"inner one or by writing the product in index notation")
     if _on_device(x):  # cupy, torch CUDA: kept on the device, C-contiguous
-        from .backends import cuda_cupy
+        from .backends.cuda import device
 
-        arr = cuda_cupy.pack(x, _DENSE_PARAM, None)
+        arr = device.pack(x, _DENSE_PARAM, None)
     else:
         arr = np.ascontiguousarray(x)
     if arr.dtype.kind not in "biuf" or arr.dtype.itemsize > 8:
@@ -125,7 +125,7 @@ def _dense(p):
 
 
 def _on_device(p) -> bool:
-    from .backends.cuda_cupy import on_device
+    from .backends.cuda.device import on_device
 
     return on_device(p)
 
@@ -135,14 +135,14 @@ def _move(p, device: str):
     if isinstance(p, SparseTensor):
         return p.to(device)
     if device == "cuda":
-        from .backends.cuda_cupy import to_device
+        from .backends.cuda.device import to_device
 
         return p if _on_device(p) else to_device(p)
     return p.get() if _on_device(p) else p
 
 
 class _DenseParam:
-    """What ``cuda_cupy.pack`` needs to know of a dense factor."""
+    """What ``device.pack`` needs to know of a dense factor."""
 
     kind, format = "tensor", "dense"
 

@@ -146,7 +146,7 @@ class SparseTensor:
         if device == self.device:
             return self
         if device == "cuda":
-            from .backends.cuda_cupy import to_device as move
+            from .backends.cuda.device import to_device as move
         else:
             def move(a):
                 return a.get()
@@ -227,7 +227,7 @@ class SparseTensor:
     def astype(self, dtype) -> SparseTensor:
         """The values as ``dtype``; on the GPU also float16 and "bfloat16" (storage, float32 arithmetic)."""
         if self.device == "cuda":
-            from .backends.cuda_cupy import astype
+            from .backends.cuda.device import astype
 
             return SparseTensor(self.format, self.shape, self.levels, astype(self.values, dtype), check=False)
         return SparseTensor(self.format, self.shape, self.levels, self.values.astype(dtype), check=False)
@@ -395,12 +395,12 @@ def asformat(obj, fmt="dense") -> SparseTensor:
     A scipy CSR matrix with sorted, unique indices becomes a ``csr`` tensor without copying.
     Objects on a GPU are converted on the host and moved back (``SparseTensor.to``).
     """
-    from .backends.cuda_cupy import on_device, to_host
+    from .backends.cuda.device import on_device, to_host
 
     if on_device(obj):
         if isinstance(obj, SparseTensor) and as_format(fmt, obj.ndim) == obj.format:
             return obj
-        from .backends.cuda_cupy import storage
+        from .backends.cuda.device import storage
 
         out = asformat(to_host(obj), fmt).to("cuda")
         half = storage(obj)  # float16 / bfloat16 values: widened on the host, 16-bit again on the device

@@ -19,7 +19,7 @@ CHILD = """
 import json
 import numpy as np, scipy.sparse as sp
 import sparsedsl as sd
-from sparsedsl.backends import numba_cpu
+from sparsedsl.backends.cpu import compile as cpu_compile
 
 spmv = sd.compile("y[i] = A[i,j] * x[j]", A="csr", x="dense")
 spgemm = sd.compile("C[i,j] = A[i,k] * B[k,j]", A="csr", B="csr", out_format="csr")
@@ -31,7 +31,7 @@ for n, density in ((60, 0.1), (1500, 0.1)):  # the second is large enough for th
 a = sp.random_array((80, 80), density=0.05, format="csr", rng=1)
 c = spgemm(A=sd.asformat(a, "csr"), B=sd.asformat(a, "csr")).to_numpy()
 errors.append(float(np.abs(c - (a @ a).toarray()).max()))
-stats = [d.stats for d in numba_cpu._loaded.values()]
+stats = [d.stats for d in cpu_compile._loaded.values()]
 print(json.dumps({"error": max(errors), "kernels": len(stats),
                   "hits": sum(sum(s.cache_hits.values()) for s in stats),
                   "misses": sum(sum(s.cache_misses.values()) for s in stats)}))

@@ -6,9 +6,10 @@ import pytest
 import scipy.sparse as sp
 
 import sparsedsl as sd
-from sparsedsl.backends import cuda_cupy, cuda_render
+from sparsedsl.backends.cuda import cexpr, compiled, device, plan
+from sparsedsl.backends.cuda import render as cuda_render
 
-HAVE_GPU = cuda_cupy.available()
+HAVE_GPU = device.available()
 gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")
 
 
@@ -41,7 +42,7 @@ def test_two_phase_sparse_output_is_parallel_apart_from_scalars():
     a = sp.random(30, 20, density=0.3, format="csr", random_state=0)
     k = sd.compile("C[i,j] = A[i,j] * B[i,j]", A="csr", B="csr", out_format="csr")
     fn, args = _step_args(k, A=a, B=a)
-    steps = cuda_render.plan_steps(fn, [p for p, v in zip(fn.params, args) if np.ndim(v) == 0])
+    steps = plan.plan_steps(fn, [p for p, v in zip(fn.params, args) if np.ndim(v) == 0])
     kinds = [s.kind for s in steps]
     if "return" in kinds:  # the lowering assembles in two phases
         assert kinds.count("parallel") == 2 and "cumsum" in kinds and "serial" not in kinds
@@ -49,8 +50,8 @@ def test_two_phase_sparse_output_is_parallel_apart_from_scalars():
 
 
 def test_expressions_print_as_c():
-    types = cuda_render.Types({"a": ("float32", 1), "m": ("float64", 2)}, {"i": "int64", "s": "float32"})
-    c = cuda_render.CExpr(types, {"m": ["m_sh1"]})
+    types = cexpr.Types({"a": ("float32", 1), "m": ("float64", 2)}, {"i": "int64", "s": "float32"})
+    c = cexpr.CExpr(types, {"m": ["m_sh1"]})
     assert c("(a[i] if i > 2 else 0.5)") == "((i > 2) ? a[i] : ((float)(0.5)))"
     assert c("max(a[i], 0)") == "sd_max(a[i], ((float)(0)))"
     assert c("m[i, i + 1] * s") == "(m[(i) * m_sh1 + (i + 1)] * ((double)(s)))"
@@ -64,13 +65,13 @@ def test_expressions_print_as_c():
     assert c("1 << i") == "(((long long)(1)) << i)"
     assert c("i & (i - 1)") == "(i & (i - 1))"
     assert c("trailing_zeros(w[i])") == "sd_trailing_zeros(w[i])"  # __ffs(x) - 1, by overload
-    assert cuda_render.join("float32", cuda_render.WEAK_FLOAT) == "float32"
-    assert cuda_render.join("int32", "float32") == "float64"
+    assert cexpr.join("float32", cexpr.WEAK_FLOAT) == "float32"
+    assert cexpr.join("int32", "float32") == "float64"
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the error without a GPU")
 def test_cuda_without_cupy_or_gpu_says_how_to_install():
-    with pytest.raises(cuda_cupy.CudaUnavailable, match=r'pip install "sparsedsl\[cuda\]"'):
+    with pytest.raises(device.CudaUnavailable, match=r'pip install "sparsedsl\[cuda\]"'):
         sd.compute("y[i] = A[i,j] * x[j]", A=sp.eye(3, format="csr"), x=np.ones(3), backend="cuda")
 
 
@@ -206,10 +207,10 @@ def test_bitmap_generic_kernel_walks_mask_words_a_set_bit_at_a_time():
 
 
 def test_16_bit_loads_widen_and_stores_round():
-    types = cuda_render.Types({"a": ("float16", 1), "b": ("bfloat16", 1), "o": ("float16", 1)}, {"i": "int64"})
-    c = cuda_render.CExpr(types, {})
+    types = cexpr.Types({"a": ("float16", 1), "b": ("bfloat16", 1), "o": ("float16", 1)}, {"i": "int64"})
+    c = cexpr.CExpr(types, {})
     assert c("a[i] * b[i]") == "(sd_h2f(a[i]) * sd_bf2f(b[i]))"
-    stm = cuda_render.CStmts(types, c)
+    stm = cexpr.CStmts(types, c)
     from sparsedsl.lang import loopir as L
 
     assert stm.assign(L.Assign("o[i]", "a[i]", "+")) == "o[i] = sd_f2h(sd_h2f(o[i]) + sd_h2f(a[i]));"
@@ -236,11 +237,11 @@ def test_skinny_product_fp16_matches_float32(fmt, rows, cols, ncols):
     np.testing.assert_allclose(cp.asnumpy(Y).astype(np.float32), want, rtol=2e-3, atol=2e-2)
     text = sd.explain(kernel, W=W, X=cp.asarray(x16))
     took = "skinny" in text.split("// ----")[0].split("last launch")[-1]
-    from sparsedsl.backends import cuda_schedules
+    from sparsedsl.backends.cuda.templates import skinny
 
     m = 4 if fmt == "nm(2,4)" else 8
-    per_chunk = 4 * cuda_schedules.CONFIG.get(("nm", m), cuda_schedules.DEFAULT)[2] * m // 2 if fmt != "bitmap" \
-        else cuda_schedules.BITMAP_CHUNK
+    per_chunk = 4 * skinny.CONFIG.get(("nm", m), skinny.DEFAULT)[2] * m // 2 if fmt != "bitmap" \
+        else skinny.BITMAP_CHUNK
     assert took == (ncols % 16 == 0 and cols % per_chunk == 0)
 
 
@@ -253,7 +254,7 @@ def test_bfloat16_torch_operands_compute_in_float32():
     x = rng.standard_normal((256, 16)).astype(np.float32)
     wt, xt = torch.from_numpy(w).cuda().bfloat16(), torch.from_numpy(x).cuda().bfloat16()
     W = sd.asformat(wt, "nm(2,4)")
-    assert W.device == "cuda" and cuda_cupy.storage(W) == "bfloat16"
+    assert W.device == "cuda" and device.storage(W) == "bfloat16"
     Y = sd.compute("Y[i,n] = W[i,j] * X[j,n]", W=W, X=xt)
     assert isinstance(Y, torch.Tensor) and Y.is_cuda and Y.dtype == torch.float32
     want = (wt.float() @ xt.float()).cpu().numpy()
@@ -288,11 +289,11 @@ def test_sddmm_count_pass_skips_the_dot_products_and_fill_pass_splits_k():
     kernel = sd.compile("C[i,j] = S[i,j] * U[i,k] * V[j,k]", S="csr", out_format="csr")
     fn, args = _step_args(kernel, S=sd.asformat(s, "csr"), U=rng.random((40, 64), dtype=np.float32),
                           V=rng.random((30, 64), dtype=np.float32))
-    steps = cuda_render.plan_steps(fn, [p for p, v in zip(fn.params, args) if np.ndim(v) == 0])
+    steps = plan.plan_steps(fn, [p for p, v in zip(fn.params, args) if np.ndim(v) == 0])
     par = [st for st in steps if st.kind == "parallel"]
     assert len(par) == 2
     count, fill = par
-    assert not any(isinstance(x, cuda_render.L.Assign) and x.target == "acc" for x in cuda_render._walk([count.loop]))
+    assert not any(isinstance(x, cuda_render.L.Assign) and x.target == "acc" for x in plan._walk([count.loop]))
     assert count.nested is None and fill.nested is not None and fill.nested[1] == "+"
     src = cuda_render.render(fn, args)
     assert "__shfl_xor_sync(sd_gmask" in src and "if (sd_lane == 0) out_v[oq]" in src
@@ -318,16 +319,16 @@ def test_sddmm_on_device_matches_dense(rank):
     np.testing.assert_allclose(C.to_numpy(), s.toarray() * (u @ v.T), rtol=1e-5, atol=1e-5)
 
 
-# ---- SpGEMM: a row's products in a hash table in shared memory (cuda_spgemm) ----------------------
+# ---- SpGEMM: a row's products in a hash table in shared memory (templates.spgemm) -------------------
 
 
 def test_spgemm_renders_the_hash_table_schedule_for_both_passes():
-    from sparsedsl.backends import cuda_spgemm
+    from sparsedsl.backends.cuda.templates import spgemm as cuda_spgemm
 
     a = sp.random(30, 30, density=0.2, format="csr", random_state=0, dtype=np.float32)
     kernel = sd.compile("C[i,j] = A[i,k] * B[k,j]", A="csr", B="csr", out_format="csr")
     fn, args = _step_args(kernel, A=a, B=a)
-    spec = cuda_render.KernelSource(fn, cuda_render.signature(dict(zip(fn.params, args))))
+    spec = cuda_render.KernelSource(fn, cexpr.signature(dict(zip(fn.params, args))))
     count, fill = [st.spgemm for st in spec.steps if st.kind == "parallel"]
     assert count is not None and count.value is None and not count.stores and count.carried == {"cnt": 1}
     assert fill is not None and fill.value == "(t_A[a0_1_q] * t_B[a1_1_q])" and fill.stores
@@ -416,7 +417,7 @@ def test_spgemm_power_law_rows_take_every_bin(dtype):
 @gpu
 @pytest.mark.gpu
 def test_spgemm_global_rows_in_several_windows_of_columns(monkeypatch):
-    from sparsedsl.backends import cuda_spgemm
+    from sparsedsl.backends.cuda.templates import spgemm as cuda_spgemm
 
     monkeypatch.setattr(cuda_spgemm, "BITMAP_WORDS", 16)  # 512 columns a window: 8 windows of 4000
     rng = np.random.default_rng(12)
@@ -509,7 +510,7 @@ def test_fast_binding_keys_device_operands_under_cuda_and_sends_mixed_ones_to_bi
     class DeviceArray(np.ndarray):  # a numpy subclass: shape, dtype and flags as a device array has them
         pass
 
-    monkeypatch.setattr(cuda_cupy, "array_type", lambda: DeviceArray)
+    monkeypatch.setattr(device, "array_type", lambda: DeviceArray)
     kernel = sd.compile("y[i] = A[i,j] * x[j]", A="csr")
     A = sd.asformat(sp.random(6, 5, density=0.5, format="csr", random_state=0), "csr")
     x = np.ones(5)
@@ -526,9 +527,9 @@ def test_fast_binding_keys_device_operands_under_cuda_and_sends_mixed_ones_to_bi
 def test_32_bit_positions_are_widened_when_an_array_could_carry_them_past_int32_safe(monkeypatch):
     """cuda_render counts a lane-split loop in 32 bits over 32-bit positions; a tensor whose entries
     pass INT32_SAFE has every 32-bit array widened (its ``pos`` too, whose own size is small)."""
-    monkeypatch.setattr(cuda_cupy, "INT32_SAFE", 10)
+    monkeypatch.setattr(compiled, "INT32_SAFE", 10)
     pos, crd, vals, out = np.arange(4, dtype=np.int32), np.zeros(11, np.int32), np.ones(11), np.zeros(3, np.int32)
     small = {"pos": pos, "crd": crd[:10], "vals": vals[:10], "out": out}
-    assert cuda_cupy.widen_positions(small) is small
-    wide = cuda_cupy.widen_positions({"pos": pos, "crd": crd, "vals": vals, "out": out})
+    assert compiled.widen_positions(small) is small
+    wide = compiled.widen_positions({"pos": pos, "crd": crd, "vals": vals, "out": out})
     assert wide["pos"].dtype == wide["crd"].dtype == np.int64 and wide["vals"] is vals and wide["out"] is out

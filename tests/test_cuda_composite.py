@@ -6,10 +6,10 @@ import pytest
 import scipy.sparse as sp
 
 import sparsedsl as sd
-from sparsedsl.backends import cuda_cupy
+from sparsedsl.backends.cuda import compiled, device
 from sparsedsl.tensor import SparseTensor
 
-HAVE_GPU = cuda_cupy.available()
+HAVE_GPU = device.available()
 gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")
 
 
@@ -51,7 +51,7 @@ def _host(r):
     if isinstance(r, SparseTensor):
         assert r.device == "cuda"
         return r.to("cpu").to_numpy()
-    assert cuda_cupy.on_device(r)
+    assert device.on_device(r)
     return r.get()
 
 
@@ -66,8 +66,8 @@ def test_composite_kernels_on_the_gpu_match_the_interpreter(case):
     # host operands, the backend asked for: composites are moved to the device with their factors
     np.testing.assert_allclose(_host(k(backend="cuda", **operands)), ref, rtol=1e-9, atol=1e-9)
     # device operands: the backend follows them
-    on_gpu = {n: v.to("cuda") if hasattr(v, "to") else cuda_cupy.to_device(v) for n, v in operands.items()}
-    assert all(cuda_cupy.on_device(v) for v in on_gpu.values())
+    on_gpu = {n: v.to("cuda") if hasattr(v, "to") else device.to_device(v) for n, v in operands.items()}
+    assert all(device.on_device(v) for v in on_gpu.values())
     np.testing.assert_allclose(_host(k(**on_gpu)), ref, rtol=1e-9, atol=1e-9)
 
 
@@ -99,14 +99,14 @@ def test_moving_a_composite_keeps_its_algebra():
     with pytest.raises(ValueError, match="device"):
         A.to("tpu")
     if not HAVE_GPU:
-        with pytest.raises(cuda_cupy.CudaUnavailable, match="pip install"):
+        with pytest.raises(device.CudaUnavailable, match="pip install"):
             A.to("cuda")
 
 
 def test_dense_contraction_steps_are_recognised_for_cublas():
     """The factored steps of (U Vᵀ + S)·X, Vᵀ·X and U·(..), are dense contractions (cuBLAS on the GPU);
     the sparse step S·X added into the target is not."""
-    from sparsedsl.backends.cuda_plan import dense_contraction
+    from sparsedsl.backends.cuda.plan import dense_contraction
     from sparsedsl.lang.lower import lower
 
     rng = np.random.default_rng(4)
@@ -117,7 +117,7 @@ def test_dense_contraction_steps_are_recognised_for_cublas():
              for i, (st, *_) in enumerate(plan.steps)]
     assert [c is not None for c in found] == [True, True, False]
     # the sparse term, added into Y, takes a thread per (row, column) pair like a plain SpMM
-    from sparsedsl.backends.cuda_render import plan_steps
+    from sparsedsl.backends.cuda.plan import plan_steps
 
     st, *_ = plan.steps[2]
     kernels = [s for s in plan_steps(lower(plan.rewritten, st, 2, {"backend": "cuda"}).function, [])
@@ -142,9 +142,9 @@ def test_dense_contraction_steps_are_recognised_for_cublas():
 def test_contraction_step_matches_einsum(spec, monkeypatch):
     """The cuBLAS path of a dense contraction step (tensordot, then the output's axis order), run
     here with numpy standing in for cupy (the two share these functions)."""
-    from sparsedsl.backends.cuda_plan import Contraction
+    from sparsedsl.backends.cuda.plan import Contraction
 
-    monkeypatch.setattr(cuda_cupy, "cupy", lambda: np)
+    monkeypatch.setattr(device, "cupy", lambda: np)
     rng = np.random.default_rng(len(spec))
     (lix, rix), oix = spec.split("->")[0].split(","), spec.split("->")[1]
     dims = {x: int(rng.integers(1, 5)) for x in set(lix + rix)}
@@ -152,6 +152,6 @@ def test_contraction_step_matches_einsum(spec, monkeypatch):
     want = np.einsum(spec, left, right)
     for accumulate, start in ((False, 0.0), (True, 1.5)):
         out = np.full(want.shape, start)
-        got = cuda_cupy._contract({"L": left, "R": right, "out": out}, Contraction(spec, "L", "R", accumulate))
+        got = compiled._contract({"L": left, "R": right, "out": out}, Contraction(spec, "L", "R", accumulate))
         assert got is out
         np.testing.assert_allclose(out, want + start, rtol=1e-12, atol=1e-12)

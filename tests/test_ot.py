@@ -4,7 +4,7 @@ SNS paper's claim (far fewer iterations than Sinkhorn at small regularisation)."
 import numpy as np
 import pytest
 
-from sparsedsl.backends import cuda_cupy
+from sparsedsl.backends.cuda import device
 from sparsedsl.stdlib import ot as sot
 
 
@@ -121,7 +121,7 @@ def test_sns_w2_between_1d_densities(pot):
     assert log["err"][-1] <= 1e-9
 
 
-HAVE_GPU = cuda_cupy.available()
+HAVE_GPU = device.available()
 
 
 @pytest.mark.gpu

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 import sparsedsl as sd
-from sparsedsl.backends import cuda_cupy
+from sparsedsl.backends.cuda import device
 from sparsedsl.stdlib.sbl import kron_sbl, sbl
 
 
@@ -148,7 +148,7 @@ def test_sbl_warns_naming_max_iter_and_validates_parameters():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not cuda_cupy.available(), reason="needs cupy and an NVIDIA GPU")
+@pytest.mark.skipif(not device.available(), reason="needs cupy and an NVIDIA GPU")
 def test_sbl_on_the_gpu_equals_the_cpu():
     import cupy
 

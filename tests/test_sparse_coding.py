@@ -338,9 +338,9 @@ def test_spike_and_slab_recovers_its_generating_model():
 # ---- GPU (cupy) ---------------------------------------------------------------------------------
 
 try:
-    from sparsedsl.backends import cuda_cupy
+    from sparsedsl.backends.cuda import device
 
-    HAVE_GPU = cuda_cupy.available()
+    HAVE_GPU = device.available()
 except Exception:  # noqa: BLE001
     HAVE_GPU = False
 gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")

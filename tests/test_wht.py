@@ -9,7 +9,7 @@ import scipy.linalg as sl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsedsl.backends import cuda_cupy
+from sparsedsl.backends.cuda import device
 from sparsedsl.stdlib.wht import fwht, spright
 
 
@@ -122,7 +122,7 @@ def test_spright_rejects_bad_parameters():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not cuda_cupy.available(), reason="needs cupy and an NVIDIA GPU")
+@pytest.mark.skipif(not device.available(), reason="needs cupy and an NVIDIA GPU")
 def test_fwht_on_the_gpu_equals_the_cpu():
     import cupy
 

@@ -1,1 +1,1 @@
-"""Backends: each turns a loop-IR module into a callable (numba_cpu; cuda_cupy later)."""
+"""Backends: each turns a loop-IR function into a callable: ``cpu`` (numba) and ``cuda`` (cupy, NVRTC)."""

@@ -17,7 +17,7 @@ import functools
 
 import numpy as np
 
-from ..lang import loopir as L
+from ...lang import loopir as L
 
 # ---- expressions and statements ----------------------------------------------------------------
 
