@@ -5,7 +5,7 @@
     >>> y = sparsedsl.compute("y[i] = A[i,j] * x[j]", A=A, x=np.ones(100))
 """
 
-from . import fit, io
+from . import array_ops, fit, io  # noqa: F401 (array_ops installs SparseTensor's operators)
 from .compiler import Kernel, compile, compute, explain, sparse_kernel
 from .composite import kron, lowrank, monarch
 from .creation import eye, random, zeros

@@ -26,6 +26,7 @@ The conventions are those of scipy.sparse arrays and pydata/sparse:
 from __future__ import annotations
 
 import math
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -34,7 +35,7 @@ import scipy.sparse as sp
 from .compiler import Kernel, compile
 from .errors import FormatError
 from .lang.formats import Format, as_format
-from .tensor import AUTO_DENSIFY_LIMIT, SparseTensor, asformat, from_coordinates
+from .tensor import AUTO_DENSIFY_LIMIT, SparseTensor, asformat, from_coordinates, install_operators
 
 MAX_KERNELS = 256  # compiled kernels kept; the oldest is dropped past this (each holds its plans)
 _KERNELS: dict[tuple, Kernel] = {}
@@ -389,3 +390,6 @@ def _axes(axis, nd) -> tuple[int, ...]:
     if not out:
         raise ValueError("axis=() reduces nothing; pass None, an int or a tuple of ints")
     return tuple(sorted(out))
+
+
+install_operators(sys.modules[__name__])  # SparseTensor's operators call this module

@@ -204,7 +204,7 @@ class Kernel:
         bound = self.bind(args, kwargs)
         plan = self.plan(bound)
         res = interpret(plan.checked, {n: v.materialize() if isinstance(v, composite.Composite) else v
-                                       for n, v in bound.items()})
+                                       for n, v in bound.items()}, from_coordinates)
         outs = [res[o.name] for o in self.program.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 

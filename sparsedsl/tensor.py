@@ -314,10 +314,19 @@ class SparseTensor:
         return _ops().reduce("min", self, axis)
 
 
-def _ops():
-    from . import array_ops  # lazily: array_ops imports the compiler, which imports this module
+# The array operators (+, *, @, sum, max, transpose, ...) are compiled kernels, defined above this module
+# in array_ops, which installs itself here when sparsedsl is imported: the data structure imports
+# nothing from the compiler.
+_operators = None
 
-    return array_ops
+
+def install_operators(module) -> None:
+    global _operators
+    _operators = module
+
+
+def _ops():
+    return _operators
 
 
 def _human_bytes(n: int) -> str:

@@ -84,11 +84,12 @@ def test_a_different_program_is_rejected_with_the_difference(softmax_template, p
 
 def test_renaming_is_consistent():
     # the pattern uses one tensor twice; a program that uses two different tensors there does not match
-    from sparsedsl.lang.check import check
+    from sparsedsl.lang.check import TensorType, check
+    from sparsedsl.lang.formats import dense
 
     k = sd.compile("C[i,j] = A[i,j] * B[i,j]")
-    x = np.ones((3, 3))
-    checked = check(k.program, {"A": sd.lang.check.operand_type(x)[1], "B": sd.lang.check.operand_type(x)[1]})
+    t = TensorType((3, 3), np.dtype(np.float64), dense(2))
+    checked = check(k.program, {"A": t, "B": t})
     assert "stands for both" in templates.match_program("C[i,j] = A[i,j] * A[i,j]", checked)
     names, indices = templates.match_program("Z[a,b] = Y[a,b] * X[a,b]", checked)
     assert names == {"Z": "C", "Y": "A", "X": "B"} and indices == {"a": "i", "b": "j"}

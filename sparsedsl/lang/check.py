@@ -82,18 +82,6 @@ class Checked:
     notes: list = field(default_factory=list)  # what the rewrite did (contraction orders, costs), for explain()
 
 
-def operand_type(value, fmt=None):
-    """(kind, TensorType or dtype) of a runtime operand."""
-    from ..tensor import SparseTensor
-
-    if isinstance(value, SparseTensor):
-        return "tensor", TensorType(value.shape, value.dtype, value.format)
-    arr = np.asarray(value)
-    if arr.ndim == 0:
-        return "scalar", arr.dtype
-    return "tensor", TensorType(arr.shape, arr.dtype, as_format(fmt or "dense", arr.ndim))
-
-
 def check(program: A.Program, operands: dict | None = None) -> Checked:
     """Check ``program``; with ``operands`` ({name: TensorType or dtype}) also shapes and dtypes."""
     return _Checker(program, operands).run()

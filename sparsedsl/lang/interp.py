@@ -20,9 +20,11 @@ from .check import Checked
 _IDENTITY = {"+": 0, "max": -np.inf, "min": np.inf, "or": False, "and": True}
 
 
-def interpret(checked: Checked, operands: dict) -> dict:
-    """Evaluate; ``operands`` maps names to numpy arrays, SparseTensors or scalars. Returns outputs."""
-    from ..tensor import SparseTensor, from_coordinates
+def interpret(checked: Checked, operands: dict, pack_sparse=None) -> dict:
+    """Evaluate; ``operands`` maps names to numpy arrays, scalars or sparse tensors (anything with
+    ``coordinates()`` and ``to_numpy()``). Returns the outputs: dense ones as numpy arrays, a sparse one
+    as ``pack_sparse(coordinates, values, shape, format)`` (the compiler passes ``from_coordinates``),
+    by default that tuple."""
 
     env: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     scalars = {}
@@ -30,7 +32,7 @@ def interpret(checked: Checked, operands: dict) -> dict:
         v = operands[name]
         if name in checked.scalars:
             scalars[name] = v
-        elif isinstance(v, SparseTensor):
+        elif hasattr(v, "coordinates") and hasattr(v, "to_numpy"):
             present = np.zeros(v.shape, dtype=bool)
             coords, _ = v.coordinates()
             present[tuple(coords)] = True
@@ -62,8 +64,8 @@ def interpret(checked: Checked, operands: dict) -> dict:
                 results[st.target.tensor] = val
             else:
                 idx = np.nonzero(present)
-                results[st.target.tensor] = from_coordinates(np.array(idx).reshape(val.ndim, -1), val[idx],
-                                                             val.shape, ttype.format)
+                packed = (np.array(idx).reshape(val.ndim, -1), val[idx], val.shape, ttype.format)
+                results[st.target.tensor] = pack_sparse(*packed) if pack_sparse else packed
     return results
 
 
