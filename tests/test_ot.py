@@ -1,10 +1,11 @@
 """sparsedsl.stdlib.ot against POT (ot.sinkhorn, ot.sinkhorn with method="sinkhorn_log") and the
 SNS paper's claim (far fewer iterations than Sinkhorn at small regularisation)."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
-from sparsedsl.backends.cuda import device
 from sparsedsl.stdlib import ot as sot
 
 
@@ -86,6 +87,27 @@ def test_sinkhorn_rejects_bad_parameters(kwargs, match):
         sot.sinkhorn(args.pop("a"), args.pop("b"), args.pop("M"), args.pop("reg"), **args)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"cg_tol": 1.0}, "cg_tol must be"),
+    ({"density": 0.0}, "density must be"),
+    ({"sinkhorn_iters": -1}, "sinkhorn_iters must be"),
+])
+def test_sns_rejects_bad_parameters(kwargs, match):
+    a, b, M = _problem(30, 30, 7)
+    with pytest.raises(ValueError, match=match):
+        sot.sinkhorn_newton_sparse(a, b, M, 0.1, **kwargs)
+
+
+@pytest.mark.parametrize("cg_tol", [None, 1e-8])
+def test_sns_inexact_and_exact_newton_reach_pots_plan(cg_tol, pot):
+    # The default solves each Newton system only to min(1e-2, sqrt(err)); the plan is POT's all the same.
+    a, b, M = _problem(150, 150, 4)
+    ref = pot.sinkhorn(a, b, M, 2e-3, method="sinkhorn_stabilized", stopThr=1e-12, numItermax=100_000)
+    P, log = sot.sinkhorn_newton_sparse(a, b, M, 2e-3, cg_tol=cg_tol, log=True)
+    np.testing.assert_allclose(P, ref, rtol=0, atol=1e-7)
+    assert len(log["cg_iters"]) == len(log["hessian_nnz"]) == log["n_newton"] and log["err"][-1] <= 1e-9
+
+
 @pytest.mark.parametrize("seed, n, reg", [(0, 60, 0.05), (1, 120, 0.01)])
 def test_sns_matches_pot_plan(seed, n, reg, pot):
     a, b, M = _problem(n, n, seed)
@@ -121,7 +143,7 @@ def test_sns_w2_between_1d_densities(pot):
     assert log["err"][-1] <= 1e-9
 
 
-HAVE_GPU = device.available()
+HAVE_GPU = importlib.util.find_spec("cupy") is not None and __import__("cupy").is_available()
 
 
 @pytest.mark.gpu

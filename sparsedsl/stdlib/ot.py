@@ -22,7 +22,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from ..compiler import compile as _compile
+import sparsedsl as sd
 
 __all__ = ["ConvergenceWarning", "sinkhorn", "sinkhorn_newton_sparse"]
 
@@ -33,25 +33,25 @@ class ConvergenceWarning(UserWarning):
 
 # ---- kernels (compiled once; each dispatches to the CPU or GPU by its operands) -----------------
 # K_ij = exp((f_i + g_j - M_ij) / reg): the kernel matrix with the potentials absorbed.
-_gibbs = _compile("K[i,j] = exp((f[i] + g[j] - M[i,j]) * s)", M="dense", name="gibbs")
-_matvec = _compile("y[i] = K[i,j] * x[j]", K="dense", name="matvec")
-_rmatvec = _compile("y[j] = K[i,j] * x[i]", K="dense", name="rmatvec")
-_rowsum = _compile("r[i] = K[i,j]", K="dense", name="rowsum")
-_colsum = _compile("c[j] = K[i,j]", K="dense", name="colsum")
+_gibbs = sd.compile("K[i,j] = exp((f[i] + g[j] - M[i,j]) * s)", M="dense", name="gibbs")
+_matvec = sd.compile("y[i] = K[i,j] * x[j]", K="dense", name="matvec")
+_rmatvec = sd.compile("y[j] = K[i,j] * x[i]", K="dense", name="rmatvec")
+_rowsum = sd.compile("r[i] = K[i,j]", K="dense", name="rowsum")
+_colsum = sd.compile("c[j] = K[i,j]", K="dense", name="colsum")
 # Log-domain half step: f_i = reg*log(a_i) - reg*logsumexp_j((g_j - M_ij)/reg), max-shifted.
-_softmin_rows = _compile("let m[i] = max[j](g[j] - M[i,j])\n"
+_softmin_rows = sd.compile("let m[i] = max[j](g[j] - M[i,j])\n"
                          "f[i] = la[i] - m[i] - e * log(sum[j](exp((g[j] - M[i,j] - m[i]) * s)))",
                          M="dense", name="softmin_rows")
-_softmin_cols = _compile("let m[j] = max[i](f[i] - M[i,j])\n"
+_softmin_cols = sd.compile("let m[j] = max[i](f[i] - M[i,j])\n"
                          "g[j] = lb[j] - m[j] - e * log(sum[i](exp((f[i] - M[i,j] - m[j]) * s)))",
                          M="dense", name="softmin_cols")
-_row_min = _compile("m[i] = min[j](M[i,j] - g[j])", M="dense", name="row_min")
-_col_min = _compile("m[j] = min[i](M[i,j] - f[i])", M="dense", name="col_min")
+_row_min = sd.compile("m[i] = min[j](M[i,j] - g[j])", M="dense", name="row_min")
+_col_min = sd.compile("m[j] = min[i](M[i,j] - f[i])", M="dense", name="col_min")
 # The sparsified Hessian [[diag(r), S], [S^T, diag(c)]] times [u; v], S a csr SparseTensor.
-_hess_top = _compile("y[i] = r[i] * u[i] + S[i,j] * v[j]", S="csr", name="hess_top")
+_hess_top = sd.compile("y[i] = r[i] * u[i] + S[i,j] * v[j]", S="csr", name="hess_top")
 # S^T u through the transpose stored as csr: a row-parallel gather (the scatter form z[j] += S[i,j] u[i]
 # runs serially, 5 ms a product at nnz = 100k against 0.2 ms).
-_hess_bottom = _compile("z[j] = c[j] * v[j] + St[j,i] * u[i]", St="csr", name="hess_bottom")
+_hess_bottom = sd.compile("z[j] = c[j] * v[j] + St[j,i] * u[i]", St="csr", name="hess_bottom")
 
 
 def _xp(*arrays):
@@ -238,8 +238,6 @@ def _sparsify(P, keep, rng, mass_tol):
     of them, or (``keep=None``) as many as hold all but ``mass_tol`` of P's mass, within
     [10 max(n, m), 0.3 n m]. The threshold comes from a random sample of 50,000 entries (O(sample)
     selection), then one O(n m) comparison picks the entries."""
-    import sparsedsl as sd  # sd.asformat takes scipy and cupyx matrices alike
-
     xp = _xp(P)
     flat = P.ravel()
     size = flat.size
@@ -269,7 +267,8 @@ def _sparsify(P, keep, rng, mass_tol):
 
 
 def _cg(matvec, rhs, precond, tol, max_iter):
-    """Preconditioned conjugate gradient for a symmetric positive (semi)definite operator."""
+    """Preconditioned conjugate gradient for a symmetric positive (semi)definite operator.
+    Returns the solution and the number of operator products."""
     xp = _xp(rhs)
     x = xp.zeros_like(rhs)
     r = rhs.copy()
@@ -277,8 +276,10 @@ def _cg(matvec, rhs, precond, tol, max_iter):
     p = z.copy()
     rz = _asscalar(r @ z)
     stop = tol * _asscalar(xp.linalg.norm(rhs))
-    for _ in range(max_iter):
+    it = 0
+    while it < max_iter:
         Ap = matvec(p)
+        it += 1
         pAp = _asscalar(p @ Ap)
         if pAp <= 0:
             break
@@ -291,11 +292,11 @@ def _cg(matvec, rhs, precond, tol, max_iter):
         rz_new = _asscalar(r @ z)
         p = z + (rz_new / rz) * p
         rz = rz_new
-    return x
+    return x, it
 
 
 def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_iters=None, density=None,
-                           mass_tol=1e-4, cg_tol=1e-6, cg_max_iter=500, random_state=0, log=False, stopThr=None,
+                           mass_tol=1e-4, cg_tol=None, cg_max_iter=500, random_state=0, log=False, stopThr=None,
                            numItermax=None):
     r"""Entropic optimal transport by Sinkhorn–Newton–Sparse (SNS).
 
@@ -321,10 +322,14 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_it
         Hessian. Default: as many of the largest entries as hold all but ``mass_tol`` of the plan's
         mass (estimated from a sample), at least ``10 max(n, m)`` and at most 30% of them.
     mass_tol : float in (0, 1), default 1e-4: the plan mass the sparsified Hessian may drop.
-    cg_tol, cg_max_iter : relative residual and iteration cap of each conjugate-gradient solve.
+    cg_tol : float, optional: the relative residual of each conjugate-gradient solve. Default: the
+        inexact-Newton forcing term ``min(1e-2, sqrt(err))`` of the current marginal error ``err``
+        (loose far from the optimum, tight near it; Dembo, Eisenstat, Steihaug 1982).
+    cg_max_iter : the iteration cap of each conjugate-gradient solve.
     random_state : seed of the sample that picks the sparsification threshold.
     log : bool. Also return ``n_iter`` (Sinkhorn plus Newton iterations), ``n_sinkhorn``,
-        ``n_newton``, ``err`` (marginal error after each iteration) and the potentials ``f``, ``g``.
+        ``n_newton``, ``cg_iters`` and ``hessian_nnz`` (per Newton step), ``err`` (marginal error
+        after each iteration) and the potentials ``f``, ``g``.
 
     Returns
     -------
@@ -352,6 +357,8 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_it
         raise ValueError(f"sinkhorn_newton_sparse: density must be in (0, 1]; got {density!r}")
     if not isinstance(mass_tol, Real) or not 0 < mass_tol < 1:
         raise ValueError(f"sinkhorn_newton_sparse: mass_tol must be in (0, 1); got {mass_tol!r}")
+    if cg_tol is not None and (not isinstance(cg_tol, Real) or not 0 < cg_tol < 1):
+        raise ValueError(f"sinkhorn_newton_sparse: cg_tol must be in (0, 1) or None; got {cg_tol!r}")
     rng = np.random.default_rng(random_state)
     s = 1.0 / reg
 
@@ -371,12 +378,15 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_it
 
     keep = None if density is None else max(1, int(round(density * n * m)))
     n_newton = 0
+    cg_iters: list[int] = []
+    nnz: list[int] = []
     P, r, c, err, obj = state(f, g)
     if not errs:
         errs.append(err)
     while err > tol and n_newton < max_iter:
         S, St = _sparsify(P, keep, rng, mass_tol)
         del P
+        nnz.append(int(S.nnz))
 
         def hess(x, S=S, St=St, r=r, c=c):
             u, v = x[:n], x[n:]
@@ -384,7 +394,13 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_it
 
         grad = xp.concatenate([a - r, b - c])
         precond = 1.0 / xp.concatenate([r, c])
-        d = _cg(hess, reg * grad, precond, cg_tol, cg_max_iter)
+        # Inexact Newton: the solve need only be as accurate as the step can use. A forcing term of
+        # min(1e-2, sqrt(err)) keeps the convergence superlinear; at n = 2,000 it took 190 and 271
+        # CG products in all (point clouds, 1-D densities) against 358 and 535 at a fixed 1e-6, with
+        # the same number of Newton steps. A warm start from the previous direction saved nothing.
+        rtol = cg_tol if cg_tol is not None else min(1e-2, math.sqrt(err))
+        d, k = _cg(hess, reg * grad, precond, rtol, cg_max_iter)
+        cg_iters.append(k)
         slope = _asscalar(grad @ d)
         if not slope > 0:  # not an ascent direction (CG broke down): a scaled gradient step instead
             d = reg * precond * grad
@@ -408,6 +424,6 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_it
     if err > tol:
         _warn("sinkhorn_newton_sparse", err, tol, max_iter)
     if log:
-        return P, {"n_iter": n_sink + n_newton, "n_sinkhorn": n_sink, "n_newton": n_newton, "err": errs,
-                   "f": f, "g": g}
+        return P, {"n_iter": n_sink + n_newton, "n_sinkhorn": n_sink, "n_newton": n_newton, "cg_iters": cg_iters,
+                   "hessian_nnz": nnz, "err": errs, "f": f, "g": g}
     return P
