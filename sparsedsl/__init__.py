@@ -6,6 +6,7 @@
 """
 
 from . import array_ops, fit, io  # noqa: F401 (array_ops installs SparseTensor's operators)
+from .advise import advise, bench  # noqa: F401 - sd.advise (the fastest format) and sd.bench (the roofline)
 from .compiler import Kernel, compile, compute, explain, sparse_kernel
 from .composite import kron, lowrank, monarch
 from .creation import eye, random, zeros
