@@ -16,6 +16,7 @@ import numpy as np
 
 from . import composite, settings, templates
 from .backends import cpu
+from .backends import cuda as cuda_backend
 from .backends.cpu.compile import PARALLEL_THRESHOLD
 from .backends.cuda import compiled as cuda
 from .backends.cuda import device as cuda_device
@@ -33,7 +34,8 @@ from .tensor import SparseTensor, asformat, from_coordinates
 
 # Schedule choices a user may force (``compile(..., schedule={"workspace": "hash"})``); by default
 # the lowering chooses (a hash workspace only when a dense one would be too wide).
-SCHEDULE_OPTIONS = {"workspace": ("dense", "hash"), "templates": (True, False)}
+SCHEDULE_OPTIONS = {"workspace": ("dense", "hash"), "templates": (True, False),
+                    "passes": "{pass name: False} for a backend's loop-IR passes to skip"}
 
 
 class Kernel:
@@ -43,7 +45,7 @@ class Kernel:
         self.program = program
         self.schedule = dict(schedule or {})
         unknown = set(self.schedule) - SCHEDULE_OPTIONS.keys()
-        bad = {k: v for k, v in self.schedule.items() if k in SCHEDULE_OPTIONS and v not in SCHEDULE_OPTIONS[k]}
+        bad = {k: v for k, v in self.schedule.items() if k in SCHEDULE_OPTIONS and not _allowed(k, v)}
         if unknown or bad:
             raise DSLError(f"schedule options are {SCHEDULE_OPTIONS}; got {self.schedule}", program.span)
         check(program)  # structural errors surface now, not at the first call
@@ -318,7 +320,7 @@ class _Plan:
         self.rewritten = rewrite(self.checked)                   # nested reductions -> temporaries
         self.steps, self.arguments = [], []
         for k, st in enumerate(self.rewritten.statements):
-            low = lower(self.rewritten, st, k, {**_lowering_options(schedule), "backend": backend})  # loop IR
+            low = lower(self.rewritten, st, k, _lowering_options(backend, schedule))  # loop IR
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
@@ -374,8 +376,21 @@ class _Plan:
         return arg
 
 
-def _lowering_options(schedule: dict | None) -> dict:
-    return {k: v for k, v in (schedule or {}).items() if k != "templates"}
+def _allowed(option: str, value) -> bool:
+    if option == "passes":  # {pass name: on?} for the passes some backend declares
+        known = set(cpu.LOWERING.get("passes", ())) | set(cuda_backend.LOWERING.get("passes", ()))
+        return isinstance(value, dict) and set(value) <= known and all(isinstance(v, bool) for v in value.values())
+    return value in SCHEDULE_OPTIONS[option]
+
+
+def _lowering_options(backend: str, schedule: dict | None) -> dict:
+    """What the lowering is asked for: the backend's declared options (``LOWERING``), the user's
+    schedule choices, and the backend's passes less those the schedule turns off."""
+    schedule = schedule or {}
+    declared = (cuda_backend if backend == "cuda" else cpu).LOWERING
+    off = {name for name, on in schedule.get("passes", {}).items() if not on}
+    return {**declared, **{k: v for k, v in schedule.items() if k not in ("templates", "passes")},
+            "passes": tuple(p for p in declared.get("passes", ()) if p not in off)}
 
 
 def _allocator(backend: str, overwrites: bool):

@@ -10,7 +10,7 @@ string with ``ast``, so a C-like backend needs no second expression language.
 from __future__ import annotations
 
 import ast as pyast
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Elementwise functions a program may call; each backend spells them.
 FUNCTIONS = {"exp", "log", "abs", "sqrt", "relu", "sign", "where", "mask", "min", "max", "pow",
@@ -219,3 +219,42 @@ def dump(module: Module) -> str:
         lines.append(f"def {f.name}({', '.join(f.params)}):")
         walk(f.body, 1)
     return "\n".join(lines)
+
+
+# ---- walkers: the one place that knows which statements hold others -----------------------------
+
+
+def walk(stmts, private: bool = True):
+    """Every statement of ``stmts`` and below, parents first (a loop's private setup too, unless
+    ``private`` is False)."""
+    for s in stmts:
+        yield s
+        for attr in (("private",) if private else ()) + ("body", "then", "orelse"):
+            yield from walk(getattr(s, attr, None) or [], private)
+
+
+def map_stmts(stmts, fn) -> list:
+    """A copy of ``stmts`` with each statement replaced by ``fn(statement)`` (a list), bodies first."""
+    out = []
+    for s in stmts:
+        if isinstance(s, For):
+            s = replace(s, body=map_stmts(s.body, fn), private=map_stmts(s.private, fn))
+        elif isinstance(s, While):
+            s = replace(s, body=map_stmts(s.body, fn))
+        elif isinstance(s, If):
+            s = replace(s, then=map_stmts(s.then, fn), orelse=map_stmts(s.orelse, fn))
+        out += fn(s)
+    return out
+
+
+def names(expr: str) -> set:
+    """The variable names an expression reads."""
+    return {n.id for n in pyast.walk(pyast.parse(expr, mode="eval")) if isinstance(n, pyast.Name)}
+
+
+def renamed(expr: str, table: dict) -> str:
+    """``expr`` with the variables in ``table`` replaced by the given expressions."""
+    class Rename(pyast.NodeTransformer):
+        def visit_Name(self, node):
+            return pyast.parse(table[node.id], mode="eval").body if node.id in table else node
+    return pyast.unparse(Rename().visit(pyast.parse(expr, mode="eval")))

@@ -14,19 +14,36 @@ Presence follows the interpreter's rules (``interp.py``): intersection for ``*``
 comparisons and functions, union for ``+``/``-``. Results are accumulated in a scalar, scattered
 into a dense output, emitted as entries (sparse output), or gathered in a dense workspace when a
 reduction variable comes before an output variable (Gustavson's row-wise SpGEMM).
+
+The lowering knows no backend: a backend declares the options it wants (``LOWERING`` in its
+package: ``trailing_dense`` loop order, ``bitset_workspace``, and the named loop-IR ``passes`` run
+after lowering, in order; ``lang/passes.py``).
 """
 
 from __future__ import annotations
 
-import ast as pyast
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from . import ast as A
+from .assembly import Assembly, hash_grow, hash_probe
 from .check import Checked, Statement
 from .levels import Parent
-from .loopir import Alloc, Assign, Comment, Emit, For, Function, If, Prefetch, Return, SortRange, While
+from .loopir import (
+    Alloc,
+    Assign,
+    Comment,
+    Emit,
+    For,
+    Function,
+    If,
+    Prefetch,
+    While,
+    walk,
+)
+from .passes import PASSES
+from .values import Values, tensor_name
 
 
 @dataclass(frozen=True)
@@ -83,27 +100,23 @@ class Lowered:
     overwrites: bool = False  # a dense output whose every element the function stores once: allocated uninitialised
 
 
-def tensor_name(name: str) -> str:
-    return f"t_{name}"
-
-
 def lower(checked: Checked, st: Statement, index: int, options: dict | None = None) -> Lowered:
     """``options``: schedule choices that override the automatic ones, e.g. ``workspace="hash"``."""
     return _Lowering(checked, st, index, options or {}).run()
 
 
-_IDENTITY = {"+": "0", "or": "False", "and": "True"}
 # reductions whose identity is not 0: a scattered dense output starts at the identity, which the
 # entries no term reaches keep (DESIGN.md, semantics)
 _TRACKED = ("max", "min", "and")
 
 
-class _Lowering:
+class _Lowering(Assembly, Values):
     def __init__(self, checked: Checked, st: Statement, index: int, options: dict):
         self.c, self.st, self.index, self.options = checked, st, index, options
         self.hashed = False
-        # CPU only: C-like backends would need 64-bit literals for the bit arithmetic
-        self.bitset = options.get("backend", "cpu") == "cpu"
+        # a bitset orders a dense workspace's coordinates (the CPU's choice: C-like backends would need
+        # 64-bit literals for the bit arithmetic)
+        self.bitset = options.get("bitset_workspace", False)
         self.assumed: set = set()  # presence conditions known to hold where code is being generated
         self.notes: list[str] = []
         self.accesses = [n for n in A.walk(st.value) if isinstance(n, A.Access)]
@@ -114,8 +127,8 @@ class _Lowering:
     # ---- plan -------------------------------------------------------------------------------
     def run(self) -> Lowered:
         self.converted: dict = {}
-        # on the CPU a contiguous inner axpy wins; the GPU renderer wants (row, column) threads
-        self.trailing = self.trailing_dense() if self.options.get("backend", "cpu") == "cpu" else set()
+        # a contiguous inner axpy wins on the CPU; the GPU renderer wants (row, column) threads
+        self.trailing = self.trailing_dense() if self.options.get("trailing_dense", False) else set()
         self.blocks = self.split_blocked()
         self.sparse = {}
         self.canon = {}
@@ -136,10 +149,12 @@ class _Lowering:
         self.formula = self.presence(self.st.value)
         self.assembly = None
         body = self.function_body()
-        if self.options.get("backend", "cpu") == "cpu":
-            body = _unroll_axpys(_prefetch_gathers(body))
+        for name in self.options.get("passes", ()):  # the backend's loop-IR passes, in its order
+            body = PASSES[name](body)
+        if self.options.get("passes"):
+            self.notes.append(f"passes: {', '.join(self.options['passes'])}")
         params = self.params()
-        hints = [s for s in _walk_stmts(body) if isinstance(s, Prefetch)]
+        hints = [s for s in walk(body, private=False) if isinstance(s, Prefetch)]
         if hints:  # on only for scattered coordinates: a banded matrix's gathers pay for the hint
             crd = self.arguments[hints[0].crd]
             pos = ("level", *crd[1:4], "pos")
@@ -258,43 +273,6 @@ class _Lowering:
                 found.add(n)
         return found
 
-    # ---- presence formula -----------------------------------------------------------------
-    def presence(self, e):
-        """('and'|'or', [...]), ('atom', access id) or True."""
-        if isinstance(e, A.Access):
-            k = self.canon[next(i for i, a in enumerate(self.accesses) if a is e)]
-            return ("atom", k) if k in self.sparse else True
-        if isinstance(e, (A.Literal, A.Scalar)):
-            return True
-        if isinstance(e, A.Neg):
-            return self.presence(e.operand)
-        if isinstance(e, A.BinOp):
-            kind = "or" if e.op in "+-" else "and"
-            return (kind, [self.presence(e.left), self.presence(e.right)])
-        if isinstance(e, A.Call):
-            return ("and", [self.presence(a) for a in e.args])
-        raise AssertionError(type(e))
-
-    @staticmethod
-    def evaluate(f, atoms: dict) -> str:
-        """The formula as an expression, atoms replaced by ``atoms[id]`` (missing ones: True)."""
-        if f is True:
-            return "True"
-        if f[0] == "atom":
-            return atoms.get(f[1], "True")
-        if f[0] == "expr":
-            return f[1]
-        parts = [_Lowering.evaluate(g, atoms) for g in f[1]]
-        if f[0] == "and":
-            if "False" in parts:
-                return "False"
-            parts = [p for p in parts if p != "True"]
-            return "True" if not parts else parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
-        if "True" in parts:
-            return "True"
-        parts = [p for p in parts if p != "False"]
-        return "False" if not parts else parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
-
     # ---- code ----------------------------------------------------------------------------
     def fresh(self, stem: str) -> str:
         self.tmp += 1
@@ -317,29 +295,7 @@ class _Lowering:
         pre: list = []
         private: list = []
         if self.mode == "workspace":
-            size = " * ".join(v.extent() for v in self.ws_vars)
-            width = 1
-            for v in self.ws_vars:
-                width *= v.block if v.part == "i" else self.c.extents[v.index] // (v.block if v.part else 1)
-            self.hashed = self.options.get("workspace") == "hash" or (
-                self.options.get("workspace") != "dense" and width > DENSE_WORKSPACE_LIMIT)
-            names = ", ".join(v.index + v.part for v in self.ws_vars)
-            if self.hashed:
-                private = [Alloc("ws_v", str(HASH_START), str(dt), None),
-                           Alloc("ws_f", str(HASH_START), "int64", "0"),
-                           Alloc("ws_k", str(HASH_START), "int64", None),
-                           Alloc("ws_l", str(HASH_START), "int64", None),
-                           Assign("ws_cap", str(HASH_START)), Assign("ws_gen", "0")]
-                self.notes.append(f"workspace: hash table over {names} (open addressing, doubles when half "
-                                  f"full; row-wise, Gustavson)")
-            else:
-                private = [Alloc("ws_v", size, str(dt), None), Alloc("ws_f", size, "int64", "0"),
-                           Alloc("ws_l", size, "int64", None), Assign("ws_gen", "0")]
-                self.notes.append(f"workspace: dense over {names} (row-wise, Gustavson)")
-                if self.bitset:
-                    private.append(Alloc("ws_b", f"({size}) // 64 + 1", "int64", "0"))
-                    self.notes.append("workspace order: a bitset of the touched coordinates, scanned between "
-                                      "the least and greatest (no comparison sort)")
+            private = self.workspace(dt)
         if self.mode in ("scatter", "scalar") and not sparse_out and self.st.reduce_op in _TRACKED:
             # rows a sparse outer level skips are never visited: every entry starts at the identity
             pre += self.over_output([Assign(f"out[{', '.join(f'c{k}' for k in range(len(self.out_vars))) or '0'}]",
@@ -351,9 +307,9 @@ class _Lowering:
             self.notes.append(f"schedule: outer loop {top.var} in parallel, chunks balanced by "
                               f"{top.weight or 'iteration count'}")
         # two-phase assembly counts per outer iteration: every entry must be emitted inside that loop
-        emits = [x for x in _walk_stmts(loops) if isinstance(x, Emit)]
+        emits = [x for x in walk(loops, private=False) if isinstance(x, Emit)]
         inside = top is not None and self.order[0].index in self.out_vars and emits and \
-            len([x for x in _walk_stmts(top.body) if isinstance(x, Emit)]) == len(emits)
+            len([x for x in walk(top.body, private=False) if isinstance(x, Emit)]) == len(emits)
         if sparse_out and inside:
             self.assembly = "csr" if self.direct_csr(top) else "coords"
             return pre + self.two_phase(loops, top, private)
@@ -379,58 +335,6 @@ class _Lowering:
             if driven or top.var == f"{op.tag}_0_q":
                 return op.names(1)["pos"]
         return None
-
-    def direct_csr(self, top: For) -> bool:
-        """The output is CSR-shaped and rows come in order: counts per row are its ``pos``."""
-        from .levels import Compressed, Dense
-
-        lv = self.out_type.format.levels
-        return (len(lv) == 2 and isinstance(lv[0].type, Dense) and isinstance(lv[1].type, Compressed)
-                and lv[1].type.unique and not self.out_type.format.blocks and self.sorted_out()
-                and top.var == f"v_{self.out_vars[lv[0].dim]}" and top.start == "0")
-
-    def sorted_out(self) -> bool:
-        fmt = self.out_type.format
-        out_seq = [v.index for v in self.order if v.index in self.out_vars]
-        in_order = [self.out_vars[lv.dim] for lv in fmt.levels]
-        return not fmt.blocks and out_seq == in_order and all(v.part == "" for v in self.order
-                                                              if v.index in self.out_vars)
-
-    def two_phase(self, loops: list, top: For, private: list) -> list:
-        """Sparse-output assembly in two passes over the outer loop: count the entries of each outer
-        iteration, prefix-sum the counts into offsets, then fill. Both passes may run in parallel;
-        cursors started before the outer loop (a merge it drives) are started again for the fill."""
-        dt = self.out_type.dtype
-        skip = self.out_type.format.levels[0].dim if self.assembly == "csr" else None
-        k = loops.index(top)
-        n_outer = f"({top.stop}) - ({top.start})"
-        rel = f"{top.var} - ({top.start})"
-        counting = replace(top, body=[Assign("cnt", "0"), *_count_pass(top.body),
-                                      Assign(f"counts[{rel}]", "cnt")], private=_count_pass(private))
-        coords = [d for d in range(len(self.out_vars)) if d != skip]
-        filling = replace(top, body=[Assign("oq", f"offs[{rel}]"), *_fill_pass(top.body, coords)],
-                          private=private)
-        offsets = [Alloc("offs", "n_outer + 1", "int64", "0"),
-                   For("r_", "0", "n_outer", [Assign("offs[r_ + 1]", "offs[r_] + counts[r_]")])]
-        small = all(self.c.extents[n] < 2**31 for n in self.out_vars)
-        crd_type = "int32" if skip is not None and small else "int64"
-        outputs = [Alloc(f"out_c{d}", "offs[n_outer]", crd_type, None, written=True) for d in coords]
-        outputs.append(Alloc("out_v", "offs[n_outer]", str(dt), None, written=True))
-        self.notes.append("assembly: two-phase (count entries per outer iteration, prefix sum, fill)"
-                          + (", counts become the CSR pos array" if skip is not None else ""))
-        return (loops[:k] + [Assign("n_outer", n_outer), Alloc("counts", "n_outer", "int64", "0"), counting]
-                + offsets + outputs + loops[:k] + [filling] + loops[k + 1:]
-                + [Return(["offs", *(f"out_c{d}" for d in coords), "out_v"])])
-
-    def identity(self, op, dt) -> str:
-        if op in _IDENTITY:
-            return {"+": "0.0" if dt.kind == "f" else "0"}.get(op, _IDENTITY[op])
-        if dt.kind == "f":
-            return "-np.inf" if op == "max" else "np.inf"
-        if dt.kind == "b":
-            return "False" if op == "max" else "True"
-        info = np.iinfo(dt)
-        return str(info.min if op == "max" else info.max)
 
     def params(self) -> list:
         """The function's parameters; ``self.arguments`` says what the driver passes for each:
@@ -614,7 +518,7 @@ class _Lowering:
         if op.present == "True":
             return init
         assigned = []
-        for s in _walk_stmts(init):
+        for s in walk(init, private=False):
             if isinstance(s, Assign) and s.op is None and s.target not in assigned:
                 assigned.append(s.target)
         return [If(op.present, init, [Assign(t, "0") for t in assigned])]
@@ -625,60 +529,6 @@ class _Lowering:
         return bool(self.order) and self.order[0].index in self.out_vars
 
     # ---- leaves and reductions ------------------------------------------------------------
-    def value(self, e, ops) -> tuple[str, str]:
-        """(value expression, presence expression) of ``e`` at the current point."""
-        if isinstance(e, A.Access):
-            k = self.canon[next(i for i, a in enumerate(self.accesses) if a is e)]
-            if k in ops:
-                op = ops[k]
-                if op.safe and op.present != "True" and op.level == len(op.fmt.levels):
-                    return f"ld_{op.tag}", op.present  # loaded before the leaf: a select, not a branch
-                return f"{op.tensor}[{op.parent.pos}]", op.present
-            idx = ", ".join(self.coord(ix.name) for ix in e.indices) or "0"  # a 0-d tensor is passed as 1 element
-            return f"{tensor_name(e.tensor)}[{idx}]", "True"
-        if isinstance(e, A.Literal):
-            return _literal(e.value), "True"
-        if isinstance(e, A.Scalar):
-            return f"s_{e.name}", "True"
-        if isinstance(e, A.Neg):
-            v, p = self.value(e.operand, ops)
-            return (f"(-({v} + 0))" if self.boolean(e.operand) else f"(-{v})"), p  # a boolean counts as 0 or 1
-        if isinstance(e, A.BinOp):
-            (a, pa), (b, pb) = self.value(e.left, ops), self.value(e.right, ops)
-            if e.op in "+-":
-                a = f"({a} + 0)" if self.boolean(e.left) else a  # booleans add as integers, as the checker types them
-                b = f"({b} + 0)" if self.boolean(e.right) else b
-                a = a if pa == "True" else f"({a} if {pa} else 0)"
-                b = b if pb == "True" else f"({b} if {pb} else 0)"
-                return f"({a} {e.op} {b})", self.evaluate(("or", [_lit(pa), _lit(pb)]), {})
-            pres = self.evaluate(("and", [_lit(pa), _lit(pb)]), {})
-            if e.op == "*":
-                return _combine(self.st.mul_op, a, b), pres
-            return f"({a} {e.op} {b})", pres
-        if isinstance(e, A.Call):
-            vals = [self.value(x, ops) for x in e.args]
-            pres = self.evaluate(("and", [_lit(p) for _, p in vals]), {})
-            args = [v for v, _ in vals]
-            if e.fn in _FLOATING or e.fn == "sign":  # of a boolean: float64 (numba's would be float32); sign: int
-                zero = "0" if e.fn == "sign" else "0.0"
-                args = [f"({v} + {zero})" if self.boolean(x) else v for v, x in zip(args, e.args)]
-            return _call(e.fn, args), pres
-        raise AssertionError(type(e))
-
-    def boolean(self, e) -> bool:
-        """Whether ``e`` may be boolean-valued: a bool tensor, a comparison, a bool literal, or a
-        function with a boolean argument (the generated code then casts it where it counts)."""
-        if isinstance(e, A.Access):
-            return self.c.types[e.tensor].dtype == np.bool_
-        if isinstance(e, A.BinOp):
-            return e.op in ("<", "<=", ">", ">=", "==", "!=") or (
-                e.op == "*" and self.boolean(e.left) and self.boolean(e.right))
-        if isinstance(e, A.Call):
-            args = e.args[1:] if e.fn in ("where", "mask") else e.args
-            # any boolean branch: numba may type the whole as boolean (a constant condition folds)
-            return e.fn in ("where", "mask", "abs", "min", "max", "relu") and any(self.boolean(a) for a in args)
-        return isinstance(e, A.Literal) and isinstance(e.value, bool)
-
     def leaf(self, ops) -> list:
         val, pres = self.value(self.st.value, ops)
         loads = [Assign(f"ld_{op.tag}", f"{op.tensor}[{op.parent.pos}]") for op in ops.values()
@@ -712,11 +562,11 @@ class _Lowering:
         else:
             lin = self.linear_vars(self.ws_vars)
             if self.hashed:
-                action = [Assign("w", lin), *_hash_probe("ws_f", "ws_k", "ws_cap"),
+                action = [Assign("w", lin), *hash_probe("ws_f", "ws_k", "ws_cap"),
                           If("ws_f[h] != ws_gen",
                              [Assign("ws_f[h]", "ws_gen"), Assign("ws_k[h]", "w"), Assign("ws_v[h]", val),
                               Assign("ws_l[ws_n]", "w"), Assign("ws_n", "1", "+"),
-                              If("ws_n * 2 > ws_cap", _hash_grow(str(self.out_type.dtype)))],
+                              If("ws_n * 2 > ws_cap", hash_grow(str(self.out_type.dtype)))],
                              [Assign("ws_v[h]", val, self.st.reduce_op)])]
             else:
                 first = [Assign("ws_f[w]", "ws_gen"), Assign("ws_l[ws_n]", "w"), Assign("ws_n", "1", "+"),
@@ -739,27 +589,6 @@ class _Lowering:
             done = [If("touched", [Emit(coords, "acc")])]
         return init + body + done
 
-    def workspace_reduction(self, depth, ops) -> list:
-        body = self.gen_after_switch(depth, ops)
-        coords = []
-        decode = [Assign("w", "ws_l[t]")]
-        if len(self.ws_vars) == 1:
-            decode.append(Assign(self.ws_vars[0].name, "w"))
-        else:
-            for v in reversed(self.ws_vars):
-                decode += [Assign(v.name, f"w % {v.extent()}"), Assign("w", f"w // {v.extent()}")]
-        coords = [self.coord(n) for n in self.out_vars]
-        size = " * ".join(v.extent() for v in self.ws_vars)
-        if self.hashed:
-            flush = [SortRange("ws_l", "0", "ws_n"),
-                     For("t", "0", "ws_n", [*decode, Assign("w", "ws_l[t]"), *_hash_probe("ws_f", "ws_k", "ws_cap"),
-                                            Emit(coords, "ws_v[h]")])]
-        else:
-            flush = [SortRange("ws_l", "0", "ws_n", "ws_f", "ws_gen", size, "ws_b" if self.bitset else None),
-                     For("t", "0", "ws_n", decode + [Emit(coords, "ws_v[ws_l[t]]")])]
-        # entries of ws_f equal to ws_gen were touched in this pass: no clearing between passes
-        return [Assign("ws_gen", "1", "+"), Assign("ws_n", "0")] + body + flush
-
     def gen_after_switch(self, depth, ops):
         first, self.first_red = self.first_red, -1
         try:
@@ -780,135 +609,11 @@ class _Lowering:
         return inner
 
 
-# A dense workspace holds one slot per coordinate of the output's inner dimensions, per worker;
-# wider than this, a hash table sized by the entries actually touched is used instead.
-DENSE_WORKSPACE_LIMIT = 1 << 22
-HASH_START = 64
-_HASH = "2654435761"  # Knuth's multiplicative hash (TAOCP 6.4), in int64 arithmetic
-
-
-def _hash_probe(stamp, keys, cap) -> list:
-    """Find key ``w``'s slot ``h`` by linear probing; a slot is free unless stamped this pass."""
-    return [Assign("h", f"((w * {_HASH}) >> 16) & ({cap} - 1)"),
-            While(f"{stamp}[h] == ws_gen and {keys}[h] != w", [Assign("h", f"(h + 1) & ({cap} - 1)")])]
-
-
-def _hash_grow(dtype: str) -> list:
-    """Double the hash table, re-inserting this pass's keys (listed in ws_l)."""
-    return [
-        Assign("ws_cap2", "ws_cap * 2"),
-        Alloc("ws_v2", "ws_cap2", dtype, None), Alloc("ws_f2", "ws_cap2", "int64", "0"),
-        Alloc("ws_k2", "ws_cap2", "int64", None), Alloc("ws_l2", "ws_cap2", "int64", None),
-        For("t", "0", "ws_n", [
-            Assign("w", "ws_l[t]"), Assign("ws_l2[t]", "w"), *_hash_probe("ws_f", "ws_k", "ws_cap"),
-            Assign("g", "h"), Assign("w", "ws_k[g]"), *_hash_probe("ws_f2", "ws_k2", "ws_cap2"),
-            Assign("ws_f2[h]", "ws_gen"), Assign("ws_k2[h]", "w"), Assign("ws_v2[h]", "ws_v[g]"),
-        ]),
-        Assign("ws_v", "ws_v2"), Assign("ws_f", "ws_f2"), Assign("ws_k", "ws_k2"), Assign("ws_l", "ws_l2"),
-        Assign("ws_cap", "ws_cap2"),
-        Comment("the new key's slot moved: find it again"),
-        Assign("w", "ws_l[ws_n - 1]"), *_hash_probe("ws_f", "ws_k", "ws_cap"),
-    ]
-
-
-def _literal(value) -> str:
-    """A literal as source: inf and nan by name; an integer past int64 (checked to be used with
-    floats) as a float."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return "np.nan" if np.isnan(value) else ("np.inf" if value > 0 else "(-np.inf)")
-    if type(value) is int and not -2**63 <= value < 2**63:
-        return repr(float(value))
-    return repr(value)
-
-
-def _lit(p: str):
-    return True if p == "True" else ("expr", p)
-
-
-def _combine(op, a, b) -> str:
-    if op in ("*", "+"):
-        return f"({a} {op} {b})"
-    if op in ("and", "or"):
-        return f"(({a} != 0) {op} ({b} != 0))"
-    return f"{op}({a}, {b})"
-
-
-_FLOATING = {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid"}
-
-
-def _call(fn, args) -> str:
-    if fn == "mask":
-        return args[1]
-    if fn == "where":
-        return f"({args[1]} if {args[0]} else {args[2]})"
-    if fn == "relu":
-        return f"max({args[0]}, 0)"
-    return f"{fn}({', '.join(args)})"
-
-
-def _map_stmts(stmts, fn) -> list:
-    """A copy of ``stmts`` with each statement replaced by ``fn(statement)`` (a list), bodies first."""
-    out = []
-    for s in stmts:
-        if isinstance(s, For):
-            s = replace(s, body=_map_stmts(s.body, fn), private=_map_stmts(s.private, fn))
-        elif isinstance(s, While):
-            s = replace(s, body=_map_stmts(s.body, fn))
-        elif isinstance(s, If):
-            s = replace(s, then=_map_stmts(s.then, fn), orelse=_map_stmts(s.orelse, fn))
-        out += fn(s)
-    return out
-
-
-UNROLL = 4  # sparse entries combined per pass over a dense row (_unroll_axpys)
-
-
-def _unroll_axpys(stmts) -> list:
-    """Unroll a sparse loop whose body is an axpy into a fixed row, four entries at a time.
-
-    ``for q: j = crd[q]; for n: out[i, n] += A[q] * X[j, n]`` becomes a loop over groups of four
-    entries with one inner pass ``out[i, n] += (A[q]*X[j0, n] + A[q+1]*X[j1, n]) + (...)``: the row
-    of ``out`` is loaded and stored once per four entries, and four rows of ``X`` are in flight (the
-    SpMM inner loop; CSR SpMM 8192^2 at 1%, 64 columns: 6.6 -> 4.3 ms on two cores). Only where the
-    accumulated element does not depend on the entry, so combining entries first is a reassociation.
-    """
-    def unroll(f):
-        if not isinstance(f, For) or f.parallel or f.private or not f.body:
-            return [f]
-        *pre, inner = f.body
-        hints = [a for a in pre if isinstance(a, Prefetch) and a.pos == f.var]  # made once per entry
-        pre = [a for a in pre if a not in hints]
-        if not (all(isinstance(a, Assign) and a.op is None and a.target.isidentifier() for a in pre)
-                and isinstance(inner, For) and len(inner.body) == 1 and isinstance(inner.body[0], Assign)
-                and inner.body[0].op == "+"):
-            return [f]
-        acc = inner.body[0]
-        per_entry = {f.var, *(a.target for a in pre)}
-        if _names(acc.target) & per_entry or (_names(inner.start) | _names(inner.stop)) & per_entry:
-            return [f]
-        end = f"{f.var}_end"
-
-        def entry(u):  # the statements and the added term of entry q + u
-            names = {f.var: f"({f.var} + {u})", **{a.target: f"{a.target}_{u}" for a in pre}}
-            return ([replace(h, pos=names[f.var]) for h in hints]
-                    + [Assign(names[a.target], _renamed(a.value, names)) for a in pre], _renamed(acc.value, names))
-
-        groups = [entry(u) for u in range(UNROLL)]
-        terms = [t for _, t in groups]
-        total = " + ".join(f"(({a}) + ({b}))" for a, b in zip(terms[::2], terms[1::2]))  # terms may be comparisons
-        return [Assign(f.var, f.start), Assign(end, f.stop),
-                While(f"{f.var} + {UNROLL - 1} < {end}",
-                      [a for stmts, _ in groups for a in stmts]
-                      + [replace(inner, body=[Assign(acc.target, total, "+")]), Assign(f.var, str(UNROLL), "+")]),
-                While(f"{f.var} < {end}", [*hints, *pre, inner, Assign(f.var, "1", "+")])]
-    return _map_stmts(stmts, unroll)
-
-
 def _overwrites(body: list, arguments: dict, out_vars: list) -> bool:
     """Whether ``body`` stores every element of ``out`` before anything reads it: its one store into
     ``out`` is ``out[v_a, v_b, ..] = value``, reached unconditionally through loops ``for v_a in [0, n_a)``
     over the output's whole extents, in its index order."""
-    stores = [s for s in _walk_stmts(body) if isinstance(s, Assign) and s.target.split("[")[0] == "out"]
+    stores = [s for s in walk(body, private=False) if isinstance(s, Assign) and s.target.split("[")[0] == "out"]
     if len(stores) != 1 or stores[0].op is not None:
         return False
     path, level = [], body
@@ -922,74 +627,8 @@ def _overwrites(body: list, arguments: dict, out_vars: list) -> bool:
     return any(s is stores[0] and s.target == target for s in level)
 
 
-def _prefetch_gathers(stmts) -> list:
-    """Prefetch the dense operand a sparse loop gathers: ``for q: j = crd[q]; ... x[j]`` asks for
-    ``x[crd[q + 64]]`` ahead, and ``... X[j, n]`` for the whole row ``X[crd[q + 32], :]``. Random-column
-    CSR SpMV (2M rows, x of 16 MB) runs 1.7x faster, CSR SpMM 200000^2 x 64 columns 1.3x; on a banded
-    matrix, whose gathers the hardware prefetcher already follows, it costs 5-9%, so the hints run
-    behind a flag the driver sets only for scattered coordinates (``compiler._scattered``)."""
-    def add(f):
-        if not isinstance(f, For) or f.parallel or not f.body or not isinstance(f.body[0], Assign):
-            return [f]
-        first = f.body[0]
-        crd = first.value[:-len(f"[{f.var}]")] if first.value.endswith(f"[{f.var}]") else ""
-        if first.op is not None or not crd.isidentifier() or not first.target.isidentifier():
-            return [f]
-        gathered: dict = {}  # array -> whole rows?
-        for s in _walk_stmts(f.body[1:]):
-            for text in (getattr(s, "value", None), getattr(s, "cond", None)):
-                for node in pyast.walk(pyast.parse(text, mode="eval")) if isinstance(text, str) else ():
-                    if not (isinstance(node, pyast.Subscript) and isinstance(node.value, pyast.Name)) or \
-                            node.value.id == crd:
-                        continue
-                    lead = node.slice.elts[0] if isinstance(node.slice, pyast.Tuple) else node.slice
-                    if isinstance(lead, pyast.Name) and lead.id == first.target:
-                        gathered.setdefault(node.value.id, isinstance(node.slice, pyast.Tuple))
-        hints = [Prefetch(a, crd, f.var, 32 if row else 64, row, "prefetch_") for a, row in gathered.items()]
-        return [replace(f, body=[*hints, *f.body])]
-    return _map_stmts(stmts, add)
 
 
-def _names(expr: str) -> set:
-    return {n.id for n in pyast.walk(pyast.parse(expr, mode="eval")) if isinstance(n, pyast.Name)}
-
-
-def _renamed(expr: str, names: dict) -> str:
-    """``expr`` with the variables in ``names`` replaced by the given expressions."""
-    class Rename(pyast.NodeTransformer):
-        def visit_Name(self, node):
-            return pyast.parse(names[node.id], mode="eval").body if node.id in names else node
-    return pyast.unparse(Rename().visit(pyast.parse(expr, mode="eval")))
-
-
-def _count_pass(stmts) -> list:
-    """The counting pass: each emitted entry adds one; values and orderings are not computed."""
-    def count(s):
-        if isinstance(s, Emit):
-            return [Assign("cnt", "1", "+")]
-        if isinstance(s, SortRange) or (isinstance(s, Assign) and s.target.startswith(("ws_v", "ws_b"))):
-            return []
-        if isinstance(s, Alloc) and s.var.startswith("ws_v"):
-            return []
-        return [s]
-    return _map_stmts(stmts, count)
-
-
-def _fill_pass(stmts, coords) -> list:
-    """The filling pass: each emitted entry is written at the next offset of its outer iteration."""
-    def fill(s):
-        if isinstance(s, Emit):
-            return ([Assign(f"out_c{d}[oq]", s.coords[d]) for d in coords]
-                    + [Assign("out_v[oq]", s.value), Assign("oq", "1", "+")])
-        return [s]
-    return _map_stmts(stmts, fill)
-
-
-def _walk_stmts(stmts):
-    for s in stmts:
-        yield s
-        for attr in ("body", "then", "orelse"):
-            yield from _walk_stmts(getattr(s, attr, []) or [])
 
 
 def _toposort(variables, edges, priority):

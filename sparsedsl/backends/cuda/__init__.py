@@ -24,3 +24,7 @@ Modules: ``device`` (interop: the only one the rest of sparsedsl imports), ``pla
 shapes), ``cexpr`` and ``render`` (C++), ``templates/`` (hand-written kernels), ``nvrtc`` (compiling),
 ``runtime`` (launching), ``compiled`` (the entry point, ``build``, and launch replay).
 """
+
+# What this backend asks of the lowering (see backends/cpu): nothing beyond the defaults; its own
+# choices are made when a function is rendered for a signature (``render.PASSES``).
+LOWERING: dict = {}
