@@ -10,6 +10,7 @@
   small oversampling; and two dense graphs (complete n = 1,500, geometric of mean degree 300).
 - DynamicSparsifier: 1,000 random insertions and deletions on the geometric graph; quality vs a
   from-scratch sparsifier of the final graph; update time vs re-sparsifying after each update.
+- SSumM: time per edge at 3 sizes, l1 error against a same-size subset of the edges.
 - --gpu: sinkhorn / SNS with cupy inputs vs the CPU result and vs POT on torch CUDA tensors.
 """
 
@@ -260,6 +261,29 @@ def fastrp_case(sizes, dim=128):
     return {"explicit_max_abs_diff": diff, "sizes": rows}
 
 
+def ssumm_case(sizes, k=0.3):
+    """SSumM on planted-partition graphs (communities of 25, p_in 0.8, ~2 outside edges a node): time per
+    edge at 3 sizes (the paper's linear scaling) and the l1 error against a k-bit subset of the edges."""
+    import networkx as nx
+
+    from sparsedsl.stdlib.ssumm import ssumm
+
+    rows = []
+    for n in sizes:
+        A = sp.csr_matrix(nx.to_scipy_sparse_array(nx.planted_partition_graph(n // 25, 25, 0.8, 2.0 / n, seed=0)))
+        S, t = _t(lambda A=A: ssumm(A, k, random_state=0))
+        m = A.nnz // 2
+        subset = 2 * (m - math.floor(k * S.input_bits / (2 * math.log2(n))))
+        rows.append({"n": n, "edges": m, "k_fraction": k, "time_s": t, "us_per_edge": 1e6 * t / m,
+                     "supernodes": len(S.supernode_sizes), "superedges": len(S.superedges),
+                     "size_fraction": S.size_bits / S.input_bits, "l1_error": S.error(1), "l2_error": S.error(2),
+                     "edge_subset_l1_error": subset})
+        print(f"ssumm n={n} m={m}: {t:.2f}s ({rows[-1]['us_per_edge']:.1f} us/edge), {len(S.supernode_sizes)} "
+              f"supernodes, {len(S.superedges)} superedges, size {rows[-1]['size_fraction']:.3f} of the input; "
+              f"l1 error {S.error(1):.0f} vs {subset} for a {k:g}-size edge subset", flush=True)
+    return rows
+
+
 def gpu_case(n):
     import cupy
     import ot as pot
@@ -314,6 +338,7 @@ def main(argv=None):
     dense = ([("complete n=400", _complete(400)), ("geometric n=800, mean degree 200", _dense_rgg(800, 200))] if q
              else [("complete n=1500", _complete(1500)), ("geometric n=2000, mean degree 300", _dense_rgg(2000, 300))])
     out["sparsify"] += [sparsify_case(name, A) for name, A in dense]
+    out["ssumm"] = ssumm_case([2_000, 4_000, 8_000] if q else [8_000, 16_000, 32_000])
     out["dynamic"] = dynamic_case(_rgg(1000 if q else 5000), 200 if q else 1000, 50)
     if args.gpu:
         out["gpu"] = gpu_case(2000)
