@@ -20,6 +20,7 @@ from .backends import cuda as cuda_backend
 from .backends.cpu.compile import PARALLEL_THRESHOLD
 from .backends.cuda import compiled as cuda
 from .backends.cuda import device as cuda_device
+from .backends.cuda import render as cuda_render
 from .errors import DSLError, FormatError
 from .lang import ast as A
 from .lang import loopir
@@ -182,23 +183,25 @@ class Kernel:
 
         ``"parsed"``: the program as written (``lang.ast.Program``); ``"checked"``: bound to the
         operands, implicit sums placed, types of every tensor (``lang.check.Checked``);
-        ``"rewritten"``: composites expanded, nested reductions hoisted into temporaries;
-        ``"loop_ir"``: one ``lang.loopir.Function`` per statement (``loopir.dump`` prints them);
-        ``"source"``: the backend's source per statement (for ``backend="cuda"`` after one run,
-        which specialises it); ``"template"``: the program template chosen, and why the others were
-        not (``templates.Selection``); ``"notes"``: what the rewrite and the template selection decided, and
-        ``"statement_notes"``: per statement, the schedule's decisions, as ``explain`` prints them.
+        ``"template"``: the program template chosen, and why the others were not
+        (``templates.Selection``); ``"rewritten"``: composites expanded, nested reductions hoisted into
+        temporaries; ``"loop_ir"``: one ``lang.loopir.Function`` per statement (``loopir.dump`` prints
+        them); ``"source"``: the backend's source per statement: numba Python, or for ``backend="cuda"``
+        the plan of host steps and kernels with their launch configuration, the loops templates chosen
+        and rejected, and the CUDA C of every kernel variant (rendered without running: no GPU needed);
+        ``"notes"``: what the rewrite and the template selection decided; ``"statement_notes"``: per
+        statement, the lowering's decisions (loop order, workspaces, passes), as ``explain`` prints them.
         """
-        backend = _backend(backend, args, kwargs)
-        bound = self.bind(args, kwargs, backend)
+        if backend == "cuda" and not cuda_device.available():  # render-only: the operands stay on the host
+            bound = self.bind(*_operands(args, kwargs), "cpu")
+        else:
+            backend = _backend(backend, args, kwargs)
+            bound = self.bind(args, kwargs, backend)
         plan = self.plan(bound, backend)
-        if backend == "cuda":
-            plan.run(bound)
-        return {"parsed": self.program, "checked": plan.checked, "rewritten": plan.rewritten,
-                "loop_ir": [low.function for _, low, _, _ in plan.steps],
-                "source": [str(source) for _, _, _, source in plan.steps],
-                "notes": list(plan.rewritten.notes) + plan.selection.notes(),
-                "template": plan.selection,
+        sources = [str(source) for _, _, _, source in plan.steps] if backend == "cpu" else plan.cuda_sources(bound)
+        return {"parsed": self.program, "checked": plan.checked, "template": plan.selection,
+                "rewritten": plan.rewritten, "loop_ir": [low.function for _, low, _, _ in plan.steps],
+                "source": sources, "notes": list(plan.rewritten.notes) + plan.selection.notes(),
                 "statement_notes": [list(low.notes) for _, low, _, _ in plan.steps]}
 
     def reference(self, /, *args, **kwargs):
@@ -321,6 +324,9 @@ class _Plan:
         self.steps, self.arguments = [], []
         for k, st in enumerate(self.rewritten.statements):
             low = lower(self.rewritten, st, k, _lowering_options(backend, schedule))  # loop IR
+            if backend == "cuda":  # the render passes a schedule turned off (backends.cuda.PASSES)
+                low.function.hints["passes_off"] = frozenset(n for n, on in (schedule or {}).get("passes", {}).items()
+                                                             if not on)
             problems = loopir.verify(loopir.Module([low.function], low.function.name))
             if problems:
                 raise AssertionError("invalid loop IR: " + "; ".join(problems))
@@ -369,16 +375,31 @@ class _Plan:
         return composite.unsplit(c, {name: env[name] for name in c.outputs}) if c.derived else \
             {name: env[name] for name in c.outputs}
 
-    def argument(self, what: tuple, env, converted, ttype):
+    def cuda_sources(self, bound: dict) -> list:
+        """Per statement, the CUDA plan and source for these operands, rendered without running."""
+        c = self.rewritten
+        env = composite.bind(c, bound) if c.derived else bound
+        out = []
+        for st, low, _, _ in self.steps:
+            converted = {k: asformat(env[_access(st, k).tensor], fmt) for k, fmt in low.converted.items()}
+            ttype = c.types[st.target.tensor]
+            args = [self.argument(low.arguments[p], env, converted, ttype, host=True) for p in low.function.params]
+            out.append(cuda_render.rendered(low.function, args).describe())
+            env[st.target.tensor] = np.zeros(ttype.shape, ttype.dtype) if ttype.format.is_dense else \
+                from_coordinates(np.zeros((len(ttype.shape), 0), np.int64), np.zeros(0, ttype.dtype),
+                                 ttype.shape, ttype.format)  # a later statement reads it: its types only
+        return out
+
+    def argument(self, what: tuple, env, converted, ttype, host: bool = False):
         """The argument ``what`` describes, for these operands (tests use it)."""
         (arg,), _ = _argument_function([what], ttype, self.rewritten, 0,
-                                       zeros=_allocator(self.backend, False))(env, converted)
+                                       zeros=_allocator("cpu" if host else self.backend, False))(env, converted)
         return arg
 
 
 def _allowed(option: str, value) -> bool:
     if option == "passes":  # {pass name: on?} for the passes some backend declares
-        known = set(cpu.LOWERING.get("passes", ())) | set(cuda_backend.LOWERING.get("passes", ()))
+        known = set(cpu.LOWERING.get("passes", ())) | set(cuda_backend.PASSES)
         return isinstance(value, dict) and set(value) <= known and all(isinstance(v, bool) for v in value.values())
     return value in SCHEDULE_OPTIONS[option]
 
@@ -596,9 +617,9 @@ def sparse_kernel(fn=None, /, *, schedule: dict | None = None):
 
 
 def explain(kernel: Kernel | str, /, *args, backend: str | None = None, **kwargs) -> str:
-    """The loop order, co-iteration, workspaces and generated source of ``kernel`` (or of an
-    expression, as ``compute`` takes it) for these operands. With ``backend="cuda"`` the kernel runs
-    once first: CUDA source is specialised at the first call."""
+    """The loop order, co-iteration, workspaces, templates, passes and generated source of ``kernel``
+    (or of an expression, as ``compute`` takes it) for these operands; with ``backend="cuda"`` the host
+    steps, kernels and launch configuration and the CUDA C, rendered without a GPU (``Kernel.stages``)."""
     if isinstance(kernel, str):
         kernel = _compiled(kernel, kwargs.pop("out_format", None))
     stages = kernel.stages(*args, backend=backend, **kwargs)

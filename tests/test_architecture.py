@@ -50,7 +50,7 @@ def test_outside_the_backends_only_the_device_module_and_the_entry_points_are_im
     allowed = {"sparsedsl.backends.cuda.device", "sparsedsl.backends.cache"}  # (the cache directory)
     entry = {"sparsedsl.compiler": {"sparsedsl.backends.cpu", "sparsedsl.backends.cpu.compile",
                                     "sparsedsl.backends.cuda", "sparsedsl.backends.cuda.compiled",
-                                    "sparsedsl.backends.cuda.device"}}
+                                    "sparsedsl.backends.cuda.device", "sparsedsl.backends.cuda.render"}}
     bad = {}
     for m, deps in _graph().items():
         if m.startswith("sparsedsl.backends"):

@@ -197,6 +197,83 @@ def test_skinny_product_renders_the_tensor_core_template_for_16_bit_weights(fmt)
         assert "sd_trailing_zeros(" in src  # the generic kernel walks the set bits
 
 
+def _half_skinny(fmt):
+    """(loop-IR function, float16 host arguments) of Y = W·X with W in ``fmt``."""
+    w = _pruned(32, 128, fmt, np.random.default_rng(0))
+    fn, args = _step_args(sd.compile("Y[i,n] = W[i,j] * X[j,n]", W=fmt), W=sd.asformat(w, fmt),
+                          X=np.ones((128, 16), np.float32))
+    return fn, [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype == np.float32 and p != "out" else a
+                for p, a in zip(fn.params, args)]
+
+
+@pytest.mark.parametrize("fmt, template", [("nm(2,4)", "cuda.skinny"), ("nm(2,8)", "cuda.skinny"),
+                                           ("bitmap", "cuda.skinny"), ("csr", None)])
+def test_the_registry_picks_each_weight_formats_template(fmt, template):
+    fn, args = _half_skinny(fmt)
+    (step,) = [st for st in cuda_render.rendered(fn, args).steps if st.kind == "parallel"]
+    assert step.template == template
+    if template is None:  # CSR weights: neither fits, each says why
+        assert dict(step.rejected) == {
+            "cuda.skinny": "the weight level's loop is neither (N:M: not a single group loop from 0 inside the "
+                           "column loop) nor (bitmap: not (value position; loop over mask words) inside the "
+                           "column loop)",
+            "cuda.spgemm": "not a row of a two-phase sparse-output assembly through a workspace (Gustavson's SpGEMM)"}
+
+
+def test_spgemm_is_chosen_by_the_registry_and_explained_without_a_gpu():
+    a = sp.random(300, 200, density=0.05, format="csr", random_state=0)
+    k = sd.compile("C[i,j] = A[i,k] * B[k,j]", A="csr", B="csr", out_format="csr")
+    fn, args = _step_args(k, A=a, B=a.T.tocsr())
+    chosen = [st.template for st in cuda_render.rendered(fn, args).steps if st.kind == "parallel"]
+    assert chosen == ["cuda.spgemm", "cuda.spgemm"]  # the count pass and the fill pass
+    text = sd.explain(k, A=a, B=a.T.tocsr(), backend="cuda")  # no GPU on this machine: rendered, not run
+    assert "(template cuda.spgemm)" in text and "stmt0_k2_spgemm" in text and "prefix sum (cupy.cumsum)" in text
+
+
+def _edited(stmts, fn):
+    """A copy of loop-IR statements with ``fn`` applied to every Assign/If (the others kept)."""
+    from dataclasses import replace
+
+    from sparsedsl.lang import loopir as L
+
+    def visit(s):
+        s = fn(s)
+        if isinstance(s, L.For):
+            return replace(s, body=[visit(x) for x in s.body])
+        if isinstance(s, L.While):
+            return replace(s, body=[visit(x) for x in s.body])
+        if isinstance(s, L.If):
+            return replace(s, then=[visit(x) for x in s.then], orelse=[visit(x) for x in s.orelse])
+        return s
+    return [visit(s) for s in stmts]
+
+
+@pytest.mark.parametrize("fmt, edit, reason", [
+    # a bitmap level that spells a set bit's coordinate another way: the template no longer recognises the walk
+    ("bitmap", lambda s: replace_value(s, "trailing_zeros(", "0 + trailing_zeros("),
+     "bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)"),
+    # an N:M level with 3 bits of meta per slot: a group no longer fits the byte the template reads
+    ("nm(2,4)", lambda s: replace_value(s, "& 7", "& 15"),
+     "N:M: not N=2 with M a multiple of 4 and a group's meta in one byte"),
+])
+def test_a_changed_level_loop_makes_the_template_say_why(fmt, edit, reason):
+    from dataclasses import replace
+
+    fn, args = _half_skinny(fmt)
+    changed = replace(fn, body=_edited(fn.body, edit))
+    (step,) = [st for st in cuda_render.rendered(changed, args).steps if st.kind == "parallel"]
+    assert step.template is None
+    assert reason in dict(step.rejected)["cuda.skinny"]
+
+
+def replace_value(s, old, new):
+    from dataclasses import replace
+
+    from sparsedsl.lang import loopir as L
+
+    return replace(s, value=s.value.replace(old, new)) if isinstance(s, L.Assign) and old in s.value else s
+
+
 def test_bitmap_generic_kernel_walks_mask_words_a_set_bit_at_a_time():
     a = sp.random(30, 70, density=0.3, format="csr", random_state=0)
     fn, args = _step_args(sd.compile("C[i,j] = A[i,j] * B[i,j]", A="bitmap", B="bitmap"),

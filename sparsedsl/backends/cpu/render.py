@@ -356,8 +356,4 @@ def _np_name(dtype: str) -> str:
     return {"bool": "bool_"}.get(dtype, dtype)
 
 
-def _walk(stmts):
-    for s in stmts:
-        yield s
-        for attr in ("private", "body", "then", "orelse"):
-            yield from _walk(getattr(s, attr, None) or [])
+_walk = L.walk  # (loopir's one walker)

@@ -26,5 +26,10 @@ shapes), ``cexpr`` and ``render`` (C++), ``templates/`` (hand-written kernels), 
 """
 
 # What this backend asks of the lowering (see backends/cpu): nothing beyond the defaults; its own
-# choices are made when a function is rendered for a signature (``render.PASSES``).
+# choices are made when a function is rendered for a signature, by these passes:
 LOWERING: dict = {}
+# The CUDA backend's passes over a function's steps, in order (``schedule={"passes": {NAME: False}}``
+# turns one off): serial loops that only add into the output made parallel with atomics; reductions
+# split across lanes; (outer, inner) loops collapsed into one grid; reductions nested in sequential code
+# split across lanes; vector loads of dense rows; registered templates (templates/).
+PASSES = ("atomic_scatter", "lane_split", "collapse", "nested_lanes", "vector_loads", "templates")

@@ -33,11 +33,7 @@ def _names(text: str) -> frozenset:
     return frozenset(n.id for n in pyast.walk(pyast.parse(text, mode="eval")) if isinstance(n, pyast.Name))
 
 
-def _walk(stmts):
-    for s in stmts:
-        yield s
-        for attr in ("private", "body", "then", "orelse"):
-            yield from _walk(getattr(s, attr, None) or [])
+_walk = L.walk  # (loopir's one walker)
 
 
 def _exprs(s) -> list:
@@ -84,15 +80,18 @@ def _read(stmts) -> set:
 # ---- the plan of one function: host steps and kernels -----------------------------------------
 
 
+BLOCK = 256  # threads a block of the generic kernels
+
+
 class Step:
     def __init__(self, kind: str, **kw):
         self.kind = kind
         self.__dict__.update(kw)
 
 
-def plan_steps(fn: L.Function, scalars=()) -> list:
+def plan_steps(fn: L.Function, scalars=(), off=frozenset()) -> list:
     """Split the top level into host steps: host (a scalar of the ``scalars`` parameters), alloc,
-    cumsum, parallel launch, serial launch, return."""
+    cumsum, parallel launch, serial launch, return. ``off``: passes (``render.PASSES``) not to apply."""
     steps, serial = [], []
     host_vars: set = set()
 
@@ -117,15 +116,16 @@ def plan_steps(fn: L.Function, scalars=()) -> list:
         elif isinstance(s, L.For) and _is_prefix_sum(s):
             flush()
             steps.append(Step("cumsum", loop=s))
-        elif isinstance(s, L.For) and not s.parallel and _atomic_scatter(s, fn.body):
+        elif isinstance(s, L.For) and not s.parallel and "atomic_scatter" not in off and _atomic_scatter(s, fn.body):
             flush()
             steps.append(Step("parallel", loop=s, reduction=None, collapse=None, atomic=True, nested=None))
         elif isinstance(s, L.For) and s.parallel:
             flush()
             s = drop_dead(s, set())  # a parallel loop's scalars are its iterations' own (no state crosses)
-            red, col = _reduction_shape(s), _collapse_shape(s)
-            steps.append(Step("parallel", loop=s, reduction=red, collapse=col, atomic=False,
-                              nested=_nested_reduction(s) if red is None and col is None else None))
+            red = _reduction_shape(s) if "lane_split" not in off else None
+            col = _collapse_shape(s) if "collapse" not in off else None
+            nested = _nested_reduction(s) if red is None and col is None and "nested_lanes" not in off else None
+            steps.append(Step("parallel", loop=s, reduction=red, collapse=col, atomic=False, nested=nested))
         elif isinstance(s, L.For) and s.private:
             for a in s.private:
                 if isinstance(a, L.Alloc):

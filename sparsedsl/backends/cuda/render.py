@@ -31,12 +31,12 @@ import ast as pyast
 
 import numpy as np
 
+from ... import templates
 from ...lang import loopir as L
 from .cexpr import LDCS_TYPES, PREAMBLE, CExpr, CStmts, Types, ctype, kernel_name, signature
-from .plan import ATOMIC_DTYPES, _assigned, _names, _parse, _read, _walk, plan_steps, vector_accesses
-from .templates.skinny import skinny_shape
+from .plan import ATOMIC_DTYPES, BLOCK, _assigned, _names, _parse, _read, _walk, plan_steps, vector_accesses
+from .templates import SKINNY, SPGEMM, LoopNest, skinny, spgemm
 from .templates.skinny_kernel import render_skinny
-from .templates.spgemm import spgemm_shape
 from .templates.spgemm_kernel import render_spgemm
 
 
@@ -49,15 +49,21 @@ class KernelSource:
         scalars = {n: d for n, (kind, d, nd) in sig.items() if kind == "scalar"}
         self.types = Types(arrays, scalars)
         self.types.infer(fn.body)
-        self.steps = plan_steps(fn, scalars)
+        off = fn.hints.get("passes_off", frozenset())  # passes a schedule turned off (PASSES)
+        self.steps = plan_steps(fn, scalars, off)
         out_t = self.types.arrays.get("out", (None,))[0]
         for st in self.steps:
             if st.kind == "parallel" and st.atomic and out_t not in ATOMIC_DTYPES:
                 st.kind, st.body = "serial", [st.loop]  # no atomicAdd for this dtype: one thread
-            if st.kind == "parallel":  # a template for weights x a few dense columns (templates.skinny)
-                st.skinny = None if st.atomic else skinny_shape(st.loop, self.types.arrays)
-                st.spgemm = None if st.atomic else spgemm_shape(st.loop, self.types.arrays)
-                st.vector = vector_accesses(st.nested[0], self.types.arrays) if st.nested else None
+            if st.kind == "parallel":  # a registered loops template (templates/), chosen by the registry
+                sel = templates.select_loops(LoopNest(st.loop, self.types.arrays), "cuda",
+                                             not st.atomic and "templates" not in off)
+                shape = sel.template.build(sel.match) if sel.template else None
+                st.template, st.rejected = sel.template and sel.template.name, sel.rejected
+                st.skinny = shape if sel.template is SKINNY else None
+                st.spgemm = shape if sel.template is SPGEMM else None
+                st.vector = vector_accesses(st.nested[0], self.types.arrays) \
+                    if st.nested and "vector_loads" not in off else None
         allocs = [s.alloc for s in self.steps if s.kind == "alloc"]
         allocs += [a for s in self.steps if s.kind == "parallel" for a in s.loop.private if isinstance(a, L.Alloc)]
         self.allocs = list({a.var: a for a in reversed(allocs)}.values())[::-1]  # one parameter per name
@@ -69,6 +75,60 @@ class KernelSource:
         self.state = self.state_vars()
         shapes = {n: [f"{n}_sh{d}" for d in range(1, nd)] for n, (_, nd) in arrays.items() if nd > 1}
         self.cexpr = CExpr(self.types, shapes)
+        self.sources: dict = {}  # (step, lanes) -> the source of a kernel rendered
+
+    def describe(self) -> str:
+        """Each step: what runs where, in which shape and launch configuration (``BLOCK`` threads a block
+        unless a template says otherwise; after a call, the last launch's), the template the registry
+        chose for a parallel loop and why the others did not fit; then the CUDA source of each kernel
+        rendered (``self.sources``: after a call the variants it launched, render-only all of them)."""
+        parts = []
+        for k, step in enumerate(self.steps):
+            if step.kind == "serial":
+                parts.append(f"step {k}: serial kernel, 1 thread (slow on a GPU)")
+            elif step.kind == "host":
+                parts.append(f"step {k}: {step.assign.target} = {step.assign.value} on the host")
+            elif step.kind == "parallel":
+                trip = f"({step.loop.stop}) - ({step.loop.start})"
+                how = "one thread per iteration, atomicAdd into the output" if step.atomic else \
+                    "lanes per iteration split its inner reduction (xor shuffles; 16-byte loads of the rows it " \
+                    "reads when aligned), lane 0 stores; 1..32 lanes chosen per call from the average work" if \
+                    getattr(step, "nested", None) is not None else \
+                    "1..32 threads per iteration chosen per call from the average work (shuffle reduction)" \
+                    if step.reduction else \
+                    f"one thread per ({step.loop.var}, {step.collapse.var}) pair" if step.collapse else \
+                    "one thread per iteration (grid-stride)"
+                if step.collapse is not None and step.reduction is None:
+                    trip = f"{trip} * (({step.collapse.stop}) - ({step.collapse.start}))"
+                config = f"{BLOCK} threads a block, ceil(trip * lanes / {BLOCK}) blocks for trip = {trip}"
+                if getattr(step, "spgemm", None) is not None:
+                    slots = spgemm.table_slots(spgemm.BLOCK_BINS - 1)
+                    how = ("a row's products in a hash table in shared memory (template cuda.spgemm): a warp per row, "
+                           f"a block per row for longer rows (tables of up to {slots:,} slots in dynamic shared "
+                           "memory, read back in column order through a bitmap of the columns), for the longest "
+                           "a bitmap of the columns in shared memory over dense values in global memory")
+                    got = getattr(step, "launched", None)
+                    config = (f"last launch {got[0]} rows, {got[1]} on blocks, {got[2]} on global workspaces "
+                              f"({got[3]} blocks)" if got and len(got) == 4 else
+                              f"{spgemm.WARPS} warps a block over the rows, then the block bins' and global kernels")
+                elif getattr(step, "skinny", None) is not None:
+                    mtiles, minblocks, slots, warps = skinny.config(step.skinny)
+                    how += (f"; or the skinny {step.skinny.kind} template (cuda.skinny: tensor-core mma, a warp per "
+                            f"{16 * mtiles} rows, {slots} slots a lane, split-K over up to {warps or 8} warps, at "
+                            f"least {minblocks} blocks an SM) when the columns are 16..64 and aligned")
+                got = getattr(step, "launched", None)
+                if got and len(got) == 3:
+                    config = f"last launch {got[0]} blocks x {got[1]} threads, {got[2]} per iteration"
+                parts.append(f"step {k}: parallel loop over {step.loop.var}, {how}; {config}")
+                parts += [f"  template {name} not used: {why}" for name, why in getattr(step, "rejected", ())]
+            elif step.kind == "alloc":
+                parts.append(f"step {k}: allocate {step.alloc.var}[{step.alloc.shape}] on the device")
+            elif step.kind == "cumsum":
+                parts.append(f"step {k}: prefix sum (cupy.cumsum)")
+        for (k, lanes), src in sorted(self.sources.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+            what = f"{lanes} thread(s) per iteration" if isinstance(lanes, int) else f"schedule {lanes}"
+            parts.append(f"// ---- step {k}, {what}\n" + src.replace(PREAMBLE, ""))
+        return "\n".join(parts)
 
     # -- which scalars cross steps
     def state_vars(self) -> list:
@@ -312,21 +372,27 @@ class KernelSource:
 def render(fn: L.Function, args: list) -> str:
     """Render-only (no cupy, no GPU): the CUDA source of every kernel of ``fn`` for these arguments
     (numpy arrays stand for device arrays), reductions with 1 and 32 threads per iteration."""
+    return PREAMBLE + "\n" + "\n".join(rendered(fn, args).sources.values())
+
+
+def rendered(fn: L.Function, args: list) -> KernelSource:
+    """``fn`` analysed for these arguments' types, every kernel variant rendered into ``.sources``;
+    ``.describe()`` prints the plan (steps, shapes, launch configuration, templates) and the sources."""
     named = dict(zip(fn.params, args))
     spec = KernelSource(fn, signature({n: (v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v)
                                        for n, v in named.items()}))
-    out = [PREAMBLE]
     for k, step in enumerate(spec.steps):
+        variants = []
         if step.kind in ("serial", "parallel"):
-            out.append(spec.render(k))
-            if step.kind == "parallel" and step.reduction is not None:
-                out.append(spec.render(k, 32))
-            if step.kind == "parallel" and getattr(step, "nested", None) is not None:
-                out.append(spec.render(k, 32))
-                if spec.vector_width(step) > 1:
-                    out.append(spec.render(k, ("vector", 8, spec.vector_width(step))))
+            variants.append(1)
+            if step.kind == "parallel" and (step.reduction is not None or getattr(step, "nested", None) is not None):
+                variants.append(32)
+                if getattr(step, "nested", None) is not None and spec.vector_width(step) > 1:
+                    variants.append(("vector", 8, spec.vector_width(step)))
             if step.kind == "parallel" and step.skinny is not None:
-                out.append(spec.render(k, ("skinny", 1, 8, 1, 1, 8)))
+                variants.append(("skinny", 1, 8, 1, 1, 8))
             if step.kind == "parallel" and step.spgemm is not None:
-                out += [spec.render(k, ("spgemm", mode)) for mode in ("warp", "block", "global")]
-    return "\n".join(out)
+                variants += [("spgemm", mode) for mode in ("warp", "block", "global")]
+        for lanes in variants:
+            spec.sources[(k, lanes)] = spec.render(k, lanes)
+    return spec

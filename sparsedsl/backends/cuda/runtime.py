@@ -12,12 +12,11 @@ from ...lang import loopir as L
 from .cexpr import PREAMBLE, concrete, kernel_name
 from .device import clusters, cupy, device_sms
 from .nvrtc import WithSharedMemory, compile_kernel, dynamic_shared
-from .plan import _assigned, _names, _parse, _walk
+from .plan import BLOCK, _assigned, _names, _parse, _walk
 from .render import KernelSource
 from .templates import skinny, spgemm
 from .templates.skinny import splitk_limit
 
-BLOCK = 256
 _CODE: dict = {}
 
 
@@ -413,44 +412,3 @@ class Specialised(KernelSource):
         if key is not None:
             self.lanes_cache[key] = lanes
         return lanes
-
-    def describe(self) -> str:
-        parts = []
-        for k, step in enumerate(self.steps):
-            if step.kind == "serial":
-                parts.append(f"step {k}: serial kernel, 1 thread (slow on a GPU)")
-            elif step.kind == "host":
-                parts.append(f"step {k}: {step.assign.target} = {step.assign.value} on the host")
-            elif step.kind == "parallel":
-                how = "one thread per iteration, atomicAdd into the output" if step.atomic else \
-                    "lanes per iteration split its inner reduction (xor shuffles; 16-byte loads of the rows it " \
-                    "reads when aligned), lane 0 stores" if \
-                    getattr(step, "nested", None) is not None else \
-                    "threads per iteration chosen per call (shuffle reduction)" if step.reduction else \
-                    f"one thread per ({step.loop.var}, {step.collapse.var}) pair" if step.collapse else \
-                    "one thread per iteration (grid-stride)"
-                if getattr(step, "spgemm", None) is not None:
-                    slots = spgemm.table_slots(spgemm.BLOCK_BINS - 1)
-                    how = ("a row's products in a hash table in shared memory (templates.spgemm): a warp per row, "
-                           f"a block per row for longer rows (tables of up to {slots:,} slots in dynamic shared "
-                           "memory, read back in column order through a bitmap of the columns), for the longest "
-                           "a bitmap of the columns in shared memory over dense values in global memory")
-                    got = getattr(step, "launched", None)
-                    parts.append(f"step {k}: parallel loop over {step.loop.var}, {how}" + (
-                        f"; last launch {got[0]} rows, {got[1]} on blocks, {got[2]} on global workspaces "
-                        f"({got[3]} blocks)" if got and len(got) == 4 else ""))
-                    continue
-                if getattr(step, "skinny", None) is not None:
-                    how += (f"; or the skinny {step.skinny.kind} template (templates.skinny: a warp per 16 rows, "
-                            f"tensor-core mma) when the columns are 16..64")
-                got = getattr(step, "launched", None)
-                at = f"; last launch {got[0]} blocks x {got[1]} threads, {got[2]} per iteration" if got else ""
-                parts.append(f"step {k}: parallel loop over {step.loop.var}, {how}{at}")
-            elif step.kind == "alloc":
-                parts.append(f"step {k}: allocate {step.alloc.var}[{step.alloc.shape}] on the device")
-            elif step.kind == "cumsum":
-                parts.append(f"step {k}: prefix sum (cupy.cumsum)")
-        for (k, lanes), src in sorted(self.sources.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-            what = f"{lanes} thread(s) per iteration" if isinstance(lanes, int) else f"schedule {lanes}"
-            parts.append(f"// ---- step {k}, {what}\n" + src.replace(PREAMBLE, ""))
-        return "\n".join(parts)

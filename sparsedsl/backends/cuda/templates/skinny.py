@@ -104,31 +104,35 @@ def _product(value: str, col: str, coord: str):
 
 
 def skinny_shape(loop: L.For, arrays: dict):
-    """The ``Skinny`` description of a parallel row loop in the shape above, else None. ``arrays``:
+    """The ``Skinny`` description of a parallel row loop in the shape above, else why not. ``arrays``:
     name -> (dtype, ndim) of the kernel's arrays (W and X must hold the same 16-bit float)."""
     if not loop.parallel or loop.private or not loop.body or not isinstance(loop.body[-1], L.For):
-        return None
+        return "not a parallel row loop (without private state) ending in a loop over the output's columns"
     head, cl = loop.body[:-1], loop.body[-1]
     if any(not (isinstance(s, L.Assign) and s.op is None and isinstance(_p(s.target), pyast.Name)) for s in head):
-        return None
+        return "the row loop's head is not plain scalar assignments"
     hv = {s.target for s in head} | {loop.var}
     if cl.start != "0" or cl.private or _names(cl.stop) & hv or len(cl.body) < 3:
-        return None
+        return 'the column loop does not start at 0, has private state, depends on the row, or has no reduction'
     init, store = cl.body[0], cl.body[-1]
     if not (isinstance(init, L.Assign) and init.target == "acc" and init.op is None and _p(init.value).__class__
             is pyast.Constant and float(_p(init.value).value) == 0.0):
-        return None
+        return 'the column loop does not start with a sum initialised to 0 (an explicit scalar reduction)'
     t = _p(store.target) if isinstance(store, L.Assign) else None
     if not (isinstance(t, pyast.Subscript) and t.value.id == "out" and store.op is None and store.value == "acc"
             and isinstance(t.slice, pyast.Tuple) and [pyast.unparse(i) for i in t.slice.elts] == [loop.var, cl.var]):
-        return None
+        return 'the column loop does not end by storing its sum at out[row, column]'
     nest = cl.body[1:-1]
-    found = _nm(loop, head, cl, nest, store) or _bitmap(loop, head, cl, nest, store)
-    if found is None:
-        return None
+    found = _nm(loop, head, cl, nest, store)
+    if isinstance(found, str):
+        bitmap = _bitmap(loop, head, cl, nest, store)
+        found = bitmap if isinstance(bitmap, Skinny) else f"the weight level's loop is neither ({found}) nor ({bitmap})"
+    if isinstance(found, str):
+        return found
     w, x = arrays.get(found.values, (None, 0)), arrays.get(found.dense, (None, 0))
     if w[0] not in HALF_MMA or w[0] != x[0] or x[1] != 2 or found.values == "out":
-        return None
+        return (f"the weights ({w[0]}) and the dense columns ({x[0]}, {x[1]}-d) are not one 16-bit float type "
+                f"with 2-d columns (the tensor cores' inputs)")
     return found
 
 
@@ -136,36 +140,37 @@ def _nm(loop, head, cl, nest, store):
     """The N:M level's sum (levels/nm.py): for each group g and slot s, the slot's value position q,
     its in-group index k unpacked from the group's word, and ``if k < M: acc += W[q] * X[g*M + k, n]``."""
     if len(nest) != 1 or not isinstance(nest[0], L.For) or nest[0].start != "0":
-        return None
+        return 'N:M: not a single group loop from 0 inside the column loop'
     gl = nest[0]
     if len(gl.body) != 1 or not isinstance(gl.body[0], L.For) or gl.body[0].start != "0":
-        return None
+        return 'N:M: the group loop does not hold one slot loop from 0'
     sl = gl.body[0]
     n = _int(sl.stop)
     b = sl.body
     if n is None or len(b) != 3 or not all(isinstance(x, L.Assign) and x.op is None for x in b[:2]) \
             or not isinstance(b[2], L.If) or b[2].orelse:
-        return None
+        return 'N:M: the slot loop is not (slot position, in-group index, guarded product)'
     q, k = b[0].target, b[1].target
     kv = _p(b[1].value)  # (meta[word] >> shift) & ones
     if not (isinstance(kv, pyast.BinOp) and isinstance(kv.op, pyast.BitAnd) and isinstance(kv.left, pyast.BinOp)
             and isinstance(kv.left.op, pyast.RShift) and isinstance(kv.left.left, pyast.Subscript)
             and isinstance(kv.left.left.value, pyast.Name)):
-        return None
+        return 'N:M: the in-group index is not unpacked from a meta word as (meta[word] >> shift) & ones'
     meta, word, shift, ones = (kv.left.left.value.id, pyast.unparse(kv.left.left.slice), pyast.unparse(kv.left.right),
                                _int(pyast.unparse(kv.right)))
     cond = _p(b[2].cond)
     if not (isinstance(cond, pyast.Compare) and pyast.unparse(cond.left) == k and isinstance(cond.ops[0], pyast.Lt)):
-        return None
+        return "N:M: the guard is not 'in-group index < M'"
     m = _int(pyast.unparse(cond.comparators[0]))
     then = b[2].then
     if m is None or m % 4 or n != 2 or len(then) != 2 or then[0].op is not None or then[1].target != "acc" \
             or then[1].op != "+" or ones != (1 << m.bit_length()) - 1 or n * m.bit_length() > 8:
-        return None  # the template reads one byte per group
+        return ("N:M: not N=2 with M a multiple of 4 and a group's meta in one byte (the template reads a byte "
+                "per group), or the product does not add into the sum")
     j = then[0].target
     prod = _product(then[1].value, cl.var, j)
     if prod is None or prod[1] != q:
-        return None
+        return 'N:M: the product is not W[slot] * X[coordinate, column]'
     # the slot is (first + g)*N + s, the group's word first + g, the field s*bits, the coordinate g*M + k,
     # every row's first slot a multiple of its slot count: checked at a few points (the lowering's
     # spelling is not relied on)
@@ -179,9 +184,9 @@ def _nm(loop, head, cl, nest, store):
         base = _eval(_sub(b[0].value, {gl.var: "0", sl.var: "0"}), env)
         if _eval(b[0].value, at) != base + g * n + s or (groups and base % (groups * n)) or \
                 _eval(word, at) * n != base + g * n or _eval(shift, at) != s * m.bit_length():
-            return None
+            return 'N:M: the slot, word, shift or row offsets do not follow (first + g)*N + s, first + g, s*bits'
         if _eval(then[0].value, {gl.var: g, k: 3}) != g * m + 3:
-            return None
+            return 'N:M: the coordinate is not g*M + in-group index'
     return Skinny("nm", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, f"({gl.stop}) * {m}",
                   crd=meta, n=n, m=m, groups=gl.stop, slot0=_sub(b[0].value, {gl.var: "0", sl.var: "0"}))
 
@@ -195,57 +200,55 @@ def _bitmap(loop, head, cl, nest, store):
           while b != 0: j = w * 32 + trailing_zeros(b); acc += W[q] * X[j, n]; q += 1; b = b & (b - 1)
     """
     if len(nest) != 2 or not (isinstance(nest[0], L.Assign) and nest[0].op is None and isinstance(nest[1], L.For)):
-        return None
+        return 'bitmap: not (value position; loop over mask words) inside the column loop'
     pre, wl = nest
     q, pv, stop = pre.target, _p(pre.value), _p(wl.stop)
     if not (isinstance(pv, pyast.Subscript) and isinstance(pv.value, pyast.Name) and isinstance(_p(q), pyast.Name)):
-        return None
+        return 'bitmap: the value position is not read from a pos array'
     # the trip count (D + 31) // 32: the template needs D itself (X has D rows)
     if not (wl.start == "0" and not wl.private and isinstance(stop, pyast.BinOp) and isinstance(stop.op, pyast.FloorDiv)
             and _int(pyast.unparse(stop.right)) == 32 and isinstance(stop.left, pyast.BinOp)
             and isinstance(stop.left.op, pyast.Add) and _int(pyast.unparse(stop.left.right)) == 31):
-        return None
+        return "bitmap: the word loop's trip count is not (D + 31) // 32"
     extent, w = pyast.unparse(stop.left.left), wl.var
     if len(wl.body) != 2 or not isinstance(wl.body[0], L.Assign) or wl.body[0].op is not None \
             or not isinstance(wl.body[1], L.While):
-        return None
+        return 'bitmap: the word loop is not (load a mask word; loop over its set bits)'
     ld, loop_bits = wl.body
     b, mv = ld.target, _p(ld.value)
     if not (isinstance(mv, pyast.Subscript) and isinstance(mv.value, pyast.Name)):
-        return None
+        return 'bitmap: the mask word is not read as mask[base + w]'
     if isinstance(mv.slice, pyast.Name) and mv.slice.id == w:
         word0 = "0"
     elif isinstance(mv.slice, pyast.BinOp) and isinstance(mv.slice.op, pyast.Add) and \
             pyast.unparse(mv.slice.right) == w and w not in _names(pyast.unparse(mv.slice.left)):
         word0 = pyast.unparse(mv.slice.left)
     else:
-        return None
+        return 'bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)'
     body = loop_bits.body
 
     def same(x, text):
         return pyast.unparse(_p(x)) == pyast.unparse(_p(text))
 
     if not (same(loop_bits.cond, f"{b} != 0") and len(body) == 4 and all(isinstance(x, L.Assign) for x in body)):
-        return None
+        return 'bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)'
     sj, sacc, sq, sb = body
     if not (sj.op is None and same(sj.value, f"{w} * 32 + trailing_zeros({b})") and sacc.target == "acc"
             and sacc.op == "+" and sq.target == q and sq.op == "+" and sq.value == "1" and sb.target == b
             and sb.op is None and same(sb.value, f"{b} & ({b} - 1)")):
-        return None
+        return 'bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)'
     prod = _product(sacc.value, cl.var, sj.target)
     if prod is None or prod[1] != q or mv.value.id in (prod[0], prod[2]):
-        return None
+        return 'bitmap: the product is not W[q] * X[j, column]'
     # the row's values end where the next row's begin: pos[p + 1]
     pos_end = pyast.unparse(pyast.Subscript(pv.value, _p(f"({pyast.unparse(pv.slice)}) + 1")))
     return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, extent,
                   mask=mv.value.id, mask0=word0, pos0=pre.value, pos1=pos_end)
 
 
+
 def _walk(stmts):
-    for s in stmts:
-        yield s
-        for attr in ("body", "then", "orelse"):
-            yield from _walk(getattr(s, attr, None) or [])
+    return L.walk(stmts, private=False)
 
 
 # ---- rendering --------------------------------------------------------------------------------
