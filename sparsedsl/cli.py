@@ -1,6 +1,11 @@
-"""The ``sparsedsl`` command: ``sparsedsl tour`` (compile a few kernels on a sample matrix, check
-them against scipy, time them) and ``sparsedsl run FILE.sdsl`` (parse and type-check a file's
-kernels and list them; an error is reported as ``file:line:col`` with a non-zero exit)."""
+"""The ``sparsedsl`` command.
+
+  sparsedsl                  the REPL (formats, kernels, :let/:run/:show/:bench/:advise/:spy; :help)
+  sparsedsl run FILE.sdsl    run a script: declarations, then let/run/print statements; an error is
+                             reported as file:line:col with exit status 2
+  sparsedsl tour             compile a few kernels on a sample matrix, check them against scipy, time them
+  sparsedsl bench [--quick]  the benchmark suite (python -m benchmarks)
+  sparsedsl --version"""
 
 from __future__ import annotations
 
@@ -69,43 +74,47 @@ def tour() -> int:
 
 
 def run_file(path: str) -> int:
-    """Parse and type-check every kernel of a .sdsl file (``sparsedsl.load``), then list them."""
-    from .compiler import Kernel
-    from .lang.formats import Format
-    from .loader import load
+    """Run a .sdsl script: its declarations (type-checked), then its let/run/print statements; a file of
+    declarations only lists them. An error prints ``file:line:col: error: ...`` and returns 2."""
+    from .repl import run_script
 
-    for name, obj in vars(load(path)).items():
-        if isinstance(obj, Format):
-            print(f"format {name} = {obj.spelling()}")
-        elif isinstance(obj, Kernel):
-            prog = obj.program
-            ps = ", ".join(f"{p.name}: {p.format or p.kind}" for p in prog.params)
-            outs = ", ".join(f"{p.name}: {p.format or 'dense'}" for p in prog.outputs)
-            print(f"kernel {name}({ps}) -> {outs}: {len(prog.statements)} statement(s), checked")
-    return 0
+    return run_script(path)
+
+
+def bench_suite(args: list[str]) -> int:
+    """The benchmark suite (``python -m benchmarks``), which ships with the source checkout."""
+    try:
+        from benchmarks.__main__ import main as suite
+    except ImportError:
+        print("error: the benchmark suite is in the source checkout (benchmarks/); run `sparsedsl bench` "
+              "from the repository root", file=sys.stderr)
+        return 2
+    return suite(args) or 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="sparsedsl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("tour", help="compile a few kernels on a sample matrix, check against scipy, time them")
-    r = sub.add_parser("run", help="parse and type-check a .sdsl file and list its formats and kernels")
-    r.add_argument("file")
-    args = parser.parse_args(argv)
-    from .errors import DSLError, FormatError
+    import sparsedsl
 
-    try:
-        return tour() if args.command == "tour" else run_file(args.file)
-    except DSLError as exc:  # its message starts with the problem, then file:line:col and the caret
-        where = f"{exc.span.file}:{exc.span.line}:{exc.span.col}: " if exc.span else ""
-        print(f"{where}error: {exc}", file=sys.stderr)
-        return 2
-    except FormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a missing file, a directory, no permission
-        print(f"{exc.filename or args.file}: error: cannot read it: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="sparsedsl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"sparsedsl {sparsedsl.__version__}")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("tour", help="compile a few kernels on a sample matrix, check against scipy, time them")
+    r = sub.add_parser("run", help="run a .sdsl script (declarations, then let/run/print statements)")
+    r.add_argument("file")
+    b = sub.add_parser("bench", help="the benchmark suite (python -m benchmarks; its options follow)",
+                       add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from .repl import repl
+
+        return repl()
+    if args.command == "tour":
+        return tour()
+    if args.command == "bench":
+        return bench_suite(args.rest)
+    return run_file(args.file)
 
 
 if __name__ == "__main__":
