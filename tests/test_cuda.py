@@ -214,9 +214,9 @@ def test_the_registry_picks_each_weight_formats_template(fmt, template):
     assert step.template == template
     if template is None:  # CSR weights: neither fits, each says why
         assert dict(step.rejected) == {
-            "cuda.skinny": "the weight level's loop is neither (N:M: not a single group loop from 0 inside the "
-                           "column loop) nor (bitmap: not (value position; loop over mask words) inside the "
-                           "column loop)",
+            "cuda.skinny": "the weight level's loop is neither (N:M: the column loop holds no walk of N:M groups "
+                           "(no nm_groups iteration declared by a level)) nor (bitmap: the column loop holds no "
+                           "walk of mask words (no bitmap_words iteration declared by a level))",
             "cuda.spgemm": "not a row of a two-phase sparse-output assembly through a workspace (Gustavson's SpGEMM)"}
 
 
@@ -248,30 +248,35 @@ def _edited(stmts, fn):
     return [visit(s) for s in stmts]
 
 
-@pytest.mark.parametrize("fmt, edit, reason", [
-    # a bitmap level that spells a set bit's coordinate another way: the template no longer recognises the walk
-    ("bitmap", lambda s: replace_value(s, "trailing_zeros(", "0 + trailing_zeros("),
-     "bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)"),
-    # an N:M level with 3 bits of meta per slot: a group no longer fits the byte the template reads
-    ("nm(2,4)", lambda s: replace_value(s, "& 7", "& 15"),
-     "N:M: not N=2 with M a multiple of 4 and a group's meta in one byte"),
+@pytest.mark.parametrize("fmt, change, reason", [
+    # a bitmap level whose words became 64 bits wide: the template reads 32-bit words
+    ("bitmap", {"bits": 64}, "bitmap: 64-bit mask words; the template reads 32-bit words"),
+    # an N:M level with 4 bits of meta per slot: a group no longer fits the byte the template reads
+    ("nm(2,4)", {"bits": 4}, "N:M: 2:4 with 4-bit in-group indices; the template needs N=2, M a multiple of 4"),
+    # a level whose walk is not declared at all (a level written without an Iteration)
+    ("bitmap", None, "bitmap: the column loop holds no walk of mask words (no bitmap_words iteration"),
 ])
-def test_a_changed_level_loop_makes_the_template_say_why(fmt, edit, reason):
-    from dataclasses import replace
-
-    fn, args = _half_skinny(fmt)
-    changed = replace(fn, body=_edited(fn.body, edit))
-    (step,) = [st for st in cuda_render.rendered(changed, args).steps if st.kind == "parallel"]
-    assert step.template is None
-    assert reason in dict(step.rejected)["cuda.skinny"]
-
-
-def replace_value(s, old, new):
+def test_a_changed_level_loop_makes_the_template_say_why(fmt, change, reason):
+    """The templates read the iteration a level declares on its loop, not the loop's text: a level
+    that changes its walk changes the declaration, and the template says why it no longer applies."""
     from dataclasses import replace
 
     from sparsedsl.lang import loopir as L
 
-    return replace(s, value=s.value.replace(old, new)) if isinstance(s, L.Assign) and old in s.value else s
+    fn, args = _half_skinny(fmt)
+
+    def edit(s):
+        if not (isinstance(s, L.For) and s.iteration is not None and s.iteration.kind != "segment"):
+            return s
+        if change is None:
+            return replace(s, iteration=None)
+        return replace(s, iteration=replace(s.iteration, fields=tuple((k, change.get(k, v))
+                                                                      for k, v in s.iteration.fields)))
+    changed = replace(fn, body=_edited(fn.body, edit))
+    assert not L.verify(L.Module([changed], changed.name))
+    (step,) = [st for st in cuda_render.rendered(changed, args).steps if st.kind == "parallel"]
+    assert step.template is None
+    assert reason in dict(step.rejected)["cuda.skinny"]
 
 
 def test_bitmap_generic_kernel_walks_mask_words_a_set_bit_at_a_time():

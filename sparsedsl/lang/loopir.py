@@ -20,11 +20,32 @@ FUNCTIONS = {"exp", "log", "abs", "sqrt", "relu", "sign", "where", "mask", "min"
 INTRINSICS = {"trailing_zeros"}
 
 
+@dataclass(frozen=True)
+class Iteration:
+    """What a level's loop walks, declared by the level that emits it (``levels/*.py``) and attached to
+    that loop, so that a backend or template reads the walk's meaning instead of recognising its text.
+
+    ``kind``: "segment" (compressed: positions ``pos[p] .. pos[p+1]``, coordinates ``crd[q]``),
+    "bitmap_words" (a row's 32-bit mask words, a set bit at a time, values packed in bit order),
+    "nm_groups" (N:M: groups of M coordinates with N slots each, a slot's in-group index packed in
+    ``bits`` of the group's meta word; an empty slot holds an index >= M). ``fields``: the walk's parts
+    by name, as expressions in the loop's variables (``field(name)``); ``own``: how many statements
+    the level itself emits inside the loop (what is not its own is the body it was given)."""
+
+    kind: str
+    fields: tuple = ()  # ((name, value), ...)
+    own: int = 0
+
+    def field(self, name: str):
+        return dict(self.fields)[name]
+
+
 @dataclass
 class For:
     """``for var in [start, stop)``. A ``parallel`` loop's iterations are independent; a backend may
     split them among workers, balanced by ``weight`` (an array of cumulative work indexed by the loop
-    variable, such as a CSR ``pos``), giving each worker its own copy of the ``private`` allocations."""
+    variable, such as a CSR ``pos``), giving each worker its own copy of the ``private`` allocations.
+    ``iteration``: what the loop walks, when a level emitted it."""
 
     var: str
     start: str
@@ -33,6 +54,7 @@ class For:
     parallel: bool = False
     weight: str | None = None
     private: list = field(default_factory=list)
+    iteration: Iteration | None = None
 
 
 @dataclass
@@ -156,6 +178,14 @@ def verify(module: Module) -> list[str]:
             if isinstance(s, For):
                 check_expr(s.start, where)
                 check_expr(s.stop, where)
+                if s.iteration is not None:
+                    for name, value in s.iteration.fields:
+                        if isinstance(value, str):
+                            check_expr(value, f"{where}/for {s.var} ({s.iteration.kind} {name})")
+                    inside = len(list(walk_all(s.body)))
+                    if inside < s.iteration.own:
+                        problems.append(f"{where}/for {s.var}: its {s.iteration.kind} iteration declares "
+                                        f"{s.iteration.own} statements of its level, the loop holds {inside}")
                 walk(s.private, f"{where}/for {s.var} (private)")
                 walk(s.body, f"{where}/for {s.var}")
             elif isinstance(s, While):
@@ -222,6 +252,10 @@ def dump(module: Module) -> str:
 
 
 # ---- walkers: the one place that knows which statements hold others -----------------------------
+
+
+def walk_all(stmts):
+    return walk(stmts)
 
 
 def walk(stmts, private: bool = True):

@@ -167,7 +167,7 @@ def drop_dead(loop: L.For, keep: set) -> L.For:
         body = new
     if body == loop.body:
         return loop
-    return L.For(loop.var, loop.start, loop.stop, body, loop.parallel, loop.weight, loop.private)
+    return dataclasses.replace(loop, body=body)
 
 
 def _prune(stmts, live) -> list:
@@ -183,7 +183,7 @@ def _prune(stmts, live) -> list:
                                          pyast.Name) and isinstance(_parse(x.value), pyast.Constant) for x in body):
                 out.append(L.If(f"({s.start}) < ({s.stop})", body))
                 continue
-            s = L.For(s.var, s.start, s.stop, body, s.parallel, s.weight, s.private)
+            s = dataclasses.replace(s, body=body)
         elif isinstance(s, L.If):
             then, orelse = _prune(s.then, live), _prune(s.orelse, live)
             if not then and not orelse:

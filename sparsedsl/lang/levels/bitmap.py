@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..loopir import Assign, For, While
+from ..loopir import Assign, For, Iteration, While
 from .base import Cursor, LevelType, Parent, check_index_array, check_pos, index_dtype
 
 BITS = 32  # coordinates per mask word
@@ -112,6 +112,10 @@ class Bitmap(LevelType):
         nw = f"(({extent} + {BITS - 1}) // {BITS})"
         w, b = f"{pos}_w", f"{pos}_b"
         base = "" if p == "0" else f"{p} * {nw} + "
+        walk = Iteration("bitmap_words", (("mask", mask), ("word0", base[:-3] if base else "0"),
+                                           ("extent", str(extent)), ("bits", BITS), ("position", pos),
+                                           ("coordinate", coord), ("values0", f"{names['pos']}[{p}]"),
+                                           ("values1", f"{names['pos']}[{p} + 1]")), own=5)
         return [
             Assign(pos, f"{names['pos']}[{p}]"),
             For(w, "0", nw, [
@@ -122,7 +126,7 @@ class Bitmap(LevelType):
                     Assign(pos, "1", "+"),
                     Assign(b, f"{b} & ({b} - 1)"),
                 ]),
-            ]),
+            ], iteration=walk),
         ]
 
     def cursor(self, names, parent, extent, tag):

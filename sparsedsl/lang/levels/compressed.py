@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..loopir import Assign, For, While
+from ..loopir import Assign, For, Iteration, While
 from .base import (
     Cursor,
     LevelType,
@@ -62,8 +62,10 @@ class Compressed(LevelType):
     def loop(self, names, parent, extent, coord, pos, body):
         p = parent.pos
         if self.unique:
+            walk = Iteration("segment", (("pos", names["pos"]), ("crd", names["crd"]), ("parent", p),
+                                         ("position", pos), ("coordinate", coord)), own=1)
             return [For(pos, f"{names['pos']}[{p}]", f"{names['pos']}[{p} + 1]",
-                        [Assign(coord, f"{names['crd']}[{pos}]"), *body])]
+                        [Assign(coord, f"{names['crd']}[{pos}]"), *body], iteration=walk)]
         # non-unique: walk segments of equal coordinates; the child sees [pos, pos_end)
         end, seg = f"{pos}_stop", f"{pos}_end"
         crd = names["crd"]

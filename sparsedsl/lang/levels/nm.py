@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..loopir import Assign, For, If, While
+from ..loopir import Assign, For, If, Iteration, While
 from .base import Cursor, LevelType, Parent, check_index_array
 
 
@@ -136,11 +136,14 @@ class NM(LevelType):
         g, s, k = f"{pos}_g", f"{pos}_s", f"{pos}_k"
         groups = f"({extent} // {self.m})"
         first = "0" if p == "0" else f"{p} * {groups}"
+        walk = Iteration("nm_groups", (("meta", meta), ("n", self.n), ("m", self.m), ("bits", self.bits),
+                                        ("groups", groups), ("first", first), ("slot0", f"{first} * {self.n}"),
+                                        ("position", pos), ("coordinate", coord)), own=5)
         return [For(g, "0", groups, [For(s, "0", str(self.n), [
             Assign(pos, f"({first} + {g}) * {self.n} + {s}"),
             Assign(k, f"({meta}[{first} + {g}] >> ({s} * {self.bits})) & {self.empty}"),
             If(f"{k} < {self.m}", [Assign(coord, f"{g} * {self.m} + {k}"), *body]),
-        ])])]
+        ])], iteration=walk)]
 
     def cursor(self, names, parent, extent, tag):
         q, end, meta = f"{tag}_q", f"{tag}_stop", names["meta"]

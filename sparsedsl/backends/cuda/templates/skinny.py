@@ -26,15 +26,15 @@ shared memory. Bitmap weights on a GPU with thread-block clusters (Hopper) take 
 (``render_bitmap_cluster``): the warps of a block take different rows and the same columns, X's rows
 of those columns staged once in shared memory for all of them (``ldmatrix``), and the blocks of a
 cluster split the columns and add their parts through distributed shared memory. Everything the
-template needs (array names, N, M, the slot and row-offset expressions, the output store) is read
-from the IR; the launch falls back to the generic kernel when a run-time condition (C a multiple of
-16 up to 64, alignment, row length) does not hold.
+template needs of the weights (array names, N, M, the slot and row-offset expressions) it reads from
+the ``Iteration`` the level declared on its loop (``loopir.Iteration``: "nm_groups", "bitmap_words"),
+not from the text of the level's loop; the launch falls back to the generic kernel when a run-time
+condition (C a multiple of 16 up to 64, alignment, row length) does not hold.
 """
 
 from __future__ import annotations
 
 import ast as pyast
-import random
 from dataclasses import dataclass
 
 from ....lang import loopir as L
@@ -50,21 +50,7 @@ def _names(text) -> set:
     return {n.id for n in pyast.walk(_p(text)) if isinstance(n, pyast.Name)}
 
 
-def _int(text):
-    e = _p(text)
-    return e.value if isinstance(e, pyast.Constant) and isinstance(e.value, int) else None
 
-
-def _sub(text: str, values: dict) -> str:
-    """``text`` with names replaced by expressions."""
-    class T(pyast.NodeTransformer):
-        def visit_Name(self, n):
-            return _p(f"({values[n.id]})") if n.id in values else n
-    return pyast.unparse(T().visit(_p(text)))
-
-
-def _eval(text: str, env: dict):
-    return eval(compile(text, "<sd>", "eval"), {"__builtins__": {}, "min": min, "max": max}, dict(env))  # noqa: S307
 
 
 @dataclass
@@ -136,116 +122,65 @@ def skinny_shape(loop: L.For, arrays: dict):
     return found
 
 
+def _accumulation(walk: L.For):
+    """The one statement of a level's walk that is not the level's own (its ``Iteration.own``), when
+    that is ``acc += product``; else why not."""
+    inside = list(L.walk(walk.body))
+    adds = [s for s in inside if isinstance(s, L.Assign) and s.target == "acc"]
+    if len(inside) != walk.iteration.own + 1 or len(adds) != 1 or adds[0].op != "+":
+        return (f"{walk.iteration.kind}: the walk's body is not one sum (acc += W[q] * X[j, column]): it holds "
+                f"{len(inside) - walk.iteration.own} statements of its own")
+    return adds[0]
+
+
 def _nm(loop, head, cl, nest, store):
-    """The N:M level's sum (levels/nm.py): for each group g and slot s, the slot's value position q,
-    its in-group index k unpacked from the group's word, and ``if k < M: acc += W[q] * X[g*M + k, n]``."""
-    if len(nest) != 1 or not isinstance(nest[0], L.For) or nest[0].start != "0":
-        return 'N:M: not a single group loop from 0 inside the column loop'
-    gl = nest[0]
-    if len(gl.body) != 1 or not isinstance(gl.body[0], L.For) or gl.body[0].start != "0":
-        return 'N:M: the group loop does not hold one slot loop from 0'
-    sl = gl.body[0]
-    n = _int(sl.stop)
-    b = sl.body
-    if n is None or len(b) != 3 or not all(isinstance(x, L.Assign) and x.op is None for x in b[:2]) \
-            or not isinstance(b[2], L.If) or b[2].orelse:
-        return 'N:M: the slot loop is not (slot position, in-group index, guarded product)'
-    q, k = b[0].target, b[1].target
-    kv = _p(b[1].value)  # (meta[word] >> shift) & ones
-    if not (isinstance(kv, pyast.BinOp) and isinstance(kv.op, pyast.BitAnd) and isinstance(kv.left, pyast.BinOp)
-            and isinstance(kv.left.op, pyast.RShift) and isinstance(kv.left.left, pyast.Subscript)
-            and isinstance(kv.left.left.value, pyast.Name)):
-        return 'N:M: the in-group index is not unpacked from a meta word as (meta[word] >> shift) & ones'
-    meta, word, shift, ones = (kv.left.left.value.id, pyast.unparse(kv.left.left.slice), pyast.unparse(kv.left.right),
-                               _int(pyast.unparse(kv.right)))
-    cond = _p(b[2].cond)
-    if not (isinstance(cond, pyast.Compare) and pyast.unparse(cond.left) == k and isinstance(cond.ops[0], pyast.Lt)):
-        return "N:M: the guard is not 'in-group index < M'"
-    m = _int(pyast.unparse(cond.comparators[0]))
-    then = b[2].then
-    if m is None or m % 4 or n != 2 or len(then) != 2 or then[0].op is not None or then[1].target != "acc" \
-            or then[1].op != "+" or ones != (1 << m.bit_length()) - 1 or n * m.bit_length() > 8:
-        return ("N:M: not N=2 with M a multiple of 4 and a group's meta in one byte (the template reads a byte "
-                "per group), or the product does not add into the sum")
-    j = then[0].target
-    prod = _product(then[1].value, cl.var, j)
-    if prod is None or prod[1] != q:
-        return 'N:M: the product is not W[slot] * X[coordinate, column]'
-    # the slot is (first + g)*N + s, the group's word first + g, the field s*bits, the coordinate g*M + k,
-    # every row's first slot a multiple of its slot count: checked at a few points (the lowering's
-    # spelling is not relied on)
-    names = (_names(b[0].value) | _names(word) | _names(gl.stop)) - {gl.var, sl.var}
-    rng = random.Random(0)
-    for _ in range(4):
-        env = {v: rng.randrange(1, 40) * m * 8 for v in names}
-        groups = _eval(gl.stop, env)
-        g, s = rng.randrange(0, 50), rng.randrange(0, n)
-        at = {**env, gl.var: g, sl.var: s}
-        base = _eval(_sub(b[0].value, {gl.var: "0", sl.var: "0"}), env)
-        if _eval(b[0].value, at) != base + g * n + s or (groups and base % (groups * n)) or \
-                _eval(word, at) * n != base + g * n or _eval(shift, at) != s * m.bit_length():
-            return 'N:M: the slot, word, shift or row offsets do not follow (first + g)*N + s, first + g, s*bits'
-        if _eval(then[0].value, {gl.var: g, k: 3}) != g * m + 3:
-            return 'N:M: the coordinate is not g*M + in-group index'
-    return Skinny("nm", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, f"({gl.stop}) * {m}",
-                  crd=meta, n=n, m=m, groups=gl.stop, slot0=_sub(b[0].value, {gl.var: "0", sl.var: "0"}))
+    """The N:M level's sum (levels/nm.py), as its ``nm_groups`` iteration declares it: for each group g
+    and slot s, the slot's value position, its in-group index unpacked from the group's meta word, and
+    ``if k < M: acc += W[q] * X[g*M + k, n]``."""
+    walk = nest[0] if len(nest) == 1 and isinstance(nest[0], L.For) else None
+    it = walk.iteration if walk is not None else None
+    if it is None or it.kind != "nm_groups":
+        return "N:M: the column loop holds no walk of N:M groups (no nm_groups iteration declared by a level)"
+    n, m, bits = it.field("n"), it.field("m"), it.field("bits")
+    if n != 2 or m % 4 or bits != m.bit_length() or n * bits > 8:  # it reads one byte of meta per group
+        return (f"N:M: {n}:{m} with {bits}-bit in-group indices; the template needs N=2, M a multiple of 4, "
+                f"{m.bit_length()}-bit indices and a group's meta in one byte")
+    acc = _accumulation(walk)
+    if isinstance(acc, str):
+        return acc
+    prod = _product(acc.value, cl.var, it.field("coordinate"))
+    if prod is None or prod[1] != it.field("position"):
+        return "N:M: the product is not W[slot] * X[coordinate, column]"
+    return Skinny("nm", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, f"({it.field('groups')}) * {m}",
+                  crd=it.field("meta"), n=n, m=m, groups=it.field("groups"), slot0=it.field("slot0"))
 
 
 def _bitmap(loop, head, cl, nest, store):
-    """The bitmap level's sum, a mask word at a time and a set bit at a time (levels/bitmap.py)::
+    """The bitmap level's sum (levels/bitmap.py), as its ``bitmap_words`` iteration declares it: the
+    row's values from ``pos[p]``, its mask words from ``word0``, a set bit at a time::
 
         q = pos[p]
-        for w in [0, (D + 31) // 32):
-          b = mask[base + w]
-          while b != 0: j = w * 32 + trailing_zeros(b); acc += W[q] * X[j, n]; q += 1; b = b & (b - 1)
+        for w in [0, (D + 31) // 32): b = mask[word0 + w]
+          while b != 0: j = w*32 + trailing_zeros(b); acc += W[q] * X[j, n]; q += 1; b &= b - 1
     """
-    if len(nest) != 2 or not (isinstance(nest[0], L.Assign) and nest[0].op is None and isinstance(nest[1], L.For)):
-        return 'bitmap: not (value position; loop over mask words) inside the column loop'
-    pre, wl = nest
-    q, pv, stop = pre.target, _p(pre.value), _p(wl.stop)
-    if not (isinstance(pv, pyast.Subscript) and isinstance(pv.value, pyast.Name) and isinstance(_p(q), pyast.Name)):
-        return 'bitmap: the value position is not read from a pos array'
-    # the trip count (D + 31) // 32: the template needs D itself (X has D rows)
-    if not (wl.start == "0" and not wl.private and isinstance(stop, pyast.BinOp) and isinstance(stop.op, pyast.FloorDiv)
-            and _int(pyast.unparse(stop.right)) == 32 and isinstance(stop.left, pyast.BinOp)
-            and isinstance(stop.left.op, pyast.Add) and _int(pyast.unparse(stop.left.right)) == 31):
-        return "bitmap: the word loop's trip count is not (D + 31) // 32"
-    extent, w = pyast.unparse(stop.left.left), wl.var
-    if len(wl.body) != 2 or not isinstance(wl.body[0], L.Assign) or wl.body[0].op is not None \
-            or not isinstance(wl.body[1], L.While):
-        return 'bitmap: the word loop is not (load a mask word; loop over its set bits)'
-    ld, loop_bits = wl.body
-    b, mv = ld.target, _p(ld.value)
-    if not (isinstance(mv, pyast.Subscript) and isinstance(mv.value, pyast.Name)):
-        return 'bitmap: the mask word is not read as mask[base + w]'
-    if isinstance(mv.slice, pyast.Name) and mv.slice.id == w:
-        word0 = "0"
-    elif isinstance(mv.slice, pyast.BinOp) and isinstance(mv.slice.op, pyast.Add) and \
-            pyast.unparse(mv.slice.right) == w and w not in _names(pyast.unparse(mv.slice.left)):
-        word0 = pyast.unparse(mv.slice.left)
-    else:
-        return 'bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)'
-    body = loop_bits.body
-
-    def same(x, text):
-        return pyast.unparse(_p(x)) == pyast.unparse(_p(text))
-
-    if not (same(loop_bits.cond, f"{b} != 0") and len(body) == 4 and all(isinstance(x, L.Assign) for x in body)):
-        return 'bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)'
-    sj, sacc, sq, sb = body
-    if not (sj.op is None and same(sj.value, f"{w} * 32 + trailing_zeros({b})") and sacc.target == "acc"
-            and sacc.op == "+" and sq.target == q and sq.op == "+" and sq.value == "1" and sb.target == b
-            and sb.op is None and same(sb.value, f"{b} & ({b} - 1)")):
-        return 'bitmap: the set-bit loop is not (j = w*32 + trailing_zeros(b); sum += ...; q += 1; b &= b - 1)'
-    prod = _product(sacc.value, cl.var, sj.target)
-    if prod is None or prod[1] != q or mv.value.id in (prod[0], prod[2]):
-        return 'bitmap: the product is not W[q] * X[j, column]'
-    # the row's values end where the next row's begin: pos[p + 1]
-    pos_end = pyast.unparse(pyast.Subscript(pv.value, _p(f"({pyast.unparse(pv.slice)}) + 1")))
-    return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, extent,
-                  mask=mv.value.id, mask0=word0, pos0=pre.value, pos1=pos_end)
-
-
+    walk = nest[1] if len(nest) == 2 and isinstance(nest[1], L.For) else None
+    it = walk.iteration if walk is not None else None
+    if it is not None and not (isinstance(nest[0], L.Assign) and nest[0].target == it.field("position")
+                               and nest[0].value == it.field("values0")):
+        return "bitmap: the walk's value position is not set to the row's first value before it"
+    if it is None or it.kind != "bitmap_words":
+        return "bitmap: the column loop holds no walk of mask words (no bitmap_words iteration declared by a level)"
+    if it.field("bits") != 32:
+        return f"bitmap: {it.field('bits')}-bit mask words; the template reads 32-bit words"
+    acc = _accumulation(walk)
+    if isinstance(acc, str):
+        return acc
+    prod = _product(acc.value, cl.var, it.field("coordinate"))
+    if prod is None or prod[1] != it.field("position") or it.field("mask") in (prod[0], prod[2]):
+        return "bitmap: the product is not W[q] * X[j, column]"
+    return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, it.field("extent"),
+                  mask=it.field("mask"), mask0=it.field("word0"), pos0=it.field("values0"),
+                  pos1=it.field("values1"))
 
 def _walk(stmts):
     return L.walk(stmts, private=False)
