@@ -1,0 +1,151 @@
+"""A bitmap-compressed KV cache after Mustafar, and decode attention computed on it directly.
+
+Keys and values are pruned per token (each token's d-vector keeps its largest magnitudes) to a target
+sparsity and stored in the bit-packed bitmap format: one bit per entry (uint32 words per token), a
+per-token offset, and the kept values packed (float16 on the GPU). Decode attention for one new query
+per (batch, head) is a sparsedsl program over that storage, never a dense copy:
+
+    s[h,j] = K[h,j,d] q[h,d];  o[h,c] = Σ_j softmax_j(scale · s[h,j]) V[h,j,c]
+
+References
+----------
+Joo et al., "Mustafar: Promoting Unstructured Sparsity for KV Cache Pruning in LLM Inference", 2025.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import sparsedsl as sd
+from sparsedsl import SparseTensor
+
+from ._core import _back, _host64, _kind
+
+BITMAP3 = "(h, j, d) -> (h: dense, j: dense, d: bitmap)"
+
+DECODE_PROGRAM = """
+let s[h,j] = K[h,j,d] * q[h,d]
+let m[h] = max[j](s[h,j])
+let e[h,j] = exp(scale * (s[h,j] - m[h]))
+let z[h] = e[h,j]
+o[h,c] = e[h,j] * V[h,j,c] / z[h]
+"""
+
+_decode = None
+
+
+def _decode_kernel():
+    global _decode
+    if _decode is None:
+        _decode = sd.compile(DECODE_PROGRAM, name="bitmap_decode_attention", K=BITMAP3, V=BITMAP3)
+    return _decode
+
+
+def prune_per_token(x, sparsity: float) -> np.ndarray:
+    """Mustafar's per-token magnitude pruning: each token's vector (last axis) keeps its
+    round((1 − sparsity)·d) largest |x|; the rest set to 0. Returns a float32 numpy array."""
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1); got {sparsity!r}")
+    a = _host64(x).astype(np.float32)
+    d = a.shape[-1]
+    keep = int(round((1 - sparsity) * d))
+    if keep >= d:
+        return a
+    drop = np.argpartition(np.abs(a), d - keep - 1, axis=-1)[..., : d - keep]
+    out = a.copy()
+    np.put_along_axis(out, drop, 0.0, axis=-1)
+    return out
+
+
+class BitmapKVCache:
+    """Keys and values of shape (batch·heads, L, d), per-token magnitude pruned to ``sparsity`` and
+    stored as bitmap SparseTensors (``K_``, ``V_``).
+
+    Parameters
+    ----------
+    sparsity : fraction of each token's entries dropped (Mustafar: 0.7 without fine-tuning).
+    device : "cpu" or "cuda" (values float16 there).
+
+    Attributes
+    ----------
+    K_, V_ : SparseTensor in ``(h, j, d) -> (h: dense, j: dense, d: bitmap)``.
+    K_pruned_, V_pruned_ : the pruned dense caches (the reference decode attention runs on).
+
+    References
+    ----------
+    Joo et al., "Mustafar: Promoting Unstructured Sparsity for KV Cache Pruning in LLM Inference", 2025.
+    """
+
+    def __init__(self, sparsity: float = 0.7, *, device: str = "cpu"):
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda'; got {device!r}")
+        self.sparsity, self.device = float(sparsity), device
+
+    def fit(self, K, V):
+        if getattr(K, "ndim", None) != 3 or tuple(K.shape) != tuple(V.shape):
+            raise ValueError(f"BitmapKVCache.fit(): K and V must be (batch*heads, L, d) of the same shape; "
+                             f"got {getattr(K, 'shape', None)} and {getattr(V, 'shape', None)}")
+        self.K_pruned_ = prune_per_token(K, self.sparsity)
+        self.V_pruned_ = prune_per_token(V, self.sparsity)
+        self.K_, self.V_ = bitmap_3d(self.K_pruned_), bitmap_3d(self.V_pruned_)
+        if self.device == "cuda":
+            self.K_, self.V_ = (t.to("cuda").astype("float16") for t in (self.K_, self.V_))
+        return self
+
+    def nbytes_fp16(self) -> int:
+        """Bytes of the compressed K and V with float16 values: bitmap words, per-token offsets and
+        the packed values."""
+        return sum(_bytes(t, 2) for t in (self.K_, self.V_))
+
+    def dense_nbytes_fp16(self) -> int:
+        """Bytes of the dense float16 K and V caches."""
+        return 2 * 2 * int(np.prod(self.K_.shape))
+
+
+def bitmap_3d(x: np.ndarray) -> SparseTensor:
+    """x (n, L, d) in ``BITMAP3``, storing its nonzeros, built level by level (bits packed with
+    numpy, no sort of coordinates: a 32k-token cache of 64 heads takes a second)."""
+    n, L, d = x.shape
+    nz = x != 0
+    words = -(-d // 32)
+    padded = np.zeros((n * L, words * 32), bool)
+    padded[:, :d] = nz.reshape(n * L, d)
+    bits = np.packbits(padded.reshape(n * L, words, 32), axis=-1, bitorder="little")  # 4 bytes per word
+    mask = bits.reshape(-1).view("<u4").astype(np.uint32)
+    pos = np.concatenate([[0], np.cumsum(nz.reshape(n * L, d).sum(1))]).astype(np.int32)
+    values = np.ascontiguousarray(x[nz], dtype=np.float32)
+    return SparseTensor(BITMAP3, (n, L, d), [{}, {}, {"mask": mask, "pos": pos}], values)
+
+
+def _bytes(t: SparseTensor, value_bytes: int) -> int:
+    index = sum(int(a.size) * a.dtype.itemsize for lv in t.levels for a in lv.values())
+    return index + int(t.values.size) * value_bytes
+
+
+def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None):
+    """Attention of one query per (batch·head) slice, q of shape (n, d), over the compressed cache,
+    computed on the bitmap storage (numpy/torch on the CPU, cupy/torch CUDA on the GPU). Equals
+    dense attention over the pruned cache (``cache.K_pruned_``, ``cache.V_pruned_``).
+
+    >>> rng = np.random.default_rng(0)
+    >>> K, V = rng.standard_normal((2, 3, 16, 8)).astype(np.float32)
+    >>> c = BitmapKVCache(0.5).fit(K, V)
+    >>> decode_attention(K[:, 0], c).shape
+    (2, 8)
+    """
+    if not hasattr(cache, "K_"):
+        raise ValueError("decode_attention(): the cache is not filled; call cache.fit(K, V) first")
+    n, L, d = cache.K_.shape
+    if tuple(q.shape) != (n, d):
+        raise ValueError(f"decode_attention(): q must be (batch*heads, d) = {(n, d)}; got {tuple(q.shape)}")
+    scale = 1.0 / float(np.sqrt(d)) if scale is None else float(scale)
+    k = _decode_kernel()
+    if _kind(q) in ("numpy", "torch"):
+        K_, V_ = (t.to("cpu").astype(np.float32) if t.device != "cpu" else t for t in (cache.K_, cache.V_))
+        out = k(K=K_, V=V_, q=_host64(q).astype(np.float32), scale=scale)
+        return _back(np.asarray(out), q)
+    out = k(K=cache.K_, V=cache.V_, q=q, scale=scale, backend="cuda")
+    return _back(out, q)
+
+
+__all__ = ["BITMAP3", "BitmapKVCache", "bitmap_3d", "DECODE_PROGRAM", "decode_attention", "prune_per_token"]
