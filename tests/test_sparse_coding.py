@@ -320,6 +320,27 @@ def test_bsc_recovers_the_bars_and_the_generating_sparsity_and_noise():
     assert isinstance(codes, sd.SparseTensor) and codes.shape == (10, 10)
 
 
+def test_ternary_sparse_coding_recovers_signed_bars_and_the_generating_model():
+    # Ternary bars: each bar is off, +1 or -1 (p = 0.1 each), the bars of a sample summed, noise 0.3.
+    rng = np.random.default_rng(5)
+    _, B = _bars(1)
+    S = rng.choice([-1.0, 0.0, 1.0], size=(800, 10), p=[0.1, 0.8, 0.1])
+    X = S @ B + 0.3 * rng.standard_normal((800, 25))
+    model = sc.DiscreteSparseCoding(10, n_candidates=6, max_active=3, max_iter=60, random_state=0).fit(X)
+    W = model.components_ / np.linalg.norm(model.components_, axis=1, keepdims=True)
+    found = np.abs((B / np.linalg.norm(B, axis=1, keepdims=True)) @ W.T).max(axis=1) > 0.9  # up to sign
+    assert found.sum() >= 9
+    assert abs(model.sparsity_ - 0.2) <= 0.2 * 0.2
+    np.testing.assert_allclose(model.value_probs_, [0.1, 0.1], rtol=0.3)
+    assert abs(model.noise_ - 0.3) <= 0.2 * 0.3
+    codes = model.transform(X[:10])
+    assert isinstance(codes, sd.SparseTensor) and codes.shape == (10, 10)
+    assert (codes.todense() < 0).any()  # negative causes are found as negative codes
+    with pytest.raises(ValueError, match="values"):
+        sc.DiscreteSparseCoding(4, values=(0.0, 1.0)).fit(X[:20, :4])
+    assert sc.DiscreteSparseCoding(4, values=(-2.0, 1.0)).get_params()["values"] == (-2.0, 1.0)
+
+
 def test_spike_and_slab_recovers_its_generating_model():
     """Gaussian spike-and-slab data (π 0.2, slab N(1, 0.5²) on atoms of norm 3, σ 0.3): the atoms,
     π, σ and the identifiable slab scale μ_h‖W_h‖ come back within 20%."""

@@ -10,18 +10,20 @@ dense, sparse or composite (``sd.kron``); cupy inputs run on the GPU.
   DictionaryLearning, MiniBatchDictionaryLearning
 - OnlineOrthogonalDictionaryLearning (``orthogonal``): streaming Frank–Wolfe
 - cospadi, data_aware_svd (``cospadi``): weight compression on calibration activations
-- BinarySparseCoding (``bsc``), SpikeSlabSparseCoding (``gsc``): EM with expectation truncation
+- BinarySparseCoding (``bsc``), DiscreteSparseCoding (``discrete``, ternary by default),
+  SpikeSlabSparseCoding (``gsc``): EM with expectation truncation
 """
 
 from ._core import ConvergenceWarning
 from .bsc import BinarySparseCoding
 from .cospadi import cospadi, data_aware_svd
+from .discrete import DiscreteSparseCoding
 from .encoders import cel0, fista, iht, ista, lq, nnz_at_error, omp, sparse_encode
 from .gsc import SpikeSlabSparseCoding
 from .learning import DictionaryLearning, MiniBatchDictionaryLearning, dict_learning, dict_learning_online
 from .orthogonal import OnlineOrthogonalDictionaryLearning
 
-__all__ = ["BinarySparseCoding", "ConvergenceWarning", "DictionaryLearning", "MiniBatchDictionaryLearning",
-           "OnlineOrthogonalDictionaryLearning", "SpikeSlabSparseCoding", "cel0", "cospadi", "data_aware_svd",
-           "dict_learning", "dict_learning_online", "fista", "iht", "ista", "lq", "nnz_at_error", "omp",
-           "sparse_encode"]
+__all__ = ["BinarySparseCoding", "ConvergenceWarning", "DictionaryLearning", "DiscreteSparseCoding",
+           "MiniBatchDictionaryLearning", "OnlineOrthogonalDictionaryLearning", "SpikeSlabSparseCoding", "cel0",
+           "cospadi", "data_aware_svd", "dict_learning", "dict_learning_online", "fista", "iht", "ista", "lq",
+           "nnz_at_error", "omp", "sparse_encode"]

@@ -8,7 +8,7 @@ states explain the sample best — and is zero elsewhere. The M-step is closed f
 
 from __future__ import annotations
 
-from itertools import combinations
+from itertools import combinations, product
 
 import numpy as np
 
@@ -38,6 +38,7 @@ class BinarySparseCoding(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     components_ : ndarray (H, n_features) — W. sparsity_ : float — π. noise_ : float — σ.
+    value_probs_ : ndarray (1,) — π again, as DiscreteSparseCoding's per-value probabilities.
     history_ : list — per iteration, the truncated log-likelihood per sample. n_iter_ : int.
 
     References
@@ -62,85 +63,103 @@ class BinarySparseCoding(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    _values = (1.0,)  # the nonzero values a latent takes (DiscreteSparseCoding: its ``values``)
+    _default_max_active = 5
+
     def fit(self, X, y=None):
         H = _core.check_positive("n_components", self.n_components, integer=True)
         Hc = min(H, 8) if self.n_candidates is None else self.n_candidates
         _core.check_positive("n_candidates", Hc, integer=True, upper=H + 1)
-        gamma = min(Hc, 5) if self.max_active is None else self.max_active
+        gamma = min(Hc, self._default_max_active) if self.max_active is None else self.max_active
         _core.check_positive("max_active", gamma, integer=True, upper=Hc + 1)
         _core.check_positive("max_iter", self.max_iter, integer=True)
         if not (isinstance(self.anneal, int | float) and self.anneal >= 1):
             raise ValueError(f"The 'anneal' parameter must be a number >= 1. Got {self.anneal!r}.")
+        values = self._nonzero_values()
         X = np.asarray(_core.to_numpy(_core.check_signals(X, None)))
         rng = _core.random_state(self.random_state)
         n, f = X.shape
-        states = _states(Hc, gamma)                                   # (M, H') binary patterns
+        states = _states(Hc, gamma, values)                          # (M, H') patterns
+        counts = np.stack([(states == v).sum(axis=1) for v in values], axis=1)  # (M, K) latents at each value
         W = X.mean(axis=0) + 0.5 * X.std() * rng.standard_normal((H, f))
-        sigma, pi = float(X.std()), 1.0 / H
+        sigma, probs = float(X.std()), np.full(len(values), 1.0 / (H * len(values)))
         self.history_ = []
         half = max(self.max_iter // 2, 1)
-        for it in _core.progress(range(self.max_iter), verbose=self.verbose, desc="BSC (ET)"):
+        for it in _core.progress(range(self.max_iter), verbose=self.verbose, desc=f"{type(self).__name__} (ET)"):
             temp = max(1.0, self.anneal - (self.anneal - 1.0) * it / half)
-            post, cand, ll = _e_step(X, W, sigma, pi, states, Hc, temp)
+            log_prior = counts @ np.log(probs) + (H - counts.sum(axis=1)) * np.log1p(-probs.sum())
+            post, cand, ll = _truncated_posterior(X, W, sigma, states, log_prior, Hc, temp, values)
             Es, Ess = _moments(post, cand, states, H)
-            # M-step (closed form): W = ⟨ssᵀ⟩⁻¹ ⟨s⟩ᵀX, σ² = ⟨‖x − sW‖²⟩/(n f), π = ⟨|s|⟩/(n H)
+            # M-step (closed form): W = ⟨ssᵀ⟩⁻¹ ⟨s⟩ᵀX, σ² = ⟨‖x − sW‖²⟩/(n f), π_v = ⟨#{h: s_h = v}⟩/(n H)
             SX = CODE_T_X(C=Es, X=X)
             W = np.linalg.solve(Ess + 1e-8 * np.eye(H), SX)
             G = GRAM(D=W)
             err = (X * X).sum() - 2.0 * (SX * W).sum() + (G * Ess).sum()
             sigma = float(np.sqrt(max(err, 1e-300) / (n * f)))
-            pi = float(np.clip(Es.sum() / (n * H), 1e-6, 1 - 1e-6))
+            probs = np.clip((post @ counts).sum(axis=0) / (n * H), 1e-6, None)
+            probs = probs / max(1.0, probs.sum() / (1 - 1e-6))
             self.history_.append(ll / n)
             if temp == 1.0 and len(self.history_) > 1 and \
                     abs(self.history_[-1] - self.history_[-2]) <= self.tol * abs(self.history_[-2]):
                 break
         else:
             if self.tol > 0 and self.max_iter > 1:
-                _core.warn_not_converged("BinarySparseCoding EM", self.max_iter)
-        self.components_, self.noise_, self.sparsity_, self.n_iter_ = W, sigma, pi, len(self.history_)
+                _core.warn_not_converged(f"{type(self).__name__} EM", self.max_iter)
+        self.components_, self.noise_, self.n_iter_ = W, sigma, len(self.history_)
+        self.sparsity_ = float(probs.sum())
+        self.value_probs_ = probs
         self._truncation = (Hc, gamma)
         return self
+
+    def _nonzero_values(self):
+        return self._values
 
     def transform(self, X) -> SparseTensor:
         """Posterior means ⟨s⟩ under the truncated posterior, as a csr SparseTensor."""
         if not hasattr(self, "components_"):
-            raise ValueError("This BinarySparseCoding is not fitted yet; call fit(X) first")
+            raise ValueError(f"This {type(self).__name__} is not fitted yet; call fit(X) first")
         X = np.asarray(_core.to_numpy(_core.check_signals(X, self.components_)))
         Hc, gamma = self._truncation
-        states = _states(Hc, gamma)
-        post, cand, _ = _e_step(X, self.components_, self.noise_, self.sparsity_, states, Hc, 1.0)
-        Es, _ = _moments(post, cand, states, self.n_components)
-        Es[Es < 1e-12] = 0.0
+        values = self._nonzero_values()
+        states = _states(Hc, gamma, values)
+        counts = np.stack([(states == v).sum(axis=1) for v in values], axis=1)
+        H = self.n_components
+        log_prior = counts @ np.log(self.value_probs_) + (H - counts.sum(axis=1)) * np.log1p(-self.sparsity_)
+        post, cand, _ = _truncated_posterior(X, self.components_, self.noise_, states, log_prior, Hc, 1.0, values)
+        Es, _ = _moments(post, cand, states, H)
+        Es[np.abs(Es) < 1e-12] = 0.0
         return _core.as_codes(Es)
 
 
-def _states(Hc, gamma):
+def _states(Hc, gamma, values=(1.0,)):
+    """Every pattern on H' latents with at most γ nonzeros, each nonzero one of ``values``."""
     rows = [np.zeros(Hc)]
     for k in range(1, gamma + 1):
         for c in combinations(range(Hc), k):
-            s = np.zeros(Hc)
-            s[list(c)] = 1.0
-            rows.append(s)
+            for vals in product(values, repeat=k):
+                s = np.zeros(Hc)
+                s[list(c)] = vals
+                rows.append(s)
     return np.array(rows)
 
 
-def _e_step(X, W, sigma, pi, states, Hc, temp):
-    """Truncated posterior over ``states`` placed on each sample's candidate latents."""
+def _truncated_posterior(X, W, sigma, states, log_prior, Hc, temp, values):
+    """Posterior over ``states`` (M, H') on each sample's H' candidate latents, zero elsewhere (expectation
+    truncation), for x | s ~ N(s W, σ²I) and a state prior ``log_prior`` (M,). The candidates are the
+    latents whose best singleton state (value in ``values`` on one latent) explains the sample best.
+    Returns the posterior (n, M), the candidates (n, H') and the truncated log-likelihood."""
     n, f = X.shape
-    H = W.shape[0]
     XW = CROSS(X=X, D=W)                                # x·W_h for every sample and cause
     G = GRAM(D=W)
-    # selection: the singleton joint log p(x, e_h) ∝ 2 x·W_h − ‖W_h‖²
-    score = 2.0 * XW - np.diag(G)[None, :]
+    # selection: the singleton joint log p(x, v e_h) ∝ 2 v x·W_h − v² ‖W_h‖², best over the values v
+    score = np.max([2.0 * v * XW - v * v * np.diag(G)[None, :] for v in values], axis=0)
     cand = np.argsort(-score, axis=1)[:, :Hc]           # (n, H')
     a = np.take_along_axis(XW, cand, 1)                 # (n, H')
     Gc = G[cand[:, :, None], cand[:, None, :]]          # (n, H', H')
     lin = a @ states.T                                  # (n, M): Σ_h s_h x·W_h
     quad = np.einsum("mh,nhk,mk->nm", states, Gc, states, optimize=True)
-    k = states.sum(axis=1)
     x2 = (X * X).sum(axis=1)[:, None]
-    logp = (-(x2 - 2 * lin + quad) / (2 * sigma ** 2) - 0.5 * f * np.log(2 * np.pi * sigma ** 2)
-            + k * np.log(pi) + (H - k) * np.log1p(-pi))
+    logp = -(x2 - 2 * lin + quad) / (2 * sigma ** 2) - 0.5 * f * np.log(2 * np.pi * sigma ** 2) + log_prior
     top = logp.max(axis=1, keepdims=True)
     ll = float((top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))).sum())
     w = np.exp((logp - top) / temp)
