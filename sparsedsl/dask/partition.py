@@ -68,7 +68,9 @@ def partition(A, nparts=None, *, chunks=None, format=None, scatter=None) -> Part
         raise ValueError("partition(scatter=True) needs a distributed Client; create one, or pass scatter=False")
     keys = list(cut)
     if client is not None:
-        futures = client.scatter([cut[k] for k in keys])
+        # hash=False: keys of their own; content keys would be shared with (and released by) another
+        # partition of equal blocks
+        futures = client.scatter([cut[k] for k in keys], hash=False)
         for k, f in zip(keys, futures):
             cells[k] = dask.delayed(f)
     else:
