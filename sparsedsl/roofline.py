@@ -240,7 +240,9 @@ class BenchResult:
                          f"({len(self.times)} samples x {self.number} calls)"),
                 ("bytes moved", f"{fmt_bytes(self.bytes_moved)} "
                                 f"({', '.join(parts + [f'out {fmt_bytes(self.bytes_out)}'])})"),
-                ("bandwidth", f"{self.gbs:.2f} GB/s = {self.copy_fraction:.0%} of copy ({self.copy_gbs:.1f} GB/s)")]
+                ("bandwidth", f"{self.gbs:.2f} GB/s = {self.copy_fraction:.0%} of copy ({self.copy_gbs:.1f} GB/s); "
+                              f"at the min time {self.bytes_moved / self.min / 1e9:.2f} GB/s = "
+                              f"{self.bytes_moved / self.min / 1e9 / self.copy_gbs:.0%}")]
         if self.flops is not None:
             rows.append(("flops", f"{self.flops:,} -> {self.gflops:.2f} GFLOP/s"))
         if self.first_call is not None:

@@ -11,24 +11,25 @@ from ..roofline import fmt_bytes, fmt_time
 
 # ---- values ----------------------------------------------------------------------------------------
 
-def describe(value) -> str:
-    """One line: kind, shape, format, dtype, nnz / bytes."""
+def describe(value, names: dict | None = None) -> str:
+    """One line: kind, shape, format (by its declared name when ``names`` maps it to one), dtype, nnz / bytes."""
     if _is_tensor(value):
         density = value.nnz / value.size if value.size else 0.0
-        return (f"{value.format} {_shape(value.shape)} {value.dtype}, nnz {value.nnz:,} (density {density:.3g}), "
+        fmt = (names or {}).get(value.format, value.format)
+        return (f"{fmt} {_shape(value.shape)} {value.dtype}, nnz {value.nnz:,} (density {density:.3g}), "
                 f"{fmt_bytes(value.nbytes)}")
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return f"{value.dtype} scalar {value[()]!r}"
         return f"dense {_shape(value.shape)} {value.dtype}, {fmt_bytes(value.nbytes)}"
     if isinstance(value, tuple):
-        return f"{len(value)} outputs: " + "; ".join(describe(v) for v in value)
+        return f"{len(value)} outputs: " + "; ".join(describe(v, names) for v in value)
     return f"{type(value).__name__} {value!r}"
 
 
-def show(value, entries: int = 6) -> str:
+def show(value, entries: int = 6, names: dict | None = None) -> str:
     """``describe`` and then a few entries (the first ones of a large value)."""
-    head = describe(value)
+    head = describe(value, names)
     if _is_tensor(value):
         coords, vals = value.coordinates()
         n = len(vals)
@@ -42,7 +43,7 @@ def show(value, entries: int = 6) -> str:
                                max_line_width=100)
         return head + "\n" + "\n".join("  " + ln for ln in body.splitlines())
     if isinstance(value, tuple):
-        return "\n".join(show(v, entries) for v in value)
+        return "\n".join(show(v, entries, names) for v in value)
     return head
 
 

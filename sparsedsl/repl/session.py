@@ -148,6 +148,10 @@ class Session:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise st.error(f"unknown statement or name {word!r}{hint} (:help lists the statements)", tok)
 
+    def format_names(self) -> dict:
+        """Format -> the name this session declared it by (so a tensor in it is described by that name)."""
+        return {fmt: name for name, fmt in self.formats.items()}
+
     def names(self) -> list[str]:
         return [*self.formats, *self.kernels, *self.tensors]
 
@@ -165,7 +169,7 @@ class Session:
         value, path = self.expression(st, base)
         self.tensors[name] = value
         self.lets.append((name, st.text.strip().lstrip(":"), path))
-        self.out(f"{name} = {display.describe(value)}")
+        self.out(f"{name} = {display.describe(value, self.format_names())}")
 
     def expression(self, st: Statement, base: str):
         """The value of a let's right-hand side, and the absolute path it was loaded from (or None)."""
@@ -408,7 +412,7 @@ class Session:
         value, (elapsed, first) = self.invoke(call, opts.get("backend"))
         self.tensors["ans"] = value
         note = " (first call: includes planning and compiling or loading from the disk cache)" if first else ""
-        self.out(f"{call.text} -> {display.show(value)}")
+        self.out(f"{call.text} -> {display.show(value, names=self.format_names())}")
         self.out(f"  in {display.timing(elapsed)}{note}; kept as ans")
 
     def cmd_print(self, st: Statement, base: str):
@@ -417,7 +421,7 @@ class Session:
         st.finish()
         name = tok.text
         if name in self.tensors:
-            self.out(display.show(self.tensors[name], entries=10))
+            self.out(display.show(self.tensors[name], entries=10, names=self.format_names()))
         elif name in self.kernels:
             self.out(f"{self.kernels[name]!r}\n{self.sources.get(name, '')}".rstrip())
         elif name in self.formats:
@@ -571,7 +575,7 @@ class Session:
         for k in self.kernels.values():
             self.out(f"  {k!r}")
         for name, v in self.tensors.items():
-            self.out(f"  {name} = {display.describe(v)}")
+            self.out(f"  {name} = {display.describe(v, self.format_names())}")
         if not self.names():
             self.out("  nothing defined yet")
 
