@@ -177,6 +177,52 @@ def test_transpose_and_linear_operator_in_scipy_cg(client):
     np.testing.assert_allclose(x, want, rtol=1e-8)
 
 
+# ---- the standard library's SpMV-bound solvers on partitioned operands --------------------------------
+
+def test_spectral_sparsify_solves_on_a_partitioned_graph(client):
+    from sparsedsl.stdlib import graph
+
+    path = sp.diags([1.0, 1.0], [-1, 1], shape=(8, 8))
+    G = sd.asformat(sp.csr_matrix(sp.kron(path, sp.eye(8)) + sp.kron(sp.eye(8), path)), "csr")  # 8x8 grid
+    PG = sdd.partition(G, 2)
+    u, v, w, R = graph.effective_resistances(G, random_state=0)
+    pu, pv, pw, pR = graph.effective_resistances(PG, random_state=0)  # the block CG's products on the blocks
+    np.testing.assert_array_equal(pu, u)
+    np.testing.assert_allclose(pR, R, rtol=1e-8)
+    H, PH = graph.spectral_sparsify(G, 0.5, random_state=0), graph.spectral_sparsify(PG, 0.5, random_state=0)
+    same_sparse(PH, H, tol=1e-8)
+
+
+def test_sns_conjugate_gradient_with_a_partitioned_hessian(client):
+    from sparsedsl.stdlib import ot
+
+    rng = np.random.default_rng(0)
+    n = 60
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    M = ((x[:, None] - y[None]) ** 2).sum(-1)
+    P = np.exp(-M / 0.05)
+    P /= P.sum()
+    S, St = ot._sparsify(P, None, rng, 1e-4)  # SNS's sparsified Hessian block and its transpose (csr)
+    r, c = P.sum(1), P.sum(0)
+    PS, PSt = sdd.partition(S, 3), sdd.partition(St, 3)
+
+    def hess(z):  # the stdlib's own Hessian kernels, run on the partitions
+        u, v = z[:n], z[n:]
+        return np.concatenate([sdd.call(ot._hess_top, S=PS, r=r, u=u, v=v).compute(),
+                               sdd.call(ot._hess_bottom, St=PSt, c=c, u=u, v=v).compute()])
+
+    def local(z):
+        u, v = z[:n], z[n:]
+        return np.concatenate([ot._hess_top(S=S, r=r, u=u, v=v), ot._hess_bottom(St=St, c=c, u=u, v=v)])
+
+    rhs = np.concatenate([rng.random(n) - 0.5, rng.random(n) - 0.5])
+    precond = 1.0 / np.concatenate([r, c])
+    got, k = ot._cg(hess, rhs, precond, 1e-8, 200)
+    want, k0 = ot._cg(local, rhs, precond, 1e-8, 200)
+    assert k == k0
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
 # ---- Dask behaviour: kernels travel as programs, planned once per worker; a lost worker ---------------
 
 def test_kernels_pickle_and_plan_once_per_worker(client):

@@ -40,7 +40,10 @@ class _Graph:
     """The graph as a symmetric csr adjacency without self-loops, plus what rebuilds the user's kind."""
 
     def __init__(self, G, fn: str, weight: str = "weight"):
-        self.kind, self.template, self.nodes = None, G, None
+        self.kind, self.template, self.nodes, self.chunks = None, G, None, None
+        if type(G).__module__.startswith("sparsedsl.dask"):  # a PartitionedTensor: the solves run on its blocks
+            self.chunks, G = G.chunks, G.compute()
+            self.template = G
         if isinstance(G, sd.SparseTensor):
             self.kind, A = "sparsetensor", sp.csr_matrix(G.to_scipy())
         elif sp.issparse(G):
@@ -67,6 +70,14 @@ class _Graph:
         if A.nnz and A.data.min() < 0:
             raise ValueError(f"{fn}: edge weights must be positive")
         self.A, self.n = A, A.shape[0]
+
+    def operator(self):
+        """The adjacency for the Laplacian solves: csr, or cut like the user's partitioned graph."""
+        if self.chunks is None:
+            return sd.asformat(self.A, "csr")
+        from ..dask import partition
+
+        return partition(sd.asformat(self.A, "csr"), chunks=self.chunks)
 
     def edges(self):
         """(u, v, w) of each edge once, u < v."""
@@ -121,7 +132,7 @@ def _laplacian_solve(A: sd.SparseTensor, d, Y, *, tol, max_iter, fn):
     rz = np.einsum("ij,ij->j", R, Z)
     stop = tol * np.linalg.norm(Y, axis=0)
     for _ in range(max_iter):
-        AP = _laplacian_mm(A=A, d=d, X=P)
+        AP = _laplacian_mm(A=A, d=d, X=P) if isinstance(A, sd.SparseTensor) else d[:, None] * P - np.asarray(A @ P)
         pap = np.einsum("ij,ij->j", P, AP)
         alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)
         X += alpha * P
@@ -179,7 +190,7 @@ def effective_resistances(G, *, n_projections=48, tol=1e-4, max_iter=2000, preco
     Y = _incidence_mm(B=sd.asformat(Bt, "csr"), Q=Q)
     if preconditioner == "jacobi":
         d = np.asarray(g.A.sum(axis=1)).ravel()
-        Z = _laplacian_solve(sd.asformat(g.A, "csr"), d, Y, tol=tol, max_iter=max_iter, fn="effective_resistances")
+        Z = _laplacian_solve(g.operator(), d, Y, tol=tol, max_iter=max_iter, fn="effective_resistances")
     elif preconditioner == "pyamg":
         Z = _pyamg_solve(g.A, Y, tol=tol, max_iter=max_iter)
     else:
