@@ -1,4 +1,4 @@
-"""The ``sparsedsl`` command.
+"""The sparsedsl command.
 
   sparsedsl                  the REPL (formats, kernels, :let/:run/:show/:bench/:advise/:spy; :help)
   sparsedsl run FILE.sdsl    run a script: declarations, then let/run/print statements; an error is
@@ -95,6 +95,9 @@ def bench_suite(args: list[str]) -> int:
 def main(argv=None) -> int:
     import sparsedsl
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # everything after it is the suite's own (its --help too)
+        return bench_suite(argv[1:])
     parser = argparse.ArgumentParser(prog="sparsedsl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"sparsedsl {sparsedsl.__version__}")
@@ -102,9 +105,7 @@ def main(argv=None) -> int:
     sub.add_parser("tour", help="compile a few kernels on a sample matrix, check against scipy, time them")
     r = sub.add_parser("run", help="run a .sdsl script (declarations, then let/run/print statements)")
     r.add_argument("file")
-    b = sub.add_parser("bench", help="the benchmark suite (python -m benchmarks; its options follow)",
-                       add_help=False)
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="the benchmark suite (python -m benchmarks; its options follow)")
     args = parser.parse_args(argv)
     if args.command is None:
         from .repl import repl
@@ -112,8 +113,6 @@ def main(argv=None) -> int:
         return repl()
     if args.command == "tour":
         return tour()
-    if args.command == "bench":
-        return bench_suite(args.rest)
     return run_file(args.file)
 
 

@@ -170,6 +170,21 @@ def test_statements_and_values():
     assert "50 x 40, 200 stored" in text and "blocked_bitmap(4,4)" in text
 
 
+def test_index_notation_over_session_tensors():
+    s, out = session()
+    s.run("let A = random csr 30x20 density 0.2 seed 4\nlet x = range 20\ny[i] = A[i,j] * x[j]\n"
+          "let B = random csr 20x30 density 0.2 seed 5\nC[i,j] = A[i,k] * B[k,j] --out csr", "t")
+    a, b = s.tensors["A"].to_scipy(), s.tensors["B"].to_scipy()
+    np.testing.assert_allclose(s.tensors["y"], a @ np.arange(20.0))
+    assert s.tensors["C"].format.name == "csr"
+    np.testing.assert_allclose(s.tensors["C"].to_numpy(), (a @ b).toarray())
+    with pytest.raises(DSLError) as e:
+        s.run("  z[i] = A[i,j] * q[j]", "In[9]")
+    assert e.value.message.startswith("unknown tensor 'q'") and e.value.span.col == 19
+    with pytest.raises(DSLError, match="a tensor is defined with :let z = ..."):
+        s.run("z = 3", "In[10]")
+
+
 def test_prune_and_nm_product_match_numpy():
     s, _ = session()
     s.run("kernel lin(W: nm(2,4), X: dense) -> Y: dense {\n  Y[i,n] = W[i,k] * X[k,n]\n}\n"
@@ -346,3 +361,6 @@ def test_cli_version_and_bench_help(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"sparsedsl {sd.__version__}"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--help"])  # the suite's own options
+    assert e.value.code == 0 and "python -m benchmarks" in capsys.readouterr().out

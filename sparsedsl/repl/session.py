@@ -20,7 +20,7 @@ import sparsedsl as sd
 
 from ..errors import DSLError, FormatError, Span
 from . import display
-from .source import Statement, split_source
+from .source import Statement, split_source, strip_comment
 
 DATA_SUFFIXES = (".mtx", ".mtx.gz", ".mtx.bz2", ".npz")
 NAMED_FORMATS = ("dense", "csr", "csc", "dcsr", "coo", "csf", "bitmap", "nm(2,4)", "bsr(4,4)",
@@ -144,9 +144,51 @@ class Session:
             return self.cmd_run(st, base)
         if st.peek(1).kind == "end" and (word in self.tensors or word in self.kernels or word in self.formats):
             return self.cmd_print(st, base)
+        if st.peek(1).text == "[":  # index notation on the session's tensors: y[i] = A[i,j] * x[j]
+            return self.compute(st)
+        if st.peek(1).text == "=":
+            raise st.error(f"a tensor is defined with :let {word} = ..., or computed with index notation: "
+                           f"{word}[i] = ...", tok)
         close = difflib.get_close_matches(word, [*COMMANDS, *self.names()], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise st.error(f"unknown statement or name {word!r}{hint} (:help lists the statements)", tok)
+
+    def compute(self, st: Statement):
+        """``y[i] = A[i,j] * x[j] [--out csr]``: one statement of index notation over the session's
+        tensors (``sd.compute``); the result is stored under the target's name."""
+        code = st.text[st.peek().col - 1:]
+        expr, _, out = code.partition("--out")
+        target = st.peek()
+        if target.text in self.kernels or target.text in self.formats or target.text in RESERVED:
+            raise st.error(f"'{target.text}' names a kernel, a format or a statement; pick another name", target)
+        out_tok = st.tokens[-1].__class__("name", out.strip(), st.peek().col + len(expr) + len("--out") + 1)
+        out_format = self.resolve_format(out.strip(), None, st, out_tok) if out.strip() else None
+        shift = target.col - 1
+        try:
+            kernel = sd.compile(strip_comment(expr).strip(), out_format=out_format, name=target.text)
+        except DSLError as exc:
+            raise self._moved(exc, st, shift) from None
+        operands = {}
+        for p in kernel.program.params:
+            if p.name not in self.tensors:
+                close = difflib.get_close_matches(p.name, list(self.tensors), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self._moved(DSLError(f"unknown tensor {p.name!r}{hint}", p.span), st, shift)
+            operands[p.name] = self.tensors[p.name]
+        try:
+            value = kernel(operands)
+        except DSLError as exc:
+            raise self._moved(exc, st, shift) from None
+        self.tensors[target.text] = value
+        self.out(f"{target.text} = {display.describe(value, self.format_names())}")
+
+    @staticmethod
+    def _moved(exc: DSLError, st: Statement, shift: int) -> DSLError:
+        """An error located in an expression that starts at column ``shift + 1`` of the statement."""
+        span = exc.span
+        if span is None or span.line != 1:
+            return DSLError(exc.message, Span(st.file, st.line, shift + 1, st.text))
+        return DSLError(exc.message, Span(st.file, st.line, span.col + shift, st.text, span.length))
 
     def format_names(self) -> dict:
         """Format -> the name this session declared it by (so a tensor in it is described by that name)."""
@@ -636,7 +678,9 @@ COMMANDS = {name[4:]: " ".join(getattr(Session, name).__doc__.split())
 
 HELP = """Type format and kernel declarations as in a .sdsl file (Enter runs a complete input; an open
 '{' continues on the next line; Esc then Enter runs it as it is). Statements (':' optional):
-""" + "\n".join(f"  :{COMMANDS[c]}" for c in ("let", "run", "print", "show", "bench", "advise", "spy", "save",
+""" + "\n".join(f"  :{COMMANDS[c]}".replace(" | ", "\n        | " if c == "let" else " | ") for c in ("let", "run", "print", "show", "bench", "advise", "spy", "save",
                                                "load", "formats", "who", "help", "quit")) + """
-A bare KERNEL(args) runs it; a bare NAME prints it. Tab completes names, keywords and formats;
-Up/Down walk the history (kept between sessions); Ctrl-C drops the input; Ctrl-D leaves."""
+A bare KERNEL(args) runs it; a bare NAME prints it; y[i] = A[i,j] * x[j] [--out csr] computes one
+statement of index notation over the session's tensors and keeps the result as y.
+Tab completes names, keywords and formats; Up/Down walk the history (kept between sessions);
+Ctrl-C drops the input; Ctrl-D leaves."""
