@@ -676,10 +676,11 @@ def _convert(value, fmt):
 COMMANDS = {name[4:]: " ".join(getattr(Session, name).__doc__.split())
             for name in dir(Session) if name.startswith("cmd_") and name != "cmd_exit"}
 
+HELP_ORDER = ("let", "run", "print", "show", "bench", "advise", "spy", "save", "load", "formats", "who", "help",
+              "quit")
 HELP = """Type format and kernel declarations as in a .sdsl file (Enter runs a complete input; an open
 '{' continues on the next line; Esc then Enter runs it as it is). Statements (':' optional):
-""" + "\n".join(f"  :{COMMANDS[c]}".replace(" | ", "\n        | " if c == "let" else " | ") for c in ("let", "run", "print", "show", "bench", "advise", "spy", "save",
-                                               "load", "formats", "who", "help", "quit")) + """
+""" + "\n".join(f"  :{COMMANDS[c]}".replace(" | ", "\n        | " if c == "let" else " | ") for c in HELP_ORDER) + """
 A bare KERNEL(args) runs it; a bare NAME prints it; y[i] = A[i,j] * x[j] [--out csr] computes one
 statement of index notation over the session's tensors and keeps the result as y.
 Tab completes names, keywords and formats; Up/Down walk the history (kept between sessions);
