@@ -78,7 +78,7 @@ class SessionCompleter(Completer):
             options = (*s.kernels, *s.tensors, *s.formats, *KEYWORDS, *FUNCTIONS, *REDUCERS)
         seen = set()
         for opt in options:
-            if opt.startswith(word) and opt not in seen and opt != word:
+            if opt.startswith(word) and opt not in seen:
                 seen.add(opt)
                 meta = ("kernel" if opt in s.kernels else "tensor" if opt in s.tensors else
                         "format" if opt in s.formats else "")
