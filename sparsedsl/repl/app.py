@@ -19,8 +19,9 @@ from prompt_toolkit.lexers import PygmentsLexer
 import sparsedsl as sd
 
 from ..errors import DSLError, FormatError
+from .commands import COMMANDS, DTYPES, HELP, LET_WORDS, NAMED_FORMATS, STAGES, Quit
 from .lexer import FUNCTIONS, REDUCERS, SparseDSLLexer
-from .session import COMMANDS, DTYPES, HELP, LET_WORDS, NAMED_FORMATS, STAGES, Quit, Session
+from .session import Session
 from .source import is_complete
 
 PROMPT, CONTINUATION = "sdsl> ", "  ... "
