@@ -387,14 +387,6 @@ def is_sparse(value) -> bool:
     return is_tensor(value) and not value.format.is_dense
 
 
-def _signature(v):
-    if is_tensor(v):
-        return (v.shape, str(v.dtype), v.format)
-    if isinstance(v, np.ndarray):
-        return (v.shape, str(v.dtype))
-    return type(v).__name__
-
-
 def _convert(value, fmt):
     if fmt.is_dense:
         return value.todense() if is_tensor(value) else np.asarray(value)

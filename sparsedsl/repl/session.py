@@ -292,7 +292,6 @@ class Session(Commands):
         self.seen.add(sig)
         return value, (elapsed, first)
 
-    # ---- commands -------------------------------------------------------------------------------------
 
 
 def prefix_names(prefix: list[str]) -> set:
