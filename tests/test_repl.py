@@ -219,14 +219,21 @@ def test_session_formats_are_visible_to_later_inputs_with_lines_kept():
     (":show checkd spmv", "unknown stage 'checkd'; did you mean 'checked'?", 7),
     (":let A = random csr 10x10 densty 0.1", "unknown option 'densty'", 27),
     (":let A = random nm(2,4) 8x8 density 0.9 seed 0", "holds more than 2 entries", 10),
+    (":run spmv(A, x, x)", "spmv(A, x) takes 2 operands; this is one more", 17),
+    (":run spmv(A)", "no operand for 'x': spmv(A, x)", 12),
+    (":run spmv(A, q=x)", "no operand 'q': spmv(A, x)", 14),
+    ("kernel spmv(A: csr) -> A2: dense {\n  A2[i] = A[i,j]\n}\nformat A = (i) -> (i: dense)",
+     "'A' is already a tensor", 8),
 ])
 def test_bad_statements_are_located_errors(text, message, col):
     s, _ = session()
-    s.run(SPMV, "In[1]")
+    s.run(SPMV + "let A = random csr 6x6 density 0.3 seed 0\nlet x = ones 6", "In[1]")
     with pytest.raises(DSLError) as e:
         s.run(text, "In[2]")
-    assert message in e.value.message and e.value.span.col == col, (e.value.message, e.value.span)
-    assert e.value.span.line == 1 and "^" in e.value.span.render()
+    err = s.relocate(e.value)
+    assert message in err.message and err.span.col == col, (err.message, err.span)
+    assert err.span.line == text.count("\n") + 1 if text.startswith("kernel") else err.span.line == 1
+    assert "^" in err.span.render()
 
 
 def test_matrix_market_round_trips_through_let_and_save(tmp_path):

@@ -231,7 +231,7 @@ class Commands:
             self.out(repr(call.kernel))
             for s in prog.statements:
                 self.out(f"  {'let ' if s.is_let else ''}{display.notation(s.target)} = "
-                         f"{display._unparen(display.notation(s.value))}")
+                         f"{display.unparen(display.notation(s.value))}")
             return
         if stage == "cuda":
             try:
@@ -240,6 +240,7 @@ class Commands:
                 self.out(f"no CUDA source: {str(exc).splitlines()[0]}")
             return
         stages = call.kernel.stages(*call.args, backend=opts.get("backend"), **call.kwargs)
+        self.last_call[call.name] = call
         if stage in ("checked", "rewritten"):
             self.out(display.checked_listing(stages[stage]))
         elif stage == "loops":
@@ -256,6 +257,7 @@ class Commands:
         opts = self.options(st, {"backend": str, "repeat": int})
         result = bench(call.kernel, *call.args, backend=opts.get("backend"), repeat=opts.get("repeat"),
                        **call.kwargs)
+        self.last_call[call.name] = call
         self.out(repr(result))
         peer = scipy_peer(call, result)
         self.out(peer if peer else "  scipy: no scipy.sparse operation computes this kernel's result")
@@ -273,6 +275,7 @@ class Commands:
         formats = opts.get("formats")
         self.out(repr(sd.advise(call.kernel, A, operand=operand, formats=formats, backend=opts.get("backend"),
                                 **named)))
+        self.last_call[call.name] = call
 
     def cmd_spy(self, st: Statement, base: str):
         """spy NAME [WIDTHxHEIGHT]: a terminal density plot of a matrix's stored entries"""

@@ -80,11 +80,11 @@ def notation(node) -> str:
     if kind == "Call":
         return f"{node.fn}({', '.join(notation(a) for a in node.args)})"
     if kind == "Reduce":
-        return f"{node.op}[{','.join(ix.name for ix in node.indices)}]({_unparen(notation(node.body))})"
+        return f"{node.op}[{','.join(ix.name for ix in node.indices)}]({unparen(notation(node.body))})"
     return repr(node)
 
 
-def _unparen(text: str) -> str:
+def unparen(text: str) -> str:
     if text.startswith("(") and text.endswith(")"):
         depth = 0
         for k, ch in enumerate(text):
@@ -108,7 +108,7 @@ def checked_listing(checked) -> str:
         lines.append(f"  {name:<8} scalar    {dt}")
     lines.append("statements:")
     for st in checked.statements:
-        body = _unparen(notation(st.value))
+        body = unparen(notation(st.value))
         if st.reduce_indices:
             op = REDUCE_NAMES.get(st.reduce_op, st.reduce_op)
             if st.mul_op != "*":

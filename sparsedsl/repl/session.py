@@ -64,14 +64,17 @@ class Session(Commands):
         for name, fmt in parsed["formats"].items():
             if name in prefix_names(prefix):
                 continue
-            self._bind_name(name, "format", file)
+            where = next((Span(file, k + 1 + len(prefix), ln.index(name) + 1, ln, len(name))
+                          for k, ln in enumerate(text.split("\n"))
+                          if ln.split()[:2] == ["format", name]), None)
+            self._bind_name(name, "format", where)
             self.formats[name] = fmt
             names.append(name)
             self.sources[name] = f"format {name} = {fmt.spelling()}"
         lines = text.split("\n")
         for name, program in parsed["kernels"].items():
             kernel = sd.Kernel(program)  # checks it: a located DSLError now, not at the first call
-            self._bind_name(name, "kernel", file)
+            self._bind_name(name, "kernel", program.span)
             self.kernels[name] = kernel
             names.append(name)
             start = program.span.line - len(prefix) - 1
@@ -86,11 +89,11 @@ class Session(Commands):
             self.sources[name] = "\n".join(lines[start:end + 1])
         return names
 
-    def _bind_name(self, name: str, kind: str, file: str):
+    def _bind_name(self, name: str, kind: str, where: Span | None):
         for other, table in (("format", self.formats), ("kernel", self.kernels), ("tensor", self.tensors)):
             if other != kind and name in table:
                 raise DSLError(f"'{name}' is already a {other} in this session; give the {kind} another name",
-                               Span(file, 1, 1))
+                               where)
 
     def relocate(self, exc: DSLError) -> DSLError:
         """The error with its line as the user wrote it (session formats were put before the input)."""
@@ -251,6 +254,8 @@ class Session(Commands):
             raise st.error(f"unknown kernel {name_tok.text!r}{hint}.{defined}", name_tok)
         st.expect("(", f"'(' and the operands of {name_tok.text}")
         call = Call(kernel, name_tok.text)
+        params = [p.name for p in kernel.program.params]
+        signature = f"{name_tok.text}({', '.join(params)})"
         while not st.accept(")"):
             if call.args or call.kwargs:
                 st.expect(",", "',' or ')'")
@@ -274,12 +279,19 @@ class Session(Commands):
             if key is None:
                 if call.kwargs:
                     raise st.error("a positional operand after a named one", tok)
+                if len(call.args) == len(params):
+                    raise st.error(f"{signature} takes {len(params)} operands; this is one more", tok)
                 call.args.append(value)
             else:
+                if key not in params or key in call.named():
+                    problem = f"operand {key!r} is given twice" if key in params else f"no operand {key!r}"
+                    raise st.error(f"{problem}: {signature}", st.tokens[st.pos - 3])
                 call.kwargs[key] = value
         end = st.tokens[st.pos - 1]
+        missing = [p for p in params if p not in call.named()]
+        if missing:
+            raise st.error(f"no operand for {missing[0]!r}: {signature}", end)
         call.text = st.text[start.col - 1:end.col]
-        self.last_call[call.name] = call  # :show KERNEL without operands uses these
         return call
 
     def invoke(self, call: Call, backend: str | None = None):
