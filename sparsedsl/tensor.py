@@ -132,6 +132,12 @@ class SparseTensor:
             lines.append(f"  ... {len(vals) - REPR_ENTRIES} more")
         return "\n".join([head] + lines)
 
+    def _repr_html_(self) -> str:
+        """In a notebook: a small spy image and the format summary (sparsedsl/display.py)."""
+        from . import display
+
+        return display.tensor_html(self)
+
     # ---- devices --------------------------------------------------------------------------
     @property
     def device(self) -> str:
