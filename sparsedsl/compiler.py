@@ -67,6 +67,12 @@ class Kernel:
         outs = ", ".join(f"{p.name}: {p.format or 'dense'}" for p in self.program.outputs)
         return f"<sparsedsl kernel {self.name}({ps}) -> {outs}>"
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the signature, the statements and explain on sample operands (sparsedsl/display.py)."""
+        from . import display
+
+        return display.kernel_html(self)
+
     # ---- binding ------------------------------------------------------------------------
     def bind(self, args, kwargs, backend: str = "cpu") -> dict:
         args, kwargs = _operands(args, kwargs)
