@@ -282,6 +282,24 @@ def test_show_stages():
     assert "__global__" in text or "no CUDA source: " in text  # rendered, or why not (an older build)
 
 
+@pytest.mark.parametrize("keys, text", [
+    ("kernel k(A: csr) -> y: dense {\ry[i] = A[i,j]\r}\r", "kernel k(A: csr) -> y: dense {\n    y[i] = A[i,j]\n}"),
+    (":let x = ones 3\r", ":let x = ones 3"),
+    ("kernel k(A: csr\x1b\r", "kernel k(A: csr"),  # Esc Enter runs it as it is
+])
+def test_enter_continues_an_open_input_and_runs_a_complete_one(keys, text):
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from sparsedsl.repl.app import key_bindings
+
+    with create_pipe_input() as inp:
+        inp.send_text(keys)
+        prompt = PromptSession(multiline=True, key_bindings=key_bindings(), input=inp, output=DummyOutput())
+        assert prompt.prompt() == text
+
+
 def test_input_completeness():
     assert not is_complete("kernel k(A: csr) -> y: dense {")
     assert not is_complete("kernel k(A: csr) -> y: dense")  # the body is still to come
