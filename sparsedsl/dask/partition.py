@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import sparsedsl as sd
 
 from . import blocks, mtx
-from .partitioned import PartitionedTensor
+from .partitioned import PartitionedTensor, active_client
 
 
 def partition(A, nparts=None, *, chunks=None, format=None, scatter=None) -> PartitionedTensor:  # noqa: A002
@@ -63,7 +63,7 @@ def partition(A, nparts=None, *, chunks=None, format=None, scatter=None) -> Part
     splits = _splits(A, nparts, chunks)
     cut = blocks.cut(A, splits)
     cells = np.empty(tuple(len(s) - 1 for s in splits), dtype=object)
-    client = _client() if scatter is None or scatter else None
+    client = active_client() if scatter is None or scatter else None
     if scatter and client is None:
         raise ValueError("partition(scatter=True) needs a distributed Client; create one, or pass scatter=False")
     keys = list(cut)
@@ -77,17 +77,6 @@ def partition(A, nparts=None, *, chunks=None, format=None, scatter=None) -> Part
         for k in keys:
             cells[k] = dask.delayed(cut[k], pure=True)
     return PartitionedTensor(cells, splits, A.format, A.dtype)
-
-
-def _client():
-    try:
-        from distributed import get_client
-    except ImportError:
-        return None
-    try:
-        return get_client()
-    except ValueError:
-        return None
 
 
 def _splits(A: sd.SparseTensor, nparts, chunks):
@@ -109,12 +98,16 @@ def _splits(A: sd.SparseTensor, nparts, chunks):
     parts = tuple(parts) if isinstance(parts, (tuple, list)) else (parts,)
     if not all(isinstance(p, (int, np.integer)) and p >= 1 for p in parts) or len(parts) > A.ndim:
         raise ValueError(f"partition(): nparts must be a positive int or one per dimension (p, q); got {nparts!r}")
-    coords = A.coordinates()[0] if A.nnz else np.zeros((A.ndim, 0), np.int64)
-    row_nnz = np.bincount(coords[0], minlength=A.shape[0]) if A.ndim else None
-    splits = [blocks.nnz_splits(row_nnz, parts[0], step.get(0, 1))]
+    splits = [blocks.nnz_splits(_row_nnz(A), parts[0], step.get(0, 1))]
     splits += [blocks.even_splits(A.shape[d], p, step.get(d, 1)) for d, p in enumerate(parts[1:], start=1)]
     splits += [(0, n) for n in A.shape[len(splits):]]
     return tuple(splits)
+
+
+def _row_nnz(A: sd.SparseTensor) -> np.ndarray:
+    if A.ndim == 2 and A.format == sd.as_format("csr"):
+        return np.diff(A.levels[1]["pos"])  # no unpacking of 20M coordinates to count rows
+    return np.bincount(A.coordinates()[0][0], minlength=A.shape[0])
 
 
 def _from_dask(x: da.Array, nparts, chunks, fmt) -> PartitionedTensor:

@@ -137,6 +137,18 @@ for _name, _op in (("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/")): 
     setattr(PartitionedTensor, f"__r{_name}__", _elementwise(_op)[1])
 
 
+def active_client():
+    """The distributed Client in use, or None (no distributed installed, or Dask's local threads)."""
+    try:
+        from distributed import get_client
+    except ImportError:
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
 def _neg(block):
     return -block
 
