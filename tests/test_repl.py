@@ -382,6 +382,13 @@ def test_run_broken_script_exits_non_zero_with_file_line_col(tmp_path):
     assert "Traceback" not in p.stderr and p.stderr.rstrip().split("\n")[-1].strip().startswith("^")
 
 
+def test_piped_input_runs_as_a_script(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "sparsedsl.cli"], input=SPMV + "let A = eye 3\nlet x = ones 3\n"
+                       "run spmv(A, x)\nrun spmv(A, y)\n", capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert "spmv(A, x) -> dense 3 float64" in p.stdout and "[1. 1. 1.]" in p.stdout
+    assert p.returncode == 2 and p.stderr.startswith("<stdin>:7:13: error: unknown tensor 'y'"), p.stderr
+
+
 def test_cli_version_and_bench_help(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])

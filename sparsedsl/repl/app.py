@@ -125,7 +125,10 @@ def print_error(exc: BaseException, session: Session, out=print):
 
 
 def repl(input=None, output=None) -> int:  # noqa: A002 - prompt_toolkit's names
-    """Run the interactive prompt until Ctrl-D or :quit; returns the exit status."""
+    """Run the interactive prompt until Ctrl-D or :quit; returns the exit status. When the input is
+    not a terminal (``sparsedsl < script.sdsl``, a pipe), it is run as a script instead."""
+    if input is None and not sys.stdin.isatty():
+        return run_script("<stdin>", text=sys.stdin.read())
     session = Session(out=lambda text: print(text, flush=True))
     path = history_path()
     prompt = PromptSession(
@@ -159,14 +162,17 @@ def repl(input=None, output=None) -> int:  # noqa: A002 - prompt_toolkit's names
             print_error(exc, session, lambda t: print(t, flush=True))
 
 
-def run_script(path: str, out=print) -> int:
-    """``sparsedsl run FILE.sdsl``: declarations, then statements; 0, or 2 with file:line:col on stderr."""
+def run_script(path: str, out=print, text: str | None = None) -> int:
+    """``sparsedsl run FILE.sdsl``: declarations, then statements; 0, or 2 with file:line:col on stderr.
+    Given ``text`` (``sparsedsl < FILE``: the REPL's input is not a terminal), runs that, named ``path``,
+    relative to the working directory."""
     from ..loader import read_source
 
-    session = Session(out=out, base_dir=os.path.dirname(os.path.abspath(path)))
+    base = os.getcwd() if text is not None else os.path.dirname(os.path.abspath(path))
+    session = Session(out=out, base_dir=base)
     try:
-        text = read_source(path)
-        names = session.run(text, path, os.path.dirname(os.path.abspath(path)))
+        text = read_source(path) if text is None else text
+        names = session.run(text, path, base)
     except Quit:
         return 0
     except DSLError as exc:
