@@ -206,6 +206,8 @@ def test_session_formats_are_visible_to_later_inputs_with_lines_kept():
         s.run("kernel k2(A: blk) -> y: dense {\n  y[i] = A[i,j] * oops(A[i,j])\n}", "In[3]")
     err = s.relocate(e.value)
     assert (err.span.file, err.span.line, err.span.col) == ("In[3]", 2, 19), err.span
+    s.run("format blk = (i, j) -> (j: dense, i: compressed)", "In[4]")  # a format may be declared again
+    assert s.formats["blk"] == sd.as_format("csc")
 
 
 @pytest.mark.parametrize("text, message, col", [

@@ -17,7 +17,7 @@ import sparsedsl as sd
 from ..errors import DSLError, FormatError, Span
 from . import display
 from .commands import COMMANDS, DTYPES, NAMED_FORMATS, RESERVED, Call, Commands, is_tensor, split_list
-from .source import Statement, split_source, strip_comment
+from .source import Statement, block_end, first_word, split_source, strip_comment
 
 
 def parse_declarations(text: str, file: str) -> dict:
@@ -57,7 +57,8 @@ class Session(Commands):
     def declare(self, text: str, file: str) -> list[str]:
         """Parse and check declarations. Formats declared earlier in the session are visible: they are
         put before the text (and error lines moved back by as many lines)."""
-        prefix = [f"format {name} = {fmt.spelling()}" for name, fmt in self.formats.items()]
+        redeclared = {ln.split()[1] for ln in text.split("\n") if first_word(ln) == "format" and len(ln.split()) > 1}
+        prefix = [f"format {name} = {fmt.spelling()}" for name, fmt in self.formats.items() if name not in redeclared]
         parsed = parse_declarations("\n".join(prefix + [text]), file) if prefix else parse_declarations(text, file)
         self.offsets[file] = len(prefix)
         names = []
@@ -78,15 +79,7 @@ class Session(Commands):
             self.kernels[name] = kernel
             names.append(name)
             start = program.span.line - len(prefix) - 1
-            end = start
-            depth, opened = 0, False
-            while end < len(lines):
-                depth += lines[end].count("{") - lines[end].count("}")
-                opened = opened or "{" in lines[end]
-                if opened and depth <= 0:
-                    break
-                end += 1
-            self.sources[name] = "\n".join(lines[start:end + 1])
+            self.sources[name] = "\n".join(lines[start:block_end(lines, start) + 1])
         return names
 
     def _bind_name(self, name: str, kind: str, where: Span | None):

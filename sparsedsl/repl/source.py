@@ -46,23 +46,26 @@ def split_source(text: str) -> tuple[str, list[tuple[int, str]]]:
             k += 1
             continue
         if first_word(line) in DECLARATION_WORDS and not code.startswith(":"):
-            end = k
-            if first_word(line) == "kernel":  # through the line that closes its body
-                depth, opened = 0, False
-                while end < len(lines):
-                    body = strip_comment(lines[end])
-                    depth += body.count("{") - body.count("}")
-                    opened = opened or "{" in body
-                    if opened and depth <= 0:
-                        break
-                    end += 1
-                end = min(end, len(lines) - 1)
+            end = block_end(lines, k) if first_word(line) == "kernel" else k
             decl[k:end + 1] = lines[k:end + 1]
             k = end + 1
             continue
         statements.append((k + 1, line))
         k += 1
     return "\n".join(decl), statements
+
+
+def block_end(lines: list[str], start: int) -> int:
+    """The index of the line that closes the body of the kernel starting at ``lines[start]`` (the last
+    line when it is never closed: the parser then says what is missing)."""
+    depth, opened = 0, False
+    for k in range(start, len(lines)):
+        body = strip_comment(lines[k])
+        depth += body.count("{") - body.count("}")
+        opened = opened or "{" in body
+        if opened and depth <= 0:
+            return k
+    return len(lines) - 1
 
 
 def is_complete(text: str) -> bool:
