@@ -68,6 +68,8 @@ def test_partition_from_dask_array_and_numpy(client):
     np.testing.assert_array_equal(P.compute().todense(), A)
     np.testing.assert_array_equal(sdd.partition(x, 2).compute().todense(), A)
     np.testing.assert_array_equal(sdd.partition(A, chunks=50).compute().todense(), A)
+    chunks_of_scipy = x.map_blocks(sp.csr_matrix, meta=sp.csr_matrix((0, 0)))
+    np.testing.assert_array_equal(sdd.partition(chunks_of_scipy).compute().todense(), A)
 
 
 @pytest.mark.parametrize("symmetry", ["general", "symmetric"])
@@ -258,6 +260,7 @@ def test_worker_killed_mid_computation_is_recomputed(client, tmp_path):
         time.sleep(0.01)
     victim = next(iter(pids.values()))
     os.kill(victim, signal.SIGKILL)
+    assert not future.done()  # killed mid-computation
     y = future.result(timeout=60)
     np.testing.assert_allclose(y, M @ x, rtol=1e-12)
     assert victim not in client.run(os.getpid).values()  # the nanny started a new process
@@ -278,6 +281,8 @@ def test_errors(client):
         sdd.compute("y[i] = A[i,j] * x[j]", A=A, x=np.ones(200))
     with pytest.raises(TypeError, match="takes the operands"):
         sdd.compute("y[i] = A[i,j] * x[j]", A=P3)
+    with pytest.raises(TypeError, match="sparsedsl.dask.call"):  # the kernel itself says where to go
+        sd.compile("y[i] = A[i,j] * x[j]")(A=P3, x=np.ones(200))
     with pytest.raises(ValueError, match="nparts must be"):
         sdd.partition(A, 0)
     with pytest.raises(ValueError, match="multiple of 4"):

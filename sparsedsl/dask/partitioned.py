@@ -59,6 +59,10 @@ class PartitionedTensor:
         return (f"PartitionedTensor(shape={self.shape}, format={self.format}, dtype={self.dtype}, "
                 f"grid={self.grid}, chunks={self.chunks})")
 
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("a PartitionedTensor is not an array of this process: run a kernel on it with "
+                        "sparsedsl.dask.call(kernel, A=PA, ...), or gather it first with PA.compute()")
+
     # ---- Dask ------------------------------------------------------------------------------
     def compute(self, **kwargs) -> sd.SparseTensor:
         """Gather the blocks (``dask.compute``: the active Client's cluster, or local threads) and
