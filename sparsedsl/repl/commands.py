@@ -20,7 +20,7 @@ import sparsedsl as sd
 
 from ..errors import FormatError
 from . import display
-from .source import Statement
+from .source import Statement, Token
 
 DATA_SUFFIXES = (".mtx", ".mtx.gz", ".mtx.bz2", ".npz")
 NAMED_FORMATS = ("dense", "csr", "csc", "dcsr", "coo", "csf", "bitmap", "nm(2,4)", "bsr(4,4)",
@@ -95,73 +95,81 @@ class Commands:
                     raise st.error(str(exc), fmt_tok) from None
             st.finish()
             return value, None
+        maker = getattr(self, f"let_{tok.text}", None) if tok.text in LET_WORDS else None
+        if maker is None:
+            close = difflib.get_close_matches(tok.text, [*LET_WORDS, *self.tensors, *self.kernels], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise st.error(f"unknown name {tok.text!r}{hint}", tok)
         st.next()
         if tok.text == "load":
-            path, col = st.rest()
-            return self.load_data(path, base, st, col)
-        if tok.text == "random":
-            fmt_tok = st.peek()
-            fmt_text = self.format_text(st)
-            shape = self.shape(st)
-            opts = self.options(st, {"density": float, "seed": int, "dtype": str})
-            fmt = self.resolve_format(fmt_text, len(shape), st, fmt_tok)
-            dtype = self.dtype(opts.get("dtype", "float64"), st)
-            if fmt.is_dense:
-                rng = np.random.default_rng(opts.get("seed"))
-                return (rng.random(shape) * 1).astype(dtype), None
-            density = opts.get("density", 0.01)
-            try:
-                return sd.random(shape, density, format=fmt, dtype=dtype, seed=opts.get("seed")), None
-            except FormatError as exc:
-                raise st.error(str(exc), tok) from None
-        if tok.text in ("ones", "zeros"):
-            shape = self.shape(st)
-            fmt = None
-            if st.peek().kind == "name" and st.peek().text not in ("dtype",):
-                fmt_tok = st.peek()
-                fmt = self.resolve_format(self.format_text(st), len(shape), st, fmt_tok)
-            opts = self.options(st, {"dtype": str})
-            dtype = self.dtype(opts.get("dtype", "float64"), st)
-            if tok.text == "ones" or fmt is None or fmt.is_dense:
-                if tok.text == "ones" and fmt is not None and not fmt.is_dense:
-                    raise st.error("ones gives a dense array (every entry stored); leave out the format", tok)
-                return (np.ones if tok.text == "ones" else np.zeros)(shape, dtype=dtype), None
-            return sd.zeros(shape, format=fmt, dtype=dtype), None
-        if tok.text == "range":
-            n_tok = st.expect_kind("num", "the length n")
-            st.finish()
-            return np.arange(self.int_of(n_tok, st), dtype=np.float64), None
-        if tok.text == "prune":
-            src = st.expect_kind("name", "the tensor to prune")
-            if src.text not in self.tensors:
-                raise st.error(f"unknown tensor {src.text!r}", src)
-            fmt_tok = st.peek()
-            text = self.format_text(st)
-            st.finish()
-            m = re.fullmatch(r"nm\((\d+),(\d+)\)", text)
-            if not m:
-                raise st.error("prune keeps the N largest |values| of every M: prune W nm(2,4)", fmt_tok, len(text))
-            try:
-                return sd.prune.nm(self.tensors[src.text], int(m.group(1)), int(m.group(2))), None
-            except FormatError as exc:
-                raise st.error(str(exc), fmt_tok, len(text)) from None
-        if tok.text == "eye":
-            n_tok = st.expect_kind("num", "the size n")
-            fmt = "csr"
-            if st.peek().kind == "name" and st.peek().text != "dtype":
-                fmt_tok = st.peek()
-                fmt = self.resolve_format(self.format_text(st), 2, st, fmt_tok)
-            opts = self.options(st, {"dtype": str})
-            return sd.eye(self.int_of(n_tok, st), format=fmt, dtype=self.dtype(opts.get("dtype", "float64"), st)), None
-        close = difflib.get_close_matches(tok.text, [*LET_WORDS, *self.tensors,
-                                                     *self.kernels], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise st.error(f"unknown name {tok.text!r}{hint}", tok)
+            return self.let_load(st, base)
+        return maker(st, tok), None
 
-    def load_data(self, path: str, base: str, st: Statement, col: int):
+    # ---- the right-hand sides of let: let_WORD(statement, WORD's token) -> value --------------------------
+    def let_random(self, st: Statement, tok):
+        fmt_tok = st.peek()
+        fmt_text = self.format_text(st)
+        shape = self.shape(st)
+        opts = self.options(st, {"density": float, "seed": int, "dtype": str})
+        fmt = self.resolve_format(fmt_text, len(shape), st, fmt_tok)
+        dtype = self.dtype(opts.get("dtype", "float64"), st)
+        if fmt.is_dense:
+            return np.random.default_rng(opts.get("seed")).random(shape).astype(dtype)
+        try:
+            return sd.random(shape, opts.get("density", 0.01), format=fmt, dtype=dtype, seed=opts.get("seed"))
+        except FormatError as exc:
+            raise st.error(str(exc), tok) from None
+
+    def let_ones(self, st: Statement, tok):
+        shape = self.shape(st)
+        fmt = None
+        if st.peek().kind == "name" and st.peek().text != "dtype":
+            fmt_tok = st.peek()
+            fmt = self.resolve_format(self.format_text(st), len(shape), st, fmt_tok)
+        dtype = self.dtype(self.options(st, {"dtype": str}).get("dtype", "float64"), st)
+        if fmt is None or fmt.is_dense:
+            return (np.ones if tok.text == "ones" else np.zeros)(shape, dtype=dtype)
+        if tok.text == "ones":
+            raise st.error("ones gives a dense array (every entry stored); leave out the format", tok)
+        return sd.zeros(shape, format=fmt, dtype=dtype)
+
+    let_zeros = let_ones
+
+    def let_range(self, st: Statement, tok):
+        n_tok = st.expect_kind("num", "the length n")
+        st.finish()
+        return np.arange(self.int_of(n_tok, st), dtype=np.float64)
+
+    def let_eye(self, st: Statement, tok):
+        n_tok = st.expect_kind("num", "the size n")
+        fmt = "csr"
+        if st.peek().kind == "name" and st.peek().text != "dtype":
+            fmt_tok = st.peek()
+            fmt = self.resolve_format(self.format_text(st), 2, st, fmt_tok)
+        dtype = self.dtype(self.options(st, {"dtype": str}).get("dtype", "float64"), st)
+        return sd.eye(self.int_of(n_tok, st), format=fmt, dtype=dtype)
+
+    def let_prune(self, st: Statement, tok):
+        src = st.expect_kind("name", "the tensor to prune")
+        if src.text not in self.tensors:
+            raise st.error(f"unknown tensor {src.text!r}", src)
+        fmt_tok = st.peek()
+        text = self.format_text(st)
+        st.finish()
+        m = re.fullmatch(r"nm\((\d+),(\d+)\)", text)
+        if not m:
+            raise st.error("prune keeps the N largest |values| of every M: prune W nm(2,4)", fmt_tok, len(text))
+        try:
+            return sd.prune.nm(self.tensors[src.text], int(m.group(1)), int(m.group(2)))
+        except FormatError as exc:
+            raise st.error(str(exc), fmt_tok, len(text)) from None
+
+    def let_load(self, st: Statement, base: str):
+        """The tensor in a data file and its absolute path."""
+        path, col = st.rest()
         if len(path) >= 2 and path[0] == path[-1] and path[0] in "\"'":
             path = path[1:-1]
-        tok = st.tokens[0].__class__("other", path, col)
+        tok = Token("other", path, col)
         if not path:
             raise st.error("load takes a file: load matrix.mtx (Matrix Market) or load tensor.npz", tok)
         if not path.lower().endswith(DATA_SUFFIXES):
@@ -177,8 +185,7 @@ class Commands:
                            f"file: {str(exc).splitlines()[0]}", tok, len(path)) from None
         return value, full
 
-    # ---- pieces of statements ---------------------------------------------------------------------------
-
+    # ---- the other statements ------------------------------------------------------------------------------
     def cmd_run(self, st: Statement, base: str):
         """run KERNEL(args) [--backend cpu|cuda]: run it, print a summary of the result (kept as ans)"""
         call = self.call(st)

@@ -17,7 +17,7 @@ import sparsedsl as sd
 from ..errors import DSLError, FormatError, Span
 from . import display
 from .commands import COMMANDS, DTYPES, NAMED_FORMATS, RESERVED, Call, Commands, is_tensor, split_list
-from .source import Statement, block_end, first_word, split_source, strip_comment
+from .source import Statement, Token, block_end, first_word, split_source, strip_comment
 
 
 def parse_declarations(text: str, file: str) -> dict:
@@ -128,7 +128,7 @@ class Session(Commands):
         target = st.peek()
         if target.text in self.kernels or target.text in self.formats or target.text in RESERVED:
             raise st.error(f"'{target.text}' names a kernel, a format or a statement; pick another name", target)
-        out_tok = st.tokens[-1].__class__("name", out.strip(), st.peek().col + len(expr) + len("--out") + 1)
+        out_tok = Token("name", out.strip(), st.peek().col + len(expr) + len("--out") + 1)
         out_format = self.resolve_format(out.strip(), None, st, out_tok) if out.strip() else None
         shift = target.col - 1
         try:
