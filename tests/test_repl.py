@@ -223,6 +223,9 @@ def test_session_formats_are_visible_to_later_inputs_with_lines_kept():
     (":let A = random nm(2,4) 8x8 density 0.9 seed 0", "holds more than 2 entries", 10),
     (":run spmv(A, x, x)", "spmv(A, x) takes 2 operands; this is one more", 17),
     (":run spmv(A)", "no operand for 'x': spmv(A, x)", 12),
+    (":run spmv(A, x) --backend tpu", "the backend is cpu or cuda, got 'tpu'", 27),
+    (":let W = random csr 8x8 density 0.9 seed 0\nkernel lin(W: nm(2,4), x: dense) -> y: dense {\n"
+     "  y[i] = W[i,k] * x[k]\n}\n:let x8 = ones 8\n:run lin(W, x8)", "lin: operand 'W': nm(2,4)", 6),
     (":run spmv(A, q=x)", "no operand 'q': spmv(A, x)", 14),
     ("kernel spmv(A: csr) -> A2: dense {\n  A2[i] = A[i,j]\n}\nformat A = (i) -> (i: dense)",
      "'A' is already a tensor", 8),
@@ -234,7 +237,7 @@ def test_bad_statements_are_located_errors(text, message, col):
         s.run(text, "In[2]")
     err = s.relocate(e.value)
     assert message in err.message and err.span.col == col, (err.message, err.span)
-    assert err.span.line == text.count("\n") + 1 if text.startswith("kernel") else err.span.line == 1
+    assert err.span.line == text.count("\n") + 1  # the last line of the input
     assert "^" in err.span.render()
 
 

@@ -43,6 +43,7 @@ class Call:
     args: list = field(default_factory=list)     # values, positional
     kwargs: dict = field(default_factory=dict)   # values by operand name
     text: str = ""                               # as written: "spmv(A, x)"
+    span: object = None                          # where it is written (errors while it runs point there)
 
     def named(self) -> dict:
         """Operand name -> value (positional ones by parameter order)."""

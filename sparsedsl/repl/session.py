@@ -222,6 +222,8 @@ class Session(Commands):
                 opts[key] = allowed[key](val.text)
             except ValueError:
                 raise st.error(f"{key} must be {allowed[key].__name__}, got {val.text!r}", val) from None
+            if key == "backend" and val.text not in ("cpu", "cuda"):
+                raise st.error(f"the backend is cpu or cuda, got {val.text!r}", val)
         st.finish()
         return opts
 
@@ -285,11 +287,15 @@ class Session(Commands):
         if missing:
             raise st.error(f"no operand for {missing[0]!r}: {signature}", end)
         call.text = st.text[start.col - 1:end.col]
+        call.span = Span(st.file, st.line, start.col, st.text, len(call.text))
         return call
 
     def invoke(self, call: Call, backend: str | None = None):
         t = time.perf_counter()
-        value = call.kernel(*call.args, backend=backend, **call.kwargs)
+        try:
+            value = call.kernel(*call.args, backend=backend, **call.kwargs)
+        except (FormatError, ValueError, TypeError) as exc:  # an operand the kernel cannot take: say where
+            raise DSLError(f"{call.name}: {exc}", call.span) from None
         elapsed = time.perf_counter() - t
         self.last_call[call.name] = call
         sig = (call.name, backend, tuple((n, _signature(v)) for n, v in call.named().items()))
