@@ -271,10 +271,11 @@ def gpu_bench(quick: bool) -> dict:
     W = 1024
     torch.manual_seed(0)
     q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    M = A.sliding_window(L, W, block=64, heads=B * H).to("cuda")
-    nI = L // 64
-    res["sliding_window"] = {"B": B, "H": H, "L": L, "d": D, "window": W,
-                             "blocks_skipped": 1 - len(M.levels[2]["crd"]) / (B * H * nI * (nI + 1) / 2)}
+    blk = (128, 64)  # 128-row blocks: the kernel may take 4 warps (64 rows) or 8 (128 rows) per CTA
+    M = A.sliding_window(L, W, block=blk, heads=B * H).to("cuda")
+    nI, nJ = L // blk[0], L // blk[1]
+    res["sliding_window"] = {"B": B, "H": H, "L": L, "d": D, "window": W, "block": blk,
+                             "blocks_skipped_of_all": 1 - len(M.levels[2]["crd"]) / (B * H * nI * nJ)}
 
     def sw(b, h, qi, ki):
         return (qi >= ki) & (qi - ki < W)
@@ -286,7 +287,17 @@ def gpu_bench(quick: bool) -> dict:
     r = res["sliding_window"]
     r["flex_s"] = bench(lambda: flex(q, k, v, block_mask=bm))
     r["ours_attention_s"] = bench(lambda: A.attention(q, k, v, M))
-    r["ours_kernel_s"] = bench(lambda: _flash.fused_attention(q3, k3, v3, M, scale))
+    r["ours_kernel_s"] = bench(lambda: _flash.fused_attention(q3, k3, v3, M, scale, nwarps=4))
+    ref = flex(q, k, v, block_mask=bm).float().reshape(B * H, L, D)
+    got = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, M, scale, nwarps=4))
+    r["kernel_4warps_max_abs_diff_vs_flex"] = float((got - ref).abs().max())
+    try:  # the 8-warp variant (128 query rows per CTA) is measured here only; the template uses 4 warps
+        r["ours_kernel_8warps_s"] = bench(lambda: _flash.fused_attention(q3, k3, v3, M, scale, nwarps=8))
+        got = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, M, scale, nwarps=8))
+        r["kernel_8warps_max_abs_diff_vs_flex"] = float((got - ref).abs().max())
+        r["kernel_8warps_speedup_vs_flex"] = r["flex_s"] / r["ours_kernel_8warps_s"]
+    except Exception as exc:
+        r["kernel_8warps_error"] = repr(exc)[:3000]
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         r["sdpa_flash_causal_dense_s"] = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
     r["speedup_vs_flex"] = r["flex_s"] / r["ours_attention_s"]
@@ -296,13 +307,19 @@ def gpu_bench(quick: bool) -> dict:
     r["max_abs_diff_vs_flex"] = float((o - flex(q, k, v, block_mask=bm).float()).abs().max())
     print("  sliding window:", {a: b for a, b in r.items()}, flush=True)
 
-    Mc = A.mask_3d(full_mask(L, L, causal=True), B * H, L, L).to("cuda")
+    Mc = A.mask_3d(full_mask(L, L, causal=True, block=blk), B * H, L, L).to("cuda")
     c = res["causal"] = {"B": B, "H": H, "L": L, "d": D}
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         c["sdpa_flash_s"] = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
         ref = F.scaled_dot_product_attention(q, k, v, is_causal=True).float()
     c["ours_attention_s"] = bench(lambda: A.attention(q, k, v, Mc))
-    c["ours_kernel_s"] = bench(lambda: _flash.fused_attention(q3, k3, v3, Mc, scale))
+    c["ours_kernel_s"] = bench(lambda: _flash.fused_attention(q3, k3, v3, Mc, scale, nwarps=4))
+    if "kernel_8warps_error" not in r:
+        c["ours_kernel_8warps_s"] = bench(lambda: _flash.fused_attention(q3, k3, v3, Mc, scale, nwarps=8))
+        c["kernel_8warps_max_abs_diff_vs_sdpa"] = float(
+            (torch.from_dlpack(_flash.fused_attention(q3, k3, v3, Mc, scale, nwarps=8)) - ref.reshape(B * H, L, D))
+            .abs().max())
+        c["kernel_8warps_ratio_vs_sdpa_flash"] = c["sdpa_flash_s"] / c["ours_kernel_8warps_s"]
     c["ratio_vs_sdpa_flash"] = c["sdpa_flash_s"] / c["ours_attention_s"]
     c["kernel_ratio_vs_sdpa_flash"] = c["sdpa_flash_s"] / c["ours_kernel_s"]
     c["max_abs_diff_vs_sdpa"] = float((A.attention(q, k, v, Mc).float() - ref).abs().max())
@@ -310,6 +327,21 @@ def gpu_bench(quick: bool) -> dict:
     torch.cuda.empty_cache()
 
     res["decode"] = []
+    try:
+        _decode_bench(res["decode"], quick, bench)
+    except Exception as exc:  # recorded, so the prefill rows above are still written
+        res["decode"].append({"error": repr(exc)[:2000]})
+        print("  decode failed:", repr(exc)[:2000], flush=True)
+    return res
+
+
+def _decode_bench(rows, quick, bench):
+    import torch
+    import torch.nn.functional as F
+
+    from sparsedsl.stdlib import attention as A
+
+    D = 128
     Hd, ctx = 8, (8192 if quick else 32768)
     for Bd in (1, 8):
         g = torch.Generator(device="cuda").manual_seed(Bd)
@@ -331,9 +363,8 @@ def gpu_bench(quick: bool) -> dict:
         want = F.scaled_dot_product_attention(qd.float(), kp.float(), vp.float()).double().cpu().numpy()
         e["rel_err_vs_dense_pruned"] = _rel(got, want.reshape(Bd * Hd, D))
         print("  decode:", e, flush=True)
-        res["decode"].append(e)
+        rows.append(e)
         torch.cuda.empty_cache()
-    return res
 
 
 def main(argv=None):

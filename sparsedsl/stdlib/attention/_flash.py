@@ -50,22 +50,22 @@ def _fits(m) -> str | None:
     return None
 
 
-def _compiled(head_dim: int, bf16: bool):
+def _compiled(head_dim: int, bf16: bool, nwarps: int = 4):
     import cupy as cp
 
-    key = (head_dim, bf16)
+    key = (head_dim, bf16, nwarps)
     if key not in _kernels:
-        name = f"sd_flash_bs_d{head_dim}_{'bf16' if bf16 else 'f16'}"
-        src = (f"#define HEAD_DIM {head_dim}\n#define IS_BF16 {int(bf16)}\n#define KERNEL_NAME {name}\n"
-               + _SOURCE.read_text())
+        name = f"sd_flash_bs_d{head_dim}_{'bf16' if bf16 else 'f16'}_w{nwarps}"
+        src = (f"#define HEAD_DIM {head_dim}\n#define IS_BF16 {int(bf16)}\n#define NWARPS {nwarps}\n"
+               f"#define KERNEL_NAME {name}\n" + _SOURCE.read_text())
         kern = cp.RawKernel(src, name, options=("-std=c++17",))
-        kern.max_dynamic_shared_size_bytes = _smem(head_dim)
+        kern.max_dynamic_shared_size_bytes = _smem(head_dim, nwarps)
         _kernels[key] = kern
     return _kernels[key]
 
 
-def _smem(head_dim: int) -> int:
-    return 5 * 64 * (head_dim + 8) * 2  # Q, two K stages, two V stages
+def _smem(head_dim: int, nwarps: int) -> int:
+    return (16 * nwarps + 4 * 64) * (head_dim + 8) * 2  # Q, two K stages, two V stages
 
 
 def _mask_arrays(M):
@@ -111,7 +111,12 @@ def _fallback(ops):
     return {"O": kernel(M=ops["M"], Q=ops["Q"], K=ops["K"], V=ops["V"], scale=ops["scale"], backend="cuda")}
 
 
-def fused_attention(Q, K, V, M, scale: float, out_dtype=np.float32):
+# query rows per CTA: 4 warps (64 rows, the tested default) or 8 (128 rows: each K/V tile serves twice
+# the queries; needs the mask's block rows to be multiples of 128)
+NWARPS = 4
+
+
+def fused_attention(Q, K, V, M, scale: float, out_dtype=np.float32, nwarps: int | None = None):
     """Run the kernel: Q (n, Lq, d), K/V (n, Lk, d) 16-bit device arrays, M a device SparseTensor in
     the 3-D blocked format. Returns O (n, Lq, d) as ``out_dtype`` (float32 accumulation)."""
     import cupy as cp
@@ -122,12 +127,15 @@ def fused_attention(Q, K, V, M, scale: float, out_dtype=np.float32):
     n, lq, d = Q.shape
     lk = K.shape[1]
     r, c = M.format.blocks[1], M.format.blocks[2]
+    nwarps = nwarps or NWARPS
+    if r % (16 * nwarps):
+        nwarps = 4
     pos, crd, vals, full = _mask_arrays(M)
     out = cp.empty((n, lq, d), cp.float32)
-    kern = _compiled(d, q[1])
-    kern((lq // 64, n), (128,), (q[0], k[0], v[0], pos, crd, vals, full, out, np.int32(lq), np.int32(lk),
-                                 np.int32(r), np.int32(c), np.int32(lq // r), np.float32(scale * math.log2(math.e))),
-         shared_mem=_smem(d))
+    kern = _compiled(d, q[1], nwarps)
+    kern((lq // (16 * nwarps), n), (32 * nwarps,),
+         (q[0], k[0], v[0], pos, crd, vals, full, out, np.int32(lq), np.int32(lk), np.int32(r), np.int32(c),
+          np.int32(lq // r), np.float32(scale * math.log2(math.e))), shared_mem=_smem(d, nwarps))
     return out if np.dtype(out_dtype) == np.float32 else out.astype(out_dtype)
 
 

@@ -1,12 +1,14 @@
 // Block-sparse flash attention, forward (FlashAttention-2's online softmax over the stored blocks of
-// a blocked mask). One CTA: 64 query rows of one (batch, head) slice, 4 warps of 16 rows each; key/value
+// a blocked mask). One CTA: BM = 16 * NWARPS query rows of one (batch, head) slice, a warp per 16 rows; key/value
 // tiles of 64 rows, double-buffered in shared memory by cp.async; S = Q K^T and O += P V on tensor
 // cores (mma.sync m16n8k16, bf16 or f16 in, f32 accumulate); P stays in registers (the S accumulator
 // layout is the A operand layout). A block the mask stores with every entry set is "full" (no
 // per-entry test); in a partial block (causal diagonal, window edges) the mask's bytes are read.
-// Compile-time: HEAD_DIM (64 or 128), IS_BF16 (1: bfloat16, 0: float16).
+// Compile-time: HEAD_DIM (64 or 128), IS_BF16 (1: bfloat16, 0: float16), NWARPS (4 or 8; BM must divide
+// the mask's block rows).
 
-#define BM 64
+#define BM (16 * NWARPS)
+#define NTHREADS (32 * NWARPS)
 #define BN 64
 #define LDS (HEAD_DIM + 8)  // padded row (halves): 16-byte aligned rows, conflict-free fragment loads
 #define NEG_INF (-__int_as_float(0x7f800000))
@@ -53,17 +55,18 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32* r, const void* p) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
 }
 
-// 64 rows x HEAD_DIM halves from global (row stride HEAD_DIM) into shared (row stride LDS)
+// ROWS rows x HEAD_DIM halves from global (row stride HEAD_DIM) into shared (row stride LDS)
+template <int ROWS>
 __device__ __forceinline__ void load_tile(half_t* dst, const half_t* src, int tid) {
     constexpr int CHUNKS = HEAD_DIM / 8;  // 16-byte chunks per row
 #pragma unroll
-    for (int k = tid; k < 64 * CHUNKS; k += 128) {
+    for (int k = tid; k < ROWS * CHUNKS; k += NTHREADS) {
         int row = k / CHUNKS, ch = k % CHUNKS;
         cp_async16(dst + row * LDS + ch * 8, src + (size_t)row * HEAD_DIM + ch * 8);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128)
+extern "C" __global__ void __launch_bounds__(NTHREADS)
 KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const half_t* __restrict__ V,
             const int* __restrict__ pos, const int* __restrict__ crd, const unsigned char* __restrict__ vals,
             const unsigned char* __restrict__ full, float* __restrict__ O,
@@ -94,11 +97,11 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
     float mrow[2] = {NEG_INF, NEG_INF}, lrow[2] = {0.f, 0.f};
 
     if (T > 0) {
-        load_tile(Qs, Qh, tid);
+        load_tile<BM>(Qs, Qh, tid);
         {
             int kv0 = crd[p0] * c;
-            load_tile(Ks, Kh + (size_t)kv0 * HEAD_DIM, tid);
-            load_tile(Vs, Vh + (size_t)kv0 * HEAD_DIM, tid);
+            load_tile<BN>(Ks, Kh + (size_t)kv0 * HEAD_DIM, tid);
+            load_tile<BN>(Vs, Vh + (size_t)kv0 * HEAD_DIM, tid);
         }
         cp_commit();
         cp_wait_all();
@@ -121,8 +124,8 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
             if (it + 1 < T) {
                 int pn = p0 + (it + 1) / sub, sn = (it + 1) % sub;
                 int kv0n = crd[pn] * c + sn * BN;
-                load_tile(Ks + (stage ^ 1) * BN * LDS, Kh + (size_t)kv0n * HEAD_DIM, tid);
-                load_tile(Vs + (stage ^ 1) * BN * LDS, Vh + (size_t)kv0n * HEAD_DIM, tid);
+                load_tile<BN>(Ks + (stage ^ 1) * BN * LDS, Kh + (size_t)kv0n * HEAD_DIM, tid);
+                load_tile<BN>(Vs + (stage ^ 1) * BN * LDS, Vh + (size_t)kv0n * HEAD_DIM, tid);
                 cp_commit();
             }
             const half_t* Kt = Ks + stage * BN * LDS;

@@ -379,7 +379,9 @@ def statistical_top_k(scores, k: int, axis: int = -1):
     >>> abs(statistical_top_k(x, 1000).sum(-1).mean() - 1000) < 100
     True
     """
-    s = np.asarray(scores, dtype=np.float64) if not hasattr(scores, "float") else scores
+    s = np.asarray(scores)
+    if s.dtype.kind != "f":
+        s = s.astype(np.float64)
     n = s.shape[axis]
     if not 0 < k < n:
         raise ValueError(f"statistical_top_k(): k must be in (0, {n}); got {k!r}")
