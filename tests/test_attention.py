@@ -72,6 +72,21 @@ def test_a_mask_of_any_format(fmt):
     assert _rel(A.attention(q, k, v, mask, causal=True), A.dense_attention(q, k, v, mask, causal=True)) <= 1e-5
 
 
+@settings(max_examples=12, deadline=None)
+@given(fmt=st.sampled_from(["csr", "coo", "bitmap", "bsr(8,8)", "(h, i, j) -> (h: dense, i: dense, j: compressed)"]),
+       density=st.floats(0.0, 1.0), lq=st.sampled_from([8, 16]), seed=st.integers(0, 2**16))
+def test_random_masks_in_random_formats(fmt, density, lq, seed):
+    q, k, v = _qkv(b=1, h=2, L=16, d=4, seed=seed)
+    q = q[:, :, :lq]
+    rng = np.random.default_rng(seed)
+    shape = (2, lq, 16) if fmt.startswith("(h") else (lq, 16)
+    mask = sd.asformat(rng.random(shape) < density, fmt)
+    for causal in (False, True):  # causal with Lq < Lk: the queries are the last Lq positions
+        got = A.attention(q, k, v, mask, causal=causal)
+        want = A.dense_attention(q, k, v, mask, causal=causal)
+        assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
 def test_full_and_causal_attention_without_a_mask():
     q, k, v = _qkv(L=48, d=8)
     assert _rel(A.attention(q, k, v), A.dense_attention(q, k, v)) <= 1e-5
