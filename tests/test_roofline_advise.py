@@ -99,18 +99,20 @@ def test_bench_of_banded_spmv_agrees_with_the_benchmark_suites_figure():
     a, x = banded(n), np.random.default_rng(1).random(n)
     moved = a.data.nbytes + a.indices.nbytes + a.indptr.nbytes + 2 * x.nbytes  # the suite's formula
     A = sd.asformat(a, "csr")
-    r = sd.bench(SPMV, A=A, x=x, repeat=15)
-    assert r.bytes_moved == moved
     k = sd.compile(SPMV)
-    times = []
-    for _ in range(15):  # the suite's timing: one call per sample, medians
-        t = time.perf_counter()
-        k(A=A, x=x)
-        times.append(time.perf_counter() - t)
-    copy = roofline.measure_copy_bandwidth(2**26)
-    suite_fraction = moved / np.median(times) / 1e9 / copy
-    mine = r.gbs / roofline.measure_copy_bandwidth(2**26)
-    assert 0.6 < mine / suite_fraction < 1.6, (mine, suite_fraction)  # two noisy timings of one kernel
+    copy = roofline.measure_copy_bandwidth(2**26)  # one copy figure for both: only the timing differs
+    benched, single = [], []
+    for _ in range(3):  # interleaved rounds: a machine that slows down slows both ways alike
+        r = sd.bench(k, A=A, x=x, repeat=5)
+        assert r.bytes_moved == moved
+        benched.append(r.median)
+        for _ in range(5):  # the suite's timing: one call per sample, medians
+            t = time.perf_counter()
+            k(A=A, x=x)
+            single.append(time.perf_counter() - t)
+    suite_fraction = moved / np.median(single) / 1e9 / copy
+    bench_fraction = moved / np.median(benched) / 1e9 / copy
+    assert 0.5 < bench_fraction / suite_fraction < 2.0, (bench_fraction, suite_fraction)  # a loaded 2-core VM
 
 
 # ---- sd.advise -----------------------------------------------------------------------------------------
