@@ -45,6 +45,19 @@ def positive_features(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.exp(x @ w.T - 0.5 * (x * x).sum(-1, keepdims=True)) / np.sqrt(w.shape[0])
 
 
+def random_features(m: int, d: int, rng, orthogonal: bool = True) -> np.ndarray:
+    """m projection directions (m, d): i.i.d. Gaussian, or orthogonal blocks of d rescaled by
+    chi-distributed norms (FAVOR+'s ORF: each row is still N(0, I), so φ stays unbiased, with a
+    lower variance)."""
+    if not orthogonal:
+        return rng.standard_normal((m, d))
+    blocks = []
+    for _ in range(-(-m // d)):
+        qm, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        blocks.append(qm.T * np.sqrt(rng.chisquare(d, size=(d, 1))))
+    return np.concatenate(blocks)[:m]
+
+
 def lsh_buckets(x: np.ndarray, planes: np.ndarray) -> np.ndarray:
     """SimHash bucket of each row of ``x`` (unit-normalised): the signs of ``planes`` projections."""
     bits = (x @ planes.T) > 0
@@ -62,7 +75,8 @@ def lsh_mask(q: np.ndarray, k: np.ndarray, n_bits: int, rng) -> sd.SparseTensor:
 
 
 def scatterbrain(q, k, v, *, n_features: int = 32, n_bits: int = 3, scale: float | None = None,
-                 method: str = "scatterbrain", random_state=None, return_unnormalized: bool = False):
+                 method: str = "scatterbrain", orthogonal: bool = True, random_state=None,
+                 return_unnormalized: bool = False):
     r"""Scatterbrain attention for one head: q (L, d), k (Lk, d), v (Lk, dv).
 
     .. math:: \hat A = \phi(Q)\phi(K)^T + \sum_{(i,j)\in \mathrm{LSH}} (e^{s q_i\cdot k_j} - \phi(q_i)\cdot\phi(k_j)),
@@ -74,6 +88,7 @@ def scatterbrain(q, k, v, *, n_features: int = 32, n_bits: int = 3, scale: float
     n_bits : SimHash bits (2**n_bits buckets; about L / 2**n_bits keys per query in the sparse part).
     method : "scatterbrain" (sparse + low-rank), "sparse" (LSH attention only, Reformer) or "lowrank"
         (random features only, Performer): the two parts alone, for comparisons at equal budget.
+    orthogonal : orthogonal random features (FAVOR+'s ORF; i.i.d. Gaussian when False).
     random_state : seed or numpy Generator (features and hash planes).
     return_unnormalized : return (Â V, Â 1) instead of O (their averages over seeds converge to the
         exact exp(sQKᵀ)V and exp(sQKᵀ)1: the estimator is unbiased).
@@ -96,7 +111,7 @@ def scatterbrain(q, k, v, *, n_features: int = 32, n_bits: int = 3, scale: float
     s = 1.0 / np.sqrt(qh.shape[1]) if scale is None else float(scale)
     qs, ks = qh * np.sqrt(s), kh * np.sqrt(s)  # exp(qs·ks) = exp(s q·k)
     w1 = np.concatenate([vh, np.ones((len(vh), 1))], axis=1)
-    w = rng.standard_normal((n_features, qh.shape[1]))
+    w = random_features(n_features, qh.shape[1], rng, orthogonal)
     mask = lsh_mask(qs, ks, n_bits, rng)
     if method == "sparse":
         e = _correction_kernel()(M=mask, Q=qs, K=ks, P=np.zeros((len(qs), 1)), R=np.zeros((len(ks), 1)))
@@ -115,4 +130,4 @@ def scatterbrain(q, k, v, *, n_features: int = 32, n_bits: int = 3, scale: float
     return y[:, :-1] / np.where(z != 0, z, 1)
 
 
-__all__ = ["CORRECTION_PROGRAM", "lsh_mask", "positive_features", "scatterbrain"]
+__all__ = ["CORRECTION_PROGRAM", "lsh_mask", "positive_features", "random_features", "scatterbrain"]
