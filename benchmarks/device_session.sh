@@ -3,6 +3,8 @@
 # and leave their output under $OUT.  Usage on the device machine (see README, "GPU"):
 #   bash benchmarks/device_session.sh tests      # GPU-marked tests + the files that exercise CUDA
 #   bash benchmarks/device_session.sh bench      # benchmarks.gpu (skinny cases) and the stdlib GPU rows
+#   bash benchmarks/device_session.sh attention  # the attention GPU tests and benchmark
+#   bash benchmarks/device_session.sh full       # the whole benchmarks.gpu table
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -15,11 +17,19 @@ tests)
     timeout 560 python3 -m pytest -q -n 8 -p no:cacheprovider -rfs \
         tests/test_cuda.py tests/test_cuda_composite.py tests/test_composite.py tests/test_semantics.py \
         tests/test_pickle.py tests/test_wht.py tests/test_sbl.py tests/test_sparse_coding.py tests/test_ot.py \
+        tests/test_attention.py tests/test_templates.py tests/test_passes.py \
         2>&1 | tail -60 | tee "$OUT/gpu-tests.txt"
     ;;
 bench)
     timeout 200 python3 -m benchmarks.gpu --cases skinny --out "$OUT/gpu-skinny.json" 2>&1 | tail -30 | tee "$OUT/gpu-skinny.txt"
     timeout 150 python3 -m benchmarks.stdlib_sbl_wht --gpu-only --out "$OUT/stdlib-sbl-wht-gpu.json" 2>&1 | tail -20 | tee "$OUT/sbl-wht-gpu.txt"
     timeout 200 python3 -m benchmarks.stdlib_graph_ot --quick --gpu --out "$OUT/stdlib-graph-ot-quick-gpu.json" 2>&1 | tail -30 | tee "$OUT/graph-ot-gpu.txt"
+    ;;
+attention)
+    timeout 240 python3 -m benchmarks.stdlib_attention --gpu --out "$OUT/stdlib-attention-gpu.json" 2>&1 \
+        | grep -vi warn | tail -40 | tee "$OUT/attention-gpu.txt"
+    ;;
+full)
+    timeout 560 python3 -m benchmarks.gpu --out "$OUT/gpu-full.json" 2>&1 | tail -40 | tee "$OUT/gpu-full.txt"
     ;;
 esac

@@ -182,7 +182,6 @@ def restrict_causal(mask: SparseTensor) -> SparseTensor:
 
 def full_mask(lq: int, lk: int, *, causal: bool = False, block=None) -> SparseTensor:
     """Every (query, key) pair (or the causal ones), blocked when ``block`` divides the lengths."""
-    from .masks import _blocked_mask
 
     if block is None:
         b = 64 if lq % 64 == 0 and lk % 64 == 0 else None
@@ -307,3 +306,44 @@ def _host64(x) -> np.ndarray:
         return x.get().astype(np.float64)
     return np.asarray(x, dtype=np.float64)
 
+
+def _blocked_mask(blocks: np.ndarray, block, shape, *, causal=False, window=None, sink=0, squeeze=False):
+    """A blocked mask storing the blocks where ``blocks`` (n, nI, nJ) is True; values: the token-level
+    causal / window / sink predicate inside each block. Blocks left without any attended entry are
+    dropped. ``squeeze`` with n == 1 gives the 2-D ``bsr(r,c)``."""
+    lq, lk = shape
+    r, c = block
+    n = blocks.shape[0]
+    h, bi, bj = np.nonzero(blocks)  # row-major: the storage order of the format
+    rows = bi[:, None, None] * r + np.arange(r)[None, :, None]
+    cols = bj[:, None, None] * c + np.arange(c)[None, None, :]
+    vals = _token_predicate(rows, cols, lq, lk, causal, window, sink)
+    if vals is None:
+        vals = np.ones((len(h), r, c), bool)
+    else:
+        vals = np.broadcast_to(vals, (len(h), r, c))
+        live = vals.any(axis=(1, 2))
+        h, bi, bj, vals = h[live], bi[live], bj[live], vals[live]
+    nI = lq // r
+    counts = np.bincount(h * nI + bi, minlength=n * nI)
+    pos = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    levels = [{}, {}, {"pos": pos, "crd": bj.astype(np.int32)}, {}, {}]
+    m = SparseTensor(blocked_format(block), (n, lq, lk), levels, np.ascontiguousarray(vals).reshape(-1))
+    if squeeze and n == 1:
+        return SparseTensor(f"bsr({r},{c})", (lq, lk), [{}, {"pos": pos, "crd": levels[2]["crd"]}, {}, {}],
+                            m.values)
+    return m
+
+
+def _token_predicate(rows, cols, lq, lk, causal, window, sink):
+    """Which (row, col) are attended under causal / sliding window / sink rules; None: all."""
+    off = lk - lq  # queries are the last Lq positions of the keys
+    ok = None
+    if causal:
+        ok = cols <= rows + off
+    if window is not None:
+        near = (rows + off - cols < window) & (cols - rows - off < (1 if causal else window))
+        if sink:
+            near = near | (cols < sink)
+        ok = near if ok is None else ok & near
+    return ok
