@@ -157,7 +157,8 @@ def to_host(value):
 def pack(value, param, host_pack):
     """Put an operand into its declared format on the device: dense cupy arrays and torch CUDA
     tensors are used in place (DLPack, no copy), SparseTensors already on the device in the
-    declared format too; anything else is packed on the host (validated there) and copied over."""
+    declared format (or with none declared) too; anything else is packed on the host (validated
+    there) and copied over."""
     cp = cupy()
     mod = type(value).__module__
     if mod.startswith("torch") and getattr(value, "is_cuda", False) and value.layout == _torch_strided():
@@ -172,10 +173,12 @@ def pack(value, param, host_pack):
         return value if value.flags.c_contiguous else BFloat16Array(cp.ascontiguousarray(value.bits))
     if isinstance(value, cp.ndarray) and dense and value.dtype.kind in "biuf" and value.dtype.itemsize <= 8:
         return cp.ascontiguousarray(value)
-    if hasattr(value, "levels") and getattr(value, "device", "cpu") == "cuda" and param.format is not None:
-        from ..lang.formats import as_format
+    if hasattr(value, "levels") and getattr(value, "device", "cpu") == "cuda":
+        from ...lang.formats import as_format
 
-        if value.format == as_format(param.format, value.ndim):
+        # in place when it is in the declared format, or when none is declared (the operand's own, as
+        # on the CPU): a device tensor is never taken back to the host to be packed again
+        if param.format is None or value.format == as_format(param.format, value.ndim):
             return value
     half = storage(value) if on_device(value) else None
     packed = host_pack(to_host(value) if on_device(value) else value, param)
