@@ -128,7 +128,7 @@ class Kernel:
             elif t is np.ndarray or t is cuda_device.array_type():  # (None until cupy is imported)
                 if not _dense_as_is(v, p):
                     return None
-                key.append((p.name, v.shape, v.dtype, False))  # as plan() keys it (False: not a Python number)
+                key.append((p.name, v.shape, v.dtype, False, None))  # as plan() keys it (not a Python number)
                 if t is np.ndarray:
                     host = True
                 else:
@@ -144,7 +144,8 @@ class Kernel:
     def plan(self, bound: dict, backend: str = "cpu"):
         key = (backend,) + tuple((n, v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
                     (n, v.type) if isinstance(v, composite.Composite) else
-                    (n, np.shape(v), _dtype(v), type(v) in (int, float, bool)) for n, v in bound.items())
+                    (n, np.shape(v), _dtype(v), type(v) in (int, float, bool), getattr(v, "sd_storage", None))
+                    for n, v in bound.items())
         plan = self._plans.get(key)
         if plan is None:
             types = {n: (TensorType(v.shape, v.dtype, v.format) if isinstance(v, SparseTensor) else
@@ -252,7 +253,8 @@ def _type_of(v):
     if type(v) in (int, float, bool):
         return type(v)  # weak in numpy's promotion: the checker keeps float32 * 2.5 float32
     arr = v if hasattr(v, "__cuda_array_interface__") else np.asarray(v)
-    return arr.dtype if arr.ndim == 0 else TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim))
+    return arr.dtype if arr.ndim == 0 else \
+        TensorType(arr.shape, arr.dtype, as_format("dense", arr.ndim), getattr(v, "sd_storage", None))
 
 
 def _widen_half(v):

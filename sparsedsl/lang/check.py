@@ -38,6 +38,7 @@ class TensorType:
     shape: tuple
     dtype: np.dtype
     format: Format
+    storage: str | None = None  # how the values are stored when it is not ``dtype`` ("bfloat16" on a GPU)
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ def _fits(m) -> str | None:
     if r % 64 or c % 64:
         return f"the mask's blocks are {r}x{c}; the kernel needs multiples of 64"
     q, k, v = m.type("Q"), m.type("K"), m.type("V")
-    dts = {np.dtype(x.dtype).name for x in (q, k, v)}
-    if len(dts) != 1 or dts.pop() not in ("float16", "float32"):
-        return f"q/k/v dtypes {q.dtype}, {k.dtype}, {v.dtype}: the kernel takes float16 or bfloat16 storage"
+    dts = {x.storage or np.dtype(x.dtype).name for x in (q, k, v)}  # storage: bfloat16 on the device
+    if len(dts) != 1 or dts.pop() not in ("float16", "bfloat16"):
+        return f"q/k/v stored as {', '.join(sorted(dts))}: the kernel takes float16 or bfloat16 storage"
     d = q.shape[2]
     if d not in (64, 128) or v.shape[2] != d:
         return f"head dim {d} (v: {v.shape[2]}): the kernel takes 64 or 128, the same for q, k and v"
