@@ -2,14 +2,16 @@
 
 SpMV and SpMM (16 columns) on a csr matrix of 20M nonzeros (default), in one run:
 
-- one process: the compiled kernel called on the whole matrix (numba threads on every core);
+- one process: the compiled kernel called on the whole matrix (numba threads on every core, and on
+  one thread: the per-core rate each 1-thread worker is compared with);
 - W worker processes (distributed.LocalCluster, 1 thread each, numba threads = cores / W): the matrix
   cut into row blocks of equal nonzeros, held on the workers, ``(PA @ x).compute()`` timed whole
   (graph building, sending x, the tasks, gathering y).
 
-Reported: median seconds, speed-up (one process / workers), and the scheduler's overhead per task:
-(wall time - kernel seconds per worker) / tasks of the graph, with the kernel seconds measured inside
-each task (``sparsedsl.dask.worker_stats``); and the round trip of an empty task (1,000 submitted).
+Reported: median seconds; speed-up (one process / workers) of the whole call and of the kernels
+alone (kernel seconds measured inside each task, ``sparsedsl.dask.worker_stats``); what is not
+kernel time (scheduling, sending x or X to the workers, gathering y) in all and per task of the
+graph; and the scheduler's overhead per task, from 1,000 empty tasks submitted and gathered.
 On one host the W workers share the cores that the single process already uses, so the speed-up
 there is bounded by 1; across machines each worker brings its own cores and memory bandwidth.
 """
@@ -56,6 +58,7 @@ def _set_threads(k):
     import numba
 
     numba.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
+    return numba.get_num_threads()
 
 
 def _distributed(A, x, X, workers, parts, repeat):
@@ -67,7 +70,10 @@ def _distributed(A, x, X, workers, parts, repeat):
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
     try:
-        client.run(_set_threads, threads)  # numba threads per worker: the host's cores shared out
+        # numba threads per worker, the host's cores shared out. numba's setting is per thread, so it
+        # is made by a task on each worker's one task thread (client.run would set its event loop's)
+        client.gather([client.submit(_set_threads, threads, workers=[w], pure=False)
+                       for w in client.scheduler_info()["workers"]])
         t = time.perf_counter()
         PA = sdd.partition(A, parts).persist()  # scattered: the blocks live on the workers
         send = time.perf_counter() - t
@@ -80,8 +86,8 @@ def _distributed(A, x, X, workers, parts, repeat):
             med, times = _median(lambda operand=operand: (PA @ operand).compute(), repeat)
             kernel = (_kernel_seconds(client) - before) / (repeat + 1) / workers  # per worker per run
             out[name] = {"median_s": med, "times_s": times, "graph_tasks": graph_tasks,
-                         "kernel_s_per_worker": kernel,
-                         "overhead_per_task_s": max(0.0, med - kernel) / graph_tasks}
+                         "kernel_s_per_worker": kernel, "non_kernel_s": max(0.0, med - kernel),
+                         "non_kernel_per_task_s": max(0.0, med - kernel) / graph_tasks}
             check = np.asarray((PA @ operand).compute())
             out[name]["max_abs_diff_vs_one_process"] = float(np.abs(check - (A @ operand)).max())
         t = time.perf_counter()
@@ -119,15 +125,28 @@ def main(argv=None):
     spmv, spmm = sd.compile("y[i] = A[i,j] * x[j]", name="spmv"), sd.compile("Y[i,k] = A[i,j] * X[j,k]", name="spmm")
     one = {"spmv": _median(lambda: spmv(A=A, x=x), args.repeat)[0],
            "spmm16": _median(lambda: spmm(A=A, X=X), args.repeat)[0]}
+    import numba
+
+    cores = numba.get_num_threads()
+    numba.set_num_threads(1)  # the per-core rate: what each 1-thread worker is measured against
+    one_thread = {"spmv": _median(lambda: spmv(A=A, x=x), args.repeat)[0],
+                  "spmm16": _median(lambda: spmm(A=A, X=X), args.repeat)[0]}
+    numba.set_num_threads(cores)
     dist = _distributed(A, x, X, args.workers, args.parts or args.workers, args.repeat)
     result = {"machine": machine_info({"dask": _version("dask"), "distributed": _version("distributed")}),
-              "quick": args.quick, "nnz": A.nnz, "shape": A.shape, "one_process_s": one, "distributed": dist,
-              "speedup": {k: one[k] / dist[k]["median_s"] for k in one}}
+              "quick": args.quick, "nnz": A.nnz, "shape": A.shape, "one_process_s": one,
+              "one_process_numba_threads": cores, "one_process_1_thread_s": one_thread, "distributed": dist,
+              "speedup": {k: one[k] / dist[k]["median_s"] for k in one},
+              "speedup_vs_1_thread": {k: one_thread[k] / dist[k]["median_s"] for k in one},
+              "kernel_only_speedup": {k: one[k] / dist[k]["kernel_s_per_worker"] for k in one}}
     for k in one:
-        print(f"{k:7s} one process {one[k] * 1e3:9.2f} ms   {args.workers} workers {dist[k]['median_s'] * 1e3:9.2f} ms"
-              f"   speed-up {result['speedup'][k]:.2f}x   overhead/task {dist[k]['overhead_per_task_s'] * 1e3:.2f} ms"
-              f" ({dist[k]['graph_tasks']} tasks)")
-    print(f"empty task round trip {dist['empty_task_round_trip_s'] * 1e3:.2f} ms")
+        d = dist[k]
+        print(f"{k:7s} one process {one[k] * 1e3:9.2f} ms ({one_thread[k] * 1e3:.2f} ms on 1 thread) | "
+              f"{args.workers} workers {d['median_s'] * 1e3:9.2f} ms "
+              f"(kernels {d['kernel_s_per_worker'] * 1e3:.2f} ms per worker, the rest {d['non_kernel_s'] * 1e3:.2f} ms"
+              f" = {d['non_kernel_per_task_s'] * 1e3:.2f} ms per task of {d['graph_tasks']}) | speed-up "
+              f"{result['speedup'][k]:.2f}x, kernels alone {result['kernel_only_speedup'][k]:.2f}x")
+    print(f"scheduler overhead per task (1,000 empty tasks): {dist['empty_task_round_trip_s'] * 1e3:.2f} ms")
     out = args.out or os.path.join("benchmarks", "results", f"dask-scale{'-quick' if args.quick else ''}.json")
     write_json(out, result)
     print("wrote", out)
