@@ -124,6 +124,18 @@ def test_kernel_call_and_sddmm(client):
                                alpha(A=A, x=x, x2=x2, alpha=2.5), rtol=1e-13)
 
 
+def test_kernel_with_row_temporaries(client):
+    softmax = sd.compile("let m[i] = max[j](S[i,j])\n"
+                         "let e[i,j] = mask(S[i,j], exp(S[i,j] - m[i]))\n"
+                         "let z[i] = e[i,j]\n"
+                         "P[i,j] = e[i,j] / z[i]", S="csr", out_format="csr", name="softmax")
+    A = sd.asformat(matrix(), "csr")
+    same_sparse(sdd.call(softmax, S=sdd.partition(A, 3)).compute(), softmax(S=A))  # temporaries per row block
+    by_column = sd.compile("let z[j] = S[i,j]\nP[i,j] = S[i,j] / z[j]", S="csr", out_format="csr")
+    with pytest.raises(ValueError, match="temporary .* reduces the partitioned index 'i'"):
+        sdd.call(by_column, S=sdd.partition(A, 3))
+
+
 def test_elementwise(client):
     A, B = sd.asformat(matrix(seed=0), "csr"), sd.asformat(matrix(seed=1), "csr")
     PA = sdd.partition(A, 3)
