@@ -50,8 +50,9 @@ class Composite:
     def type(self) -> CompositeType:
         parts = tuple(TensorType(p.shape, p.dtype, p.format) if isinstance(p, SparseTensor) else
                       TensorType(p.shape, p.dtype, as_format("dense", p.ndim)) for p in self.parts())
-        return CompositeType(self.shape, self.dtype, as_format("dense", self.ndim), self.kind, parts,
-                             getattr(self, "transposed", False), tuple(_density(p) for p in self.parts()))
+        return CompositeType(self.shape, self.dtype, as_format("dense", self.ndim), kind=self.kind, parts=parts,
+                             transposed=getattr(self, "transposed", False),
+                             densities=tuple(_density(p) for p in self.parts()))
 
     def to_numpy(self) -> np.ndarray:
         raise NotImplementedError
