@@ -118,6 +118,8 @@ def test_kernel_call_and_sddmm(client):
     got = sdd.call(sddmm, S=P, U=U, V=V)
     assert isinstance(got, sdd.PartitionedTensor) and got.chunks == P.chunks
     same_sparse(got.compute(), sddmm(S=A, U=U, V=V))
+    hook = P.__sparsedsl_call__(sddmm, {"S": P, "U": U, "V": V})  # what Kernel.__call__ may defer to
+    same_sparse(hook.compute(), sddmm(S=A, U=U, V=V))
     alpha = sd.compile("y[i] = alpha * A[i,j] * x[j] + x2[i]")
     x, x2 = rng.random(200), rng.random(300)  # x2 is cut with A's rows, x is whole on every worker
     np.testing.assert_allclose(sdd.call(alpha, A=P, x=x, x2=x2, alpha=2.5).compute(),

@@ -75,7 +75,7 @@ def partition(A, nparts=None, *, chunks=None, format=None, scatter=None) -> Part
             cells[k] = dask.delayed(f)
     else:
         for k in keys:
-            cells[k] = dask.delayed(cut[k], pure=True)
+            cells[k] = dask.delayed(cut[k], pure=False)  # a key of its own: no hashing of the block's data
     return PartitionedTensor(cells, splits, A.format, A.dtype)
 
 

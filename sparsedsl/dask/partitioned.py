@@ -63,6 +63,13 @@ class PartitionedTensor:
         raise TypeError("a PartitionedTensor is not an array of this process: run a kernel on it with "
                         "sparsedsl.dask.call(kernel, A=PA, ...), or gather it first with PA.compute()")
 
+    def __sparsedsl_call__(self, kernel, operands: dict):
+        """``kernel(**operands)`` with this tensor among them: the partitioned call. (For a
+        ``Kernel.__call__`` that defers to operands defining this method.)"""
+        from .tasks import call
+
+        return call(kernel, **operands)
+
     # ---- Dask ------------------------------------------------------------------------------
     def compute(self, **kwargs) -> sd.SparseTensor:
         """Gather the blocks (``dask.compute``: the active Client's cluster, or local threads) and
