@@ -7,7 +7,7 @@ Cases (peers timed in the same process, interleaved; ratio = peer time / sparsed
 - lasso: FISTA vs scikit-learn's sparse_encode(algorithm="lasso_cd") at the same alpha, with both objectives;
 - china_dl: MiniBatchDictionaryLearning, 100 atoms, ours (OMP coding) vs scikit-learn's (LARS coding),
   fit time and held-out reconstruction error at equal sparsity (both dictionaries scored by
-  scikit-learn's OMP at 5 nonzeros per patch);
+  scikit-learn's OMP at 5 nonzeros per patch), both at batch 256 and at batch 64;
 - beyond_l1: nonzeros per patch at matched relative error for ista / hard / cel0 / lq on the learned dictionary;
 - bsc_bars, orthogonal_stream, cospadi: the claims of the BSC, online orthogonal DL and CoSpaDi lines.
 Writes benchmarks/results/stdlib-sparse-coding-cpu[-quick].json.
@@ -111,18 +111,24 @@ def china_dl_case(quick, reps):
     train, test = P[:n_train], P[n_train:]
     runs = {}
 
-    def fit_sk():
-        return SkMiniBatch(n_components=100, alpha=1.0, batch_size=256, max_iter=epochs, random_state=0).fit(train)
+    def fit_sk(bs=256):
+        return SkMiniBatch(n_components=100, alpha=1.0, batch_size=bs, max_iter=epochs, random_state=0).fit(train)
 
-    def fit_ours(e):
-        return sc.MiniBatchDictionaryLearning(100, n_nonzero_coefs=k, batch_size=256, max_iter=e,
+    def fit_ours(e, bs=256):
+        return sc.MiniBatchDictionaryLearning(100, n_nonzero_coefs=k, batch_size=bs, max_iter=e,
                                               random_state=0).fit(train)
 
-    ladder = (1, 2, 4)  # ours at 1x, 2x, 4x scikit-learn's epochs: which is the first to match its error, at what time
+    # Ours at 1x, 2x, 4x scikit-learn's epochs (batch 256, as scikit-learn's default): OMP-coded online updates
+    # plateau above scikit-learn's error (0.5575 at 4x and at 12x). At batch 64, 3 epochs (four times the
+    # dictionary updates) ours goes below it; scikit-learn at batch 64 is run too, so neither side gets a
+    # setting the other lacks.
+    ladder = (1, 2, 4)
     fit_ours(1)  # compile outside the timing (the disk cache keeps the kernels afterwards)
+    fits = ([("scikit-learn", fit_sk), ("scikit-learn_batch64", lambda: fit_sk(64))]
+            + [(f"sparsedsl_{m}x", lambda m=m: fit_ours(m * epochs)) for m in ladder]
+            + [("sparsedsl_batch64", lambda: fit_ours(epochs, 64))])
     for _ in range(reps):  # interleaved
-        for name, fn in [("scikit-learn", fit_sk)] + [(f"sparsedsl_{m}x", lambda m=m: fit_ours(m * epochs))
-                                                      for m in ladder]:
+        for name, fn in fits:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t0 = time.perf_counter()
@@ -130,16 +136,20 @@ def china_dl_case(quick, reps):
                 dt = time.perf_counter() - t0
             runs.setdefault(name, {"times": [], "model": model})["times"].append(dt)
     out = {"case": "china_dl", "what": f"MiniBatchDictionaryLearning, 100 atoms, {n_train} 8x8 china.jpg patches, "
-                                       f"scikit-learn {epochs} epochs (batch 256); ours at 1x/2x/4x those epochs; "
-                                       f"error = held-out relative error with scikit-learn's OMP at {k} nonzeros"}
+                                       f"scikit-learn {epochs} epochs (batch 256 and 64); ours at 1x/2x/4x those "
+                                       f"epochs (batch 256) and at {epochs} epochs, batch 64; error = held-out "
+                                       f"relative error with scikit-learn's OMP at {k} nonzeros"}
     for name, r in runs.items():
         out[f"{name}_s"] = float(np.median(r["times"]))
         out[f"{name}_error"] = _held_out_error(test, r["model"].components_, k)
-        if name != "scikit-learn":
+        if not name.startswith("scikit-learn"):
             out[f"{name}_time_ratio"] = out["scikit-learn_s"] / out[f"{name}_s"]
-    match = [m for m in ladder if out[f"sparsedsl_{m}x_error"] <= out["scikit-learn_error"]]
-    out["first_matching"] = f"sparsedsl_{match[0]}x" if match else None
-    out["claim_holds"] = bool(match) and out[f"sparsedsl_{match[0]}x_s"] <= out["scikit-learn_s"]
+    best_sk = min(out["scikit-learn_error"], out["scikit-learn_batch64_error"])
+    ours = [f"sparsedsl_{m}x" for m in ladder] + ["sparsedsl_batch64"]
+    match = [name for name in ours if out[f"{name}_error"] <= best_sk]
+    out["first_matching"] = match[0] if match else None
+    fastest_sk = min(out["scikit-learn_s"], out["scikit-learn_batch64_s"])
+    out["claim_holds"] = bool(match) and out[f"{match[0]}_s"] <= fastest_sk
     out["_dictionary"] = runs["sparsedsl_1x"]["model"].components_
     out["_test"] = test
     return out
@@ -244,10 +254,13 @@ def main(argv=None):
     D, test = dl.pop("_dictionary"), dl.pop("_test")
     cases.append(dl)
     print(f"china_dl: {dl['what']}")
-    print(f"  scikit-learn {fmt_time(dl['scikit-learn_s'])} error {dl['scikit-learn_error']:.4f}")
+    print(f"  scikit-learn {fmt_time(dl['scikit-learn_s'])} error {dl['scikit-learn_error']:.4f}; batch 64: "
+          f"{fmt_time(dl['scikit-learn_batch64_s'])} error {dl['scikit-learn_batch64_error']:.4f}")
     for m in (1, 2, 4):
         print(f"  sparsedsl {m}x epochs {fmt_time(dl[f'sparsedsl_{m}x_s'])} error {dl[f'sparsedsl_{m}x_error']:.4f} "
               f"(time ratio {dl[f'sparsedsl_{m}x_time_ratio']:.2f}x)")
+    print(f"  sparsedsl batch 64 {fmt_time(dl['sparsedsl_batch64_s'])} error {dl['sparsedsl_batch64_error']:.4f} "
+          f"(time ratio {dl['sparsedsl_batch64_time_ratio']:.2f}x)")
     print(f"  first matching scikit-learn's error: {dl['first_matching']}; claim holds: {dl['claim_holds']}")
     c = beyond_l1_case(D, test, args.quick)
     cases.append(c)
