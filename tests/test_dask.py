@@ -145,6 +145,9 @@ def test_elementwise(client):
     for got, want in [(PA + PB, A + B), (PA - PB, A - B), (PA * PB, A * B), (PA * 2.0, A * 2.0),
                       (3 * PA, 3 * A), (PA / 4, A / 4), (-PA, -A), (abs(-PA), abs(-A))]:
         same_sparse(got.compute(), want)
+    P2 = sdd.partition(A, (2, 2))
+    same_sparse((P2 + B).compute(), A + B)  # a whole SparseTensor is cut to face each block
+    same_sparse((B * P2).compute(), B * A)
     row = np.arange(200.0)
     same_sparse((PA * row).compute(), A * row)  # sparse * dense stays sparse, the dense side cut by rows
     np.testing.assert_allclose((PA + row).compute(), A + row)  # sparse + dense is dense: a dask array

@@ -76,7 +76,7 @@ def block_shape(splits, index) -> tuple[int, ...]:
 def cut(A: sd.SparseTensor, splits) -> dict[tuple, sd.SparseTensor]:
     """The blocks of ``A`` by ``splits``, keyed by block index, each in ``A``'s format."""
     grid = [range(len(s) - 1) for s in splits]
-    if A.ndim == 2 and A.format == sd.as_format("csr") and len(splits[1]) == 2:
+    if A.ndim == 2 and A.format == sd.as_format("csr") and tuple(splits[1]) == (0, A.shape[1]):
         return {(b, 0): _csr_rows(A, splits[0][b], splits[0][b + 1]) for b in grid[0]}
     if A.ndim == 2:
         m = A.to_scipy().tocsr()
