@@ -147,7 +147,10 @@ function render({ model, el }) {
     canvas.dataset.top = String(top);
     paints += 1;
     canvas.dataset.paints = String(paints);
-    if (paints === 1) canvas.dataset.firstPaintMs = String(performance.now() - t0);
+    if (paints === 1) {   // for benchmarks/maskview.py: render() to paint, and the wall clock (Python's time.time())
+      canvas.dataset.firstPaintMs = String(performance.now() - t0);
+      canvas.dataset.firstPaintEpochMs = String(Date.now());
+    }
   }
   function drawHist() {
     const hh = model.get("nnz_hist");
