@@ -126,6 +126,16 @@ def test_kernel_call_and_sddmm(client):
                                alpha(A=A, x=x, x2=x2, alpha=2.5), rtol=1e-13)
 
 
+def test_three_dimensional_tensor(client):
+    T = sd.random((30, 20, 10), 0.05, format="coo", seed=0)
+    PT = sdd.partition(T, 3)
+    same_sparse(PT.compute(), T, tol=0)
+    rng = np.random.default_rng(0)
+    B, C = rng.random((20, 4)), rng.random((10, 4))
+    mttkrp = sd.compile("M[i,r] = T[i,j,k] * B[j,r] * C[k,r]", name="mttkrp")
+    np.testing.assert_allclose(sdd.call(mttkrp, T=PT, B=B, C=C).compute(), mttkrp(T=T, B=B, C=C), rtol=1e-13)
+
+
 def test_kernel_with_row_temporaries(client):
     softmax = sd.compile("let m[i] = max[j](S[i,j])\n"
                          "let e[i,j] = mask(S[i,j], exp(S[i,j] - m[i]))\n"
