@@ -11,10 +11,15 @@ The same code runs on a laptop (no Client: Dask's threads; ``LocalCluster``) and
 (``distributed.Client("tcp://scheduler:8786")``): see docs/dask.md.
 """
 
-from .linear_operator import aslinearoperator
-from .mtx import read as read_mtx
-from .partition import partition
-from .partitioned import PartitionedTensor
-from .tasks import call, compute, worker_stats
+try:
+    import dask  # noqa: F401
+except ImportError as exc:  # the extra is not installed
+    raise ImportError("sparsedsl.dask needs dask and distributed: pip install 'sparsedsl[dask]'") from exc
+
+from .linear_operator import aslinearoperator  # noqa: E402
+from .mtx import read as read_mtx  # noqa: E402
+from .partition import partition  # noqa: E402
+from .partitioned import PartitionedTensor  # noqa: E402
+from .tasks import call, compute, worker_stats  # noqa: E402
 
 __all__ = ["PartitionedTensor", "aslinearoperator", "call", "compute", "partition", "read_mtx", "worker_stats"]
