@@ -8,6 +8,7 @@ the test with the command that installs it: CI must not skip it silently.
 """
 
 import importlib
+import re
 import shutil
 import time
 from pathlib import Path
@@ -82,6 +83,33 @@ def test_tour_runs_in_jupyterlab_and_maskview_draws(tmp_path):
         assert second["hash"] != first["hash"]
         assert second["nonwhite"] > first["nonwhite"] * 2, (first, second)  # the window is 8x wider
         widget.screenshot(path=str(tmp_path / "maskview-head2.png"))
+
+        # hover reads out the cell under the mouse; dragging a rectangle zooms into it
+        canvas = page.locator(".sdsl-mask-canvas").first
+        cbox = canvas.bounding_box()
+        cell = cbox["width"] / 512                                         # one cell per entry at this size
+
+        def hover(row, col):
+            page.mouse.move(cbox["x"] + (col + 0.5) * cell, cbox["y"] + (row + 0.5) * cell)
+            text = page.locator(".sdsl-maskview .sdsl-readout").first.inner_text()
+            m = re.match(r"rows (\d+)\.\.(\d+), cols (\d+)\.\.(\d+): (\d+) nonzeros", text)
+            assert m, text
+            return [int(v) for v in m.groups()]
+
+        assert hover(256, 256) == [256, 256, 256, 256, 1]                   # on head 2's diagonal
+        assert hover(100, 300) == [100, 100, 300, 300, 0]                   # above it: nothing
+        page.mouse.move(cbox["x"] + cbox["width"] * 0.25, cbox["y"] + cbox["height"] * 0.25)
+        page.mouse.down()
+        page.mouse.move(cbox["x"] + cbox["width"] * 0.5, cbox["y"] + cbox["height"] * 0.5, steps=5)
+        page.mouse.up()
+        page.wait_for_function(f"() => document.querySelector('.sdsl-mask-canvas').dataset.paints > "
+                               f"{second['paints']}", timeout=20_000, polling=100)
+        page.wait_for_timeout(200)
+        cbox = canvas.bounding_box()
+        r0, r1, c0, c1, _ = hover(0, 0)                                    # about rows/cols 128..256 now
+        assert r0 == r1 and c0 == c1 and abs(r0 - 128) <= 1 and abs(c0 - 128) <= 1, (r0, c0)
+        zoomed = page.evaluate(CANVAS_PIXELS, ".sdsl-mask-canvas")
+        assert zoomed["hash"] != second["hash"] and (zoomed["width"], zoomed["height"]) == (512, 512)
 
         # the rest of the tour ran too, without an error output
         lab.wait_all_ran(page, timeout_ms=40_000)

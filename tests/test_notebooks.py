@@ -65,6 +65,10 @@ def test_notebook_runs_and_its_results_hold(name):
     assert not [o for o in outputs if o.output_type == "error"]
     kinds = [k for o in outputs for k in o.get("data", {})]
     assert WIDGET in kinds, "a MaskView was displayed"
+    if name == "tour":  # the rich reprs: a tensor's spy thumbnail, a kernel's explain
+        html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+        assert any("data:image/png;base64," in h and "SparseTensor" in h for h in html)
+        assert any("sparsedsl kernel" in h and "loop order" in h for h in html)
     assert "image/png" in kinds, "a plot was drawn"
     # each notebook runs in well under a minute once its kernels are compiled (first run: compiling too)
     assert seconds < 120, seconds
