@@ -11,7 +11,7 @@ dense, sparse or composite (``sd.kron``); cupy inputs run on the GPU.
 - OnlineOrthogonalDictionaryLearning (``orthogonal``): streaming Frank–Wolfe
 - cospadi, data_aware_svd (``cospadi``): weight compression on calibration activations
 - BinarySparseCoding (``bsc``), DiscreteSparseCoding (``discrete``, ternary by default),
-  SpikeSlabSparseCoding (``gsc``): EM with expectation truncation
+  MaximalCausesAnalysis (``mca``), SpikeSlabSparseCoding (``gsc``): EM with expectation truncation
 """
 
 from ._core import ConvergenceWarning
@@ -21,9 +21,10 @@ from .discrete import DiscreteSparseCoding
 from .encoders import cel0, fista, iht, ista, lq, nnz_at_error, omp, sparse_encode
 from .gsc import SpikeSlabSparseCoding
 from .learning import DictionaryLearning, MiniBatchDictionaryLearning, dict_learning, dict_learning_online
+from .mca import MaximalCausesAnalysis
 from .orthogonal import OnlineOrthogonalDictionaryLearning
 
 __all__ = ["BinarySparseCoding", "ConvergenceWarning", "DictionaryLearning", "DiscreteSparseCoding",
-           "MiniBatchDictionaryLearning", "OnlineOrthogonalDictionaryLearning", "SpikeSlabSparseCoding", "cel0",
-           "cospadi", "data_aware_svd", "dict_learning", "dict_learning_online", "fista", "iht", "ista", "lq",
-           "nnz_at_error", "omp", "sparse_encode"]
+           "MaximalCausesAnalysis", "MiniBatchDictionaryLearning", "OnlineOrthogonalDictionaryLearning",
+           "SpikeSlabSparseCoding", "cel0", "cospadi", "data_aware_svd", "dict_learning", "dict_learning_online",
+           "fista", "iht", "ista", "lq", "nnz_at_error", "omp", "sparse_encode"]

@@ -36,4 +36,19 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
             return self.fit(X, y, **fit_params).transform(X)
 
 
-__all__ = ["BaseEstimator", "TransformerMixin"]
+class TruncatedEM(TransformerMixin, BaseEstimator):
+    """The parameters every model learned by EM with expectation truncation takes (the posterior of a
+    sample ranges over the states with at most ``max_active`` causes on among its ``n_candidates`` best)."""
+
+    def __init__(self, n_components, *, n_candidates=None, max_active=None, max_iter=100, tol=1e-6,
+                 random_state=None, verbose=False):
+        self.n_components = n_components
+        self.n_candidates = n_candidates
+        self.max_active = max_active
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+
+
+__all__ = ["BaseEstimator", "TransformerMixin", "TruncatedEM"]

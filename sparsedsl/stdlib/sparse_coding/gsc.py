@@ -14,13 +14,13 @@ import numpy as np
 from ...tensor import SparseTensor
 from . import _core
 from ._core import CODE_T_X, CROSS, GRAM
-from ._estimator import BaseEstimator, TransformerMixin
+from ._estimator import TruncatedEM
 from .bsc import _states
 
 __all__ = ["SpikeSlabSparseCoding"]
 
 
-class SpikeSlabSparseCoding(TransformerMixin, BaseEstimator):
+class SpikeSlabSparseCoding(TruncatedEM):
     """Gaussian spike-and-slab sparse coding with expectation truncation: learns W, π, μ, ψ and σ.
 
     .. math:: s_h \\sim \\mathrm{Bern}(\\pi),\\ z_h \\sim \\mathcal N(\\mu_h, \\psi_h),\\
@@ -46,16 +46,6 @@ class SpikeSlabSparseCoding(TransformerMixin, BaseEstimator):
     >>> SpikeSlabSparseCoding(3, max_iter=3, random_state=0).fit(X).components_.shape
     (3, 4)
     """
-
-    def __init__(self, n_components, *, n_candidates=None, max_active=None, max_iter=100, tol=1e-6,
-                 random_state=None, verbose=False):
-        self.n_components = n_components
-        self.n_candidates = n_candidates
-        self.max_active = max_active
-        self.max_iter = max_iter
-        self.tol = tol
-        self.random_state = random_state
-        self.verbose = verbose
 
     def fit(self, X, y=None):
         H = _core.check_positive("n_components", self.n_components, integer=True)
