@@ -18,10 +18,14 @@ CHECKS = {
     "tour": ("dict(spmv=float(np.abs(y - y_ref).max()), softmax=float(np.abs(row_sums[nonempty] - 1).max()), "
              "nnz=int(view.stats['nnz']), ref=int(mask[0, 0].sum()), grid=float(view.density_grid.sum()), "
              "csr=int(nbytes['csr']), bsr=int(nbytes['bsr(4,4)']), fastest=advice.recommended, "
-             "frac=float(result.copy_fraction), cuda=('__global__' in cuda_plan))",
+             "frac=float(result.copy_fraction), cuda=('__global__' in cuda_plan), "
+             "pruned=str(explorer.pruned.format), measured=len(explorer.advice.measured), "
+             "err=explorer.relative_error, err_ref=float(np.linalg.norm(W - explorer.pruned.todense()) / "
+             "np.linalg.norm(W)))",
              lambda r: (r["spmv"] < 1e-12 and r["softmax"] < 1e-12 and r["nnz"] == r["ref"] == r["grid"]
                         and r["bsr"] > r["csr"] and r["fastest"] in ("csr", "coo", "bitmap") and 0 < r["frac"]
-                        and r["cuda"])),
+                        and r["cuda"] and r["pruned"] == "nm(2,4)" and r["measured"] == 4
+                        and abs(r["err"] - r["err_ref"]) < 1e-12)),
     "attention_masks": ("dict(exact=max(exact.values()), n=len(masks), dens=density, heads=vs.n_heads, "
                         "blocks=blocks.block_stats['nonempty'])",
                         lambda r: (r["exact"] < 1e-4 and r["n"] == 6 and r["heads"] == 2 and r["blocks"] > 0
