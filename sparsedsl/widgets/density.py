@@ -121,8 +121,9 @@ def _pattern(mask: Mask, batch: int, head: int):
         if not m.has_canonical_format:
             m.sum_duplicates()
         return sd.asformat(m, "csr")
-    arr = np.asarray(x).reshape((-1, mask.n_heads, mask.rows, mask.cols))[batch, head] != 0
-    return sd.asformat(arr.astype(np.float32), "csr")
+    arr = np.asarray(x).reshape((-1, mask.n_heads, mask.rows, mask.cols))[batch, head]
+    coords = np.array(np.nonzero(arr), dtype=np.int64).reshape(2, -1)  # row-major: already in csr order
+    return sd.from_coordinates(coords, np.ones(coords.shape[1], np.float32), arr.shape, "csr", presorted=True)
 
 
 # ---- the kernels ---------------------------------------------------------------------------------------
