@@ -384,15 +384,20 @@ class _Plan:
             {name: env[name] for name in c.outputs}
 
     def cuda_sources(self, bound: dict) -> list:
-        """Per statement, the CUDA plan and source for these operands, rendered without running."""
+        """Per statement, the CUDA plan and source for these operands: rendered without running (no GPU
+        needed), or, for a statement that has run, its last launches and the kernels it compiled."""
         c = self.rewritten
         env = composite.bind(c, bound) if c.derived else bound
         out = []
-        for st, low, _, _ in self.steps:
-            converted = {k: asformat(env[_access(st, k).tensor], fmt) for k, fmt in low.converted.items()}
+        for st, low, _, compiled in self.steps:
             ttype = c.types[st.target.tensor]
-            args = [self.argument(low.arguments[p], env, converted, ttype, host=True) for p in low.function.params]
-            out.append(cuda_render.rendered(low.function, args).describe())
+            if compiled.specs:  # it ran: what it launched last, and the variants it compiled
+                out.append(str(compiled))
+            else:
+                converted = {k: asformat(env[_access(st, k).tensor], fmt) for k, fmt in low.converted.items()}
+                args = [self.argument(low.arguments[p], env, converted, ttype, host=True)
+                        for p in low.function.params]
+                out.append(cuda_render.rendered(low.function, args).describe())
             env[st.target.tensor] = np.zeros(ttype.shape, ttype.dtype) if ttype.format.is_dense else \
                 from_coordinates(np.zeros((len(ttype.shape), 0), np.int64), np.zeros(0, ttype.dtype),
                                  ttype.shape, ttype.format)  # a later statement reads it: its types only

@@ -323,7 +323,7 @@ def test_skinny_product_fp16_matches_float32(fmt, rows, cols, ncols):
 
     m = 4 if fmt == "nm(2,4)" else 8
     per_chunk = 4 * skinny.CONFIG.get(("nm", m), skinny.DEFAULT)[2] * m // 2 if fmt != "bitmap" \
-        else skinny.BITMAP_CHUNK
+        else skinny_kernel.BITMAP_CHUNK
     assert took == (ncols % 16 == 0 and cols % per_chunk == 0)
 
 
@@ -602,7 +602,7 @@ def test_fast_binding_keys_device_operands_under_cuda_and_sends_mixed_ones_to_bi
     assert kernel._bind_ready((), {"A": A, "x": dx}) is None  # host A, device x: bind moves A
     device_A = sd.SparseTensor(A.format, A.shape, A.levels, A.values.view(DeviceArray), check=False)
     values, key = kernel._bind_ready((), {"A": device_A, "x": dx})
-    assert key[0] == "cuda" and key[1:] == (("A", A.shape, A.dtype, A.format), ("x", (5,), x.dtype, False))
+    assert key[0] == "cuda" and key[1:] == (("A", A.shape, A.dtype, A.format), ("x", (5,), x.dtype, False, None))
     assert kernel._bind_ready((), {"A": device_A, "x": dx[::-1]}) is None  # not C-contiguous: bind copies it
 
 

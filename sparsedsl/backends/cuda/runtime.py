@@ -14,7 +14,7 @@ from .device import clusters, cupy, device_sms
 from .nvrtc import WithSharedMemory, compile_kernel, dynamic_shared
 from .plan import BLOCK, _assigned, _names, _parse, _walk
 from .render import KernelSource
-from .templates import skinny, spgemm
+from .templates import skinny, skinny_kernel, spgemm, spgemm_kernel
 from .templates.skinny import splitk_limit
 
 _CODE: dict = {}
@@ -183,19 +183,19 @@ class Specialised(KernelSource):
             return None
         mtiles, minblocks, slots, warps = skinny.config(sk)
         slots = slots if sk.kind == "nm" and slots % 8 == 0 else 8
-        per_chunk = 4 * slots * sk.m // sk.n if sk.kind == "nm" else skinny.BITMAP_CHUNK  # per 4 lanes
+        per_chunk = 4 * slots * sk.m // sk.n if sk.kind == "nm" else skinny_kernel.BITMAP_CHUNK  # per 4 lanes
         ptr = {name: env[name].data.ptr if hasattr(env[name], "data") else env[name].bits.data.ptr
                for name in (sk.values, sk.dense, sk.crd or sk.mask)}
         if not (cols % 16 == 0 and 16 <= cols <= 64 and extent % per_chunk == 0 and extent > 0 and rows > 0
                 and ptr[sk.dense] % 4 == 0 and ptr[sk.crd or sk.mask] % (8 if sk.kind == "nm" else 16) == 0
                 and (sk.kind == "bitmap" or ptr[sk.values] % 16 == 0)):
             return None
-        if sk.kind == "bitmap" and skinny.BITMAP_CLUSTER and ptr[sk.dense] % 16 == 0 and clusters():
+        if sk.kind == "bitmap" and skinny_kernel.BITMAP_CLUSTER and ptr[sk.dense] % 16 == 0 and clusters():
             # row tiles per block, the columns split across a cluster of blocks (templates.skinny)
-            warps, cluster, minblocks, persist = skinny.BITMAP_CLUSTER
+            warps, cluster, minblocks, persist = skinny_kernel.BITMAP_CLUSTER
             while cluster > 1 and extent % (per_chunk * cluster):
                 cluster //= 2
-            smem = skinny.cluster_smem(warps, cols // 16, extent // cluster)[1]
+            smem = skinny_kernel.cluster_smem(warps, cols // 16, extent // cluster)[1]
             if smem <= 200 << 10:
                 nrb = math.ceil(rows / (16 * warps))
                 return (min(nrb, persist or nrb) * cluster, 32 * warps,
@@ -274,12 +274,12 @@ class Specialised(KernelSource):
             nb = max(1, min(n_big, 8 * sms, (256 << 20) // max(1, wsize * vsize)))
             dval = self.spgemm_values(nb * wsize, vdt, sg.stores) if sg.vals else none
             threads = spgemm.GLOBAL_THREADS
-            fn = dynamic_shared(self.kernel(k, spgemm.kernel_key("global", threads)), 4 * words)
+            fn = dynamic_shared(self.kernel(k, spgemm_kernel.kernel_key("global", threads)), 4 * words)
             launches.append((fn, nb, threads, 4 * words, (lst, np.int32(0), np.int32(spgemm.BLOCK_BINS), dval)))
         for b in reversed(range(spgemm.BLOCK_BINS)):
             if counts[b]:
                 smem, threads = spgemm.table_slots(b) * (4 + vsize), spgemm.BIN_THREADS[b]
-                fn = dynamic_shared(self.kernel(k, spgemm.kernel_key("block", threads)), smem)
+                fn = dynamic_shared(self.kernel(k, spgemm_kernel.kernel_key("block", threads)), smem)
                 per_sm = max(1, min(2048 // threads, (227 << 10) // smem))
                 launches.append((fn, min(counts[b], sms * per_sm), threads, smem,
                                  (lst, np.int32(0), np.int32(b), none)))
