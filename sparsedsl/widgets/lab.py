@@ -115,7 +115,7 @@ def browser(executable: str | None = None):
             b.close()
 
 
-def open_notebook(page, url: str, path: str, *, timeout_ms: int = 30_000) -> None:
+def open_notebook(page, url: str, path: str, *, timeout_ms: int = 60_000) -> None:
     """Open ``path`` (relative to the server's root) and wait until its kernel is connected and idle."""
     page.goto(f"{url}/lab/tree/{path}?reset", timeout=timeout_ms)
     page.wait_for_function(NOTEBOOK_READY, arg=path, timeout=timeout_ms, polling=200)
