@@ -4,6 +4,7 @@ banded CSR SpMV beside the benchmark suite's.
     python -m benchmarks.advise                 # writes benchmarks/results/advise-<cpu>-<cores>c.json
     python -m benchmarks.advise --quick         # fewer samples, a smaller banded matrix
     python -m benchmarks.advise --refresh-copy  # measure the copy bandwidth again (do it on a quiet machine)
+    python -m benchmarks.advise --gpu           # the same on the CUDA backend (advise-gpu-<name>.json)
 
 For each matrix and kernel it prints the advice table and checks the recommendation is within 10% of
 the fastest candidate measured. The roofline part runs sd.bench on the suite's banded matrix (2,000,000
@@ -45,13 +46,13 @@ def matrices() -> dict:
     return paths
 
 
-def advise_all(repeat: int, min_time: float) -> list[dict]:
+def advise_all(repeat: int, min_time: float, backend: str = "cpu") -> list[dict]:
     rows = []
     for name, path in matrices().items():
         A = sd.asformat(sp.csr_array(scipy.io.mmread(path)), "csr")
         for kname, expr in KERNELS.items():
             other = np.ones(A.shape[1]) if kname == "spmv" else np.ones((A.shape[1], 16))
-            adv = sd.advise(expr, A, other, repeat=repeat, min_time=min_time)
+            adv = sd.advise(expr, A, other, repeat=repeat, min_time=min_time, backend=backend)
             print(f"\n{name}, {kname}:\n{adv!r}", flush=True)
             fastest = adv.measured[0]
             pick = next(c for c in adv.measured if c.format == adv.recommended)
@@ -63,12 +64,14 @@ def advise_all(repeat: int, min_time: float) -> list[dict]:
     return rows
 
 
-def roofline_banded(n: int, repeat: int) -> dict:
+def roofline_banded(n: int, repeat: int, backend: str = "cpu") -> dict:
     a = banded(n)
     x = np.random.default_rng(1).random(n)
-    r = sd.bench(KERNELS["spmv"], A=sd.asformat(a, "csr"), x=x, repeat=repeat)
+    r = sd.bench(KERNELS["spmv"], A=sd.asformat(a, "csr"), x=x, repeat=repeat, backend=backend)
     print(f"\nbanded CSR SpMV, {n:,} rows, 16 per row:\n{r!r}", flush=True)
     row = {"n": n, "bench": r.to_dict(), "copy_fraction": r.copy_fraction}
+    if backend == "cuda":
+        return row  # the suite's CPU figure is no yardstick for the GPU
     try:
         with open(SUITE_JSON) as f:
             case = json.load(f)["cases"]["spmv_banded"]
@@ -83,19 +86,30 @@ def roofline_banded(n: int, repeat: int) -> dict:
     return row
 
 
+def _gpu_name() -> str:
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.advise", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer samples, a 200,000-row banded matrix")
     ap.add_argument("--refresh-copy", action="store_true", help="measure the machine's copy bandwidth again")
+    ap.add_argument("--gpu", action="store_true", help="on the CUDA backend (yardstick: a device copy)")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/advise-<machine>[-quick].json)")
     args = ap.parse_args(argv)
-    copy = roofline.copy_bandwidth(refresh=args.refresh_copy)
+    backend = "cuda" if args.gpu else "cpu"
+    copy = roofline.copy_bandwidth(backend, refresh=args.refresh_copy)
     print(f"copy bandwidth: {copy:.1f} GB/s (read + write, cached in {roofline._cache_path()})", flush=True)
-    result = {"machine": machine_info({}), "copy_gbs": copy,
-              "advise": advise_all(repeat=7 if args.quick else 25, min_time=0.2 if args.quick else 1.0),
-              "roofline_banded_spmv": roofline_banded(200_000 if args.quick else 2_000_000, 5 if args.quick else 15)}
-    name = f"advise-{result_tag(result['machine'])}{'-quick' if args.quick else ''}.json"
+    result = {"machine": machine_info({}), "backend": backend, "copy_gbs": copy,
+              "advise": advise_all(7 if args.quick else 25, 0.2 if args.quick else 1.0, backend),
+              "roofline_banded_spmv": roofline_banded(200_000 if args.quick else 2_000_000, 5 if args.quick else 15,
+                                                      backend)}
+    tag = "gpu-" + _gpu_name() if args.gpu else result_tag(result["machine"])
+    name = f"advise-{tag}{'-quick' if args.quick else ''}.json"
     out = args.out or os.path.join(ROOT, "benchmarks", "results", name)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
