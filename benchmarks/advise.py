@@ -20,8 +20,6 @@ import os
 import sys
 
 import numpy as np
-import scipy.io
-import scipy.sparse as sp
 
 import sparsedsl as sd
 from sparsedsl import roofline
@@ -49,7 +47,7 @@ def matrices() -> dict:
 def advise_all(repeat: int, min_time: float, backend: str = "cpu") -> list[dict]:
     rows = []
     for name, path in matrices().items():
-        A = sd.asformat(sp.csr_array(scipy.io.mmread(path)), "csr")
+        A = sd.io.mmread(path)
         for kname, expr in KERNELS.items():
             other = np.ones(A.shape[1]) if kname == "spmv" else np.ones((A.shape[1], 16))
             adv = sd.advise(expr, A, other, repeat=repeat, min_time=min_time, backend=backend)
