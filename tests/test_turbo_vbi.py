@@ -2,6 +2,7 @@
 against its closed form in numpy, and the paper's claim that a clustered-support prior recovers
 block-sparse signals better than an independent one (plain SBL)."""
 
+import importlib.util
 import itertools
 import warnings
 
@@ -102,3 +103,19 @@ def test_bad_parameters_are_refused(kwargs, match):
     Phi, y, _ = _clustered(0, n=32, m=16, blocks=1, length=4)
     with pytest.raises(ValueError, match=match):
         turbo_vbi(Phi, y, **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (importlib.util.find_spec("cupy") is not None and __import__("cupy").is_available()),
+                    reason="needs cupy and an NVIDIA GPU")
+def test_turbo_vbi_on_the_gpu_equals_the_cpu():
+    import cupy
+
+    Phi, y, _ = _clustered(8, n=96, m=40, blocks=2, length=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cpu = turbo_vbi(Phi, y, max_iter=20, noise_var=1e-3)
+        gpu = turbo_vbi(cupy.asarray(Phi), cupy.asarray(y), max_iter=20, noise_var=1e-3)
+    assert isinstance(gpu.mean, cupy.ndarray)
+    np.testing.assert_allclose(gpu.mean.get(), cpu.mean, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gpu.support_prob.get(), cpu.support_prob, rtol=1e-6, atol=1e-8)
