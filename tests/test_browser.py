@@ -115,6 +115,11 @@ def test_tour_runs_in_jupyterlab_and_maskview_draws(tmp_path):
         lab.wait_all_ran(page, timeout_ms=40_000)
         errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, errors.first.inner_text()
+        # the PruneExplorer at the end drew its own MaskView (an anywidget inside an ipywidgets VBox)
+        page.wait_for_function("() => document.querySelectorAll('.sdsl-mask-canvas').length === 2 && "
+                               "parseInt(document.querySelectorAll('.sdsl-mask-canvas')[1].dataset.paints || '0') >= 1",
+                               timeout=20_000, polling=100)
+        assert "relative error" in page.locator(".jp-OutputArea-output").last.inner_text()
         page.screenshot(path=str(tmp_path / "jupyterlab.png"))
     print(f"screenshots in {tmp_path}; {time.monotonic() - start:.1f} s with JupyterLab")
     assert (tmp_path / "maskview.png").stat().st_size > 1000
