@@ -111,6 +111,28 @@ def test_tour_runs_in_jupyterlab_and_maskview_draws(tmp_path):
         zoomed = page.evaluate(CANVAS_PIXELS, ".sdsl-mask-canvas")
         assert zoomed["hash"] != second["hash"] and (zoomed["width"], zoomed["height"]) == (512, 512)
 
+        # the N:M overlay paints violating groups red; the block heat map redraws at tile resolution
+        red = "() => { const c = document.querySelector('.sdsl-mask-canvas'); " \
+              "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; " \
+              "for (let k = 0; k < d.length; k += 4) if (d[k] > 200 && d[k + 1] < 60 && d[k + 2] < 60) n++; return n; }"
+        assert page.evaluate(red) == 0
+        paints = zoomed["paints"]
+        page.locator(".sdsl-maskview .sdsl-nm").first.check()
+        page.wait_for_function(f"() => document.querySelector('.sdsl-mask-canvas').dataset.paints > {paints}",
+                               timeout=20_000, polling=100)
+        page.wait_for_timeout(300)
+        assert page.evaluate(red) > 1000                                    # a 128-wide window breaks 2:4 often
+        assert "non-empty groups violate" in page.locator(".sdsl-maskview .sdsl-stats").first.inner_text()
+        paints = page.evaluate(CANVAS_PIXELS, ".sdsl-mask-canvas")["paints"]
+        page.locator(".sdsl-maskview .sdsl-mode").first.select_option("blocks")
+        page.wait_for_function(f"() => document.querySelector('.sdsl-mask-canvas').dataset.paints > {paints}",
+                               timeout=20_000, polling=100)
+        page.wait_for_timeout(300)
+        assert "fill" in page.locator(".sdsl-maskview .sdsl-stats").first.inner_text()
+        blocks = page.evaluate(CANVAS_PIXELS, ".sdsl-mask-canvas")
+        assert blocks["nonwhite"] > 0 and blocks["hash"] != zoomed["hash"]
+        widget.screenshot(path=str(tmp_path / "maskview-blocks.png"))
+
         # the rest of the tour ran too, without an error output
         lab.wait_all_ran(page, timeout_ms=40_000)
         errors = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
