@@ -1,5 +1,7 @@
 """sparsedsl.stdlib.graph against networkx, numpy/scipy dense linear algebra and the papers' claims."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -8,6 +10,7 @@ import sparsedsl as sd
 from sparsedsl.stdlib import graph as sg
 
 nx = pytest.importorskip("networkx")
+HAVE_GPU = importlib.util.find_spec("cupy") is not None and __import__("cupy").is_available()
 
 
 def _rgg(n=400, radius=0.12, seed=0):
@@ -230,10 +233,7 @@ def test_dynamic_sparsifier_refuses_bad_updates():
 def test_non_backtracking_walks_find_the_unique_tree_path():
     # On a tree a non-backtracking walk that reaches q took the unique path: its resistance is the
     # path's sum of 1/w (networkx's weighted shortest path as the peer).
-    T = nx.random_labeled_tree(60, seed=1)
-    for u, v in T.edges:
-        T[u][v]["weight"] = 1.0 + (u + v) % 3
-        T[u][v]["resistance"] = 1.0 / T[u][v]["weight"]
+    T = _tree_with_resistances()
     edges = {(min(u, v), max(u, v)): d["weight"] for u, v, d in T.edges(data=True)}
     csr = sg._csr_of(edges, 60)
     pairs = [(0, 1), (2, 30), (5, 59)]
@@ -244,3 +244,43 @@ def test_non_backtracking_walks_find_the_unique_tree_path():
         if np.isfinite(r):
             assert r == pytest.approx(want) and len(path) == hops
     assert np.isfinite(R).sum() >= 2
+
+
+def _tree_with_resistances():
+    T = nx.random_labeled_tree(60, seed=1)
+    for u, v in T.edges:
+        T[u][v]["weight"] = 1.0 + (u + v) % 3
+        T[u][v]["resistance"] = 1.0 / T[u][v]["weight"]
+    return T
+
+
+def test_dynamic_sparsifier_device_is_checked():
+    with pytest.raises(ValueError, match="device"):
+        sg.DynamicSparsifier(0.3, device="gpu")
+    if not HAVE_GPU:
+        with pytest.raises(RuntimeError, match="cupy"):
+            sg.DynamicSparsifier(0.3, device="cuda").fit(nx.path_graph(4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_GPU, reason="needs cupy and an NVIDIA GPU")
+def test_walkers_on_the_gpu_find_the_unique_tree_path_and_keep_a_sparsifier():
+    import cupy
+
+    T = _tree_with_resistances()
+    edges = {(min(u, v), max(u, v)): d["weight"] for u, v, d in T.edges(data=True)}
+    pairs = [(0, 1), (2, 30), (5, 59)]
+    R, paths = sg._walk(sg._csr_of(edges, 60), [p for p, _ in pairs], [q for _, q in pairs], 256, 60,
+                        np.random.default_rng(0), cupy)
+    for (p, q), r, path in zip(pairs, R, paths):
+        if np.isfinite(r):
+            assert r == pytest.approx(nx.shortest_path_length(T, p, q, weight="resistance"))
+            assert len(path) == nx.shortest_path_length(T, p, q)
+    assert np.isfinite(R).sum() >= 2
+    G = _rgg(400, 0.15, seed=6)
+    ds = sg.DynamicSparsifier(0.3, oversampling=0.03, device="cuda", random_state=0).fit(G)
+    nodes = list(G.nodes)
+    ins = [(nodes[i], nodes[-1 - i]) for i in range(10) if not G.has_edge(nodes[i], nodes[-1 - i])]
+    ds.insert(ins).delete(list(G.edges)[:10])
+    ratio = sg.laplacian_quadratic_ratio(ds.graph_, ds.sparsifier_, random_state=2)
+    assert 0.7 <= ratio.min() and ratio.max() <= 1.3 and nx.is_connected(ds.sparsifier_)

@@ -493,41 +493,51 @@ def _csr_of(edges: dict, n: int):
     return indptr, cols, ww, np.cumsum(ww)
 
 
-def _walk(csr, sources, targets, n_walkers, length, rng):
+def _walk(csr, sources, targets, n_walkers, length, rng, xp=np):
     """Batched non-backtracking random walks, weight-proportional steps, from each source for at most
     ``length`` steps; per query the smallest path resistance (sum of 1/w) of a walk that reached the
     target (inf if none did) and that walk's path as edge lists. One vectorised step moves all
-    walkers of all queries."""
-    indptr, nbr, wts, cum = csr
+    walkers of all queries, with array operations only (``xp`` = numpy, or cupy for walkers on the GPU:
+    the CSR arrays go to the device, the best paths come back)."""
+    indptr, nbr, wts, cum = (xp.asarray(a) for a in csr)
     nq = len(sources)
-    qid = np.repeat(np.arange(nq), n_walkers)
-    pos = np.repeat(np.asarray(sources, np.int64), n_walkers)
-    tgt = np.repeat(np.asarray(targets, np.int64), n_walkers)
-    prev = np.full(len(pos), -1)
-    res = np.zeros(len(pos))
-    alive = np.ones(len(pos), bool)
-    trail = np.full((length, len(pos)), -1, np.int64)  # CSR slot of each step
-    best = np.full(nq, np.inf)
-    best_walker = np.full(nq, -1)
-    best_len = np.zeros(nq, np.int64)
+    if xp is np:
+        uniform = rng.random
+    else:  # a device stream seeded from the caller's generator (reproducible per seed, not equal to the CPU's)
+        uniform = xp.random.RandomState(int(rng.integers(2 ** 31))).random_sample
+    qid = xp.repeat(xp.arange(nq), n_walkers)
+    pos = xp.repeat(xp.asarray(sources, dtype=xp.int64), n_walkers)
+    tgt = xp.repeat(xp.asarray(targets, dtype=xp.int64), n_walkers)
+    prev = xp.full(pos.shape, -1, dtype=xp.int64)
+    res = xp.zeros(pos.shape)
+    alive = xp.ones(pos.shape, dtype=bool)
+    trail = xp.full((length, pos.size), -1, dtype=xp.int64)  # CSR slot of each step
+    best = xp.full(nq, xp.inf)
+    best_walker = xp.full(nq, -1, dtype=xp.int64)
+    best_len = xp.zeros(nq, dtype=xp.int64)
     for step in range(length):
-        idx = np.flatnonzero(alive)
+        idx = xp.flatnonzero(alive)
         if idx.size == 0:
             break
         lo_slot, hi_slot = indptr[pos[idx]], indptr[pos[idx] + 1]
         empty = lo_slot == hi_slot
         alive[idx[empty]] = False
         idx, lo_slot, hi_slot = idx[~empty], lo_slot[~empty], hi_slot[~empty]
-        lo = np.where(lo_slot > 0, cum[lo_slot - 1], 0.0)
+        lo = xp.where(lo_slot > 0, cum[xp.maximum(lo_slot - 1, 0)], 0.0)
         hi = cum[hi_slot - 1]
-        slot = np.searchsorted(cum, lo + rng.random(idx.size) * (hi - lo), side="right")
-        slot = np.clip(slot, lo_slot, hi_slot - 1)
-        # Non-backtracking: a walker that drew its previous vertex redraws once among the others.
-        back = (nbr[slot] == prev[idx]) & (hi_slot - lo_slot > 1)
-        if back.any():
-            deg = hi_slot[back] - lo_slot[back]
-            off = (slot[back] - lo_slot[back] + 1 + rng.integers(0, deg - 1)) % deg
-            slot[back] = lo_slot[back] + off
+        slot = xp.searchsorted(cum, lo + uniform(idx.size) * (hi - lo), side="right")
+        slot = xp.clip(slot, lo_slot, hi_slot - 1)
+        # Non-backtracking: a walker that drew its previous vertex redraws once among the others; at a
+        # dead end (its previous vertex the only neighbour) it stops.
+        deg = hi_slot - lo_slot
+        back = nbr[slot] == prev[idx]
+        stuck = back & (deg == 1)
+        if bool(stuck.any()):
+            alive[idx[stuck]] = False
+            keep = ~stuck
+            idx, lo_slot, slot, deg, back = idx[keep], lo_slot[keep], slot[keep], deg[keep], back[keep]
+        shift = 1 + xp.floor(uniform(idx.size) * xp.maximum(deg - 1, 1)).astype(xp.int64)
+        slot = xp.where(back, lo_slot + (slot - lo_slot + shift) % xp.maximum(deg, 1), slot)
         prev[idx] = pos[idx]
         pos[idx] = nbr[slot]
         res[idx] += 1.0 / wts[slot]
@@ -535,13 +545,23 @@ def _walk(csr, sources, targets, n_walkers, length, rng):
         hit = idx[pos[idx] == tgt[idx]]
         if hit.size:
             alive[hit] = False
-            order = np.argsort(res[hit])
-            for h in hit[order]:  # few hits per step
-                q = qid[h]
-                if res[h] < best[q]:
-                    best[q], best_walker[q], best_len[q] = res[h], h, step + 1
+            # per query, its hit of least resistance this step (sort by query, then resistance)
+            order = xp.lexsort(xp.stack([res[hit], qid[hit]]))
+            h = hit[order]
+            first = xp.concatenate([xp.ones(1, dtype=bool), qid[h][1:] != qid[h][:-1]])
+            h = h[first]
+            q = qid[h]
+            better = res[h] < best[q]
+            q, h = q[better], h[better]
+            best[q], best_walker[q], best_len[q] = res[h], h, step + 1
+    best, best_walker, best_len = (_to_host(a) for a in (best, best_walker, best_len))
+    trail = _to_host(trail)
     paths = [trail[: best_len[q], best_walker[q]] if best_walker[q] >= 0 else None for q in range(nq)]
     return best, paths
+
+
+def _to_host(a):
+    return a.get() if hasattr(a, "get") else a
 
 
 class DynamicSparsifier:
@@ -556,7 +576,9 @@ class DynamicSparsifier:
     (``w R̂ > distortion``) join H; the others are represented by scaling the conductances of the
     path found by ``1 + w R̂`` (the path then conducts as path plus edge). ``delete`` removes edges
     from G, and from H where present, and then recovers p–q connectivity in H with the least
-    resistive path that walks in G find. All walkers of one call move together (vectorised).
+    resistive path that walks in G find. All walkers of one call move together (vectorised array
+    operations; ``device="cuda"`` runs them on the GPU with cupy). A walker that reaches a dead end
+    stops (the walks never backtrack).
 
     Parameters
     ----------
@@ -564,6 +586,8 @@ class DynamicSparsifier:
     walk_length, n_walkers : the walks' reach and count per edge.
     distortion : float, default ``epsilon**2 / (oversampling * ln n)``: the ``w R`` above which the
         from-scratch sampler keeps an edge almost surely.
+    device : "cpu" or "cuda": where the walkers move (cuda: cupy arrays on the GPU; the graph and the
+        sparsifier stay on the host, their CSR arrays go to the device at each call).
     random_state : None, int or numpy Generator.
     **sparsify_options : other options of :func:`spectral_sparsify` for ``fit``.
 
@@ -583,19 +607,31 @@ class DynamicSparsifier:
     (180, True)
     """
 
-    def __init__(self, epsilon=0.3, *, walk_length=24, n_walkers=64, distortion=None, random_state=None,
-                 **sparsify_options):
+    def __init__(self, epsilon=0.3, *, walk_length=24, n_walkers=64, distortion=None, device="cpu",
+                 random_state=None, **sparsify_options):
         _positive(epsilon, "epsilon", "DynamicSparsifier", upper=1)
         _positive(walk_length, "walk_length", "DynamicSparsifier", integer=True)
         _positive(n_walkers, "n_walkers", "DynamicSparsifier", integer=True)
         if distortion is not None:
             _positive(distortion, "distortion", "DynamicSparsifier")
         self.epsilon, self.walk_length, self.n_walkers = epsilon, walk_length, n_walkers
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"DynamicSparsifier: device must be 'cpu' or 'cuda'; got {device!r}")
         self.distortion, self.random_state, self.sparsify_options = distortion, random_state, sparsify_options
+        self.device = device
 
     def fit(self, G):
         """Sparsify G from scratch; returns self."""
         self._rng = _rng(self.random_state)
+        self._xp = np
+        if self.device == "cuda":
+            try:
+                import cupy
+            except ImportError:
+                cupy = None
+            if cupy is None or not cupy.is_available():
+                raise RuntimeError("DynamicSparsifier(device='cuda') needs cupy and an NVIDIA GPU; use device='cpu'")
+            self._xp = cupy
         g = _Graph(G, "DynamicSparsifier.fit")
         H = _Graph(spectral_sparsify(g.A, self.epsilon, random_state=self._rng, **self.sparsify_options), "fit")
         self._g, self.n_ = g, g.n
@@ -636,7 +672,7 @@ class DynamicSparsifier:
         csr = _csr_of(self._H, self.n_)
         src = [p for p, _ in pairs]
         dst = [q for _, q in pairs]
-        R, paths = _walk(csr, src, dst, self.n_walkers, self.walk_length, self._rng)
+        R, paths = _walk(csr, src, dst, self.n_walkers, self.walk_length, self._rng, self._xp)
         nbr = csr[1]
         indptr = csr[0]
         for (k, w, r, path) in zip(pairs, weights.tolist(), R.tolist(), paths):
@@ -663,7 +699,7 @@ class DynamicSparsifier:
         if lost:
             csr = _csr_of(self._G, self.n_)
             _, paths = _walk(csr, [p for p, _ in lost], [q for _, q in lost], self.n_walkers, self.walk_length,
-                             self._rng)
+                             self._rng, self._xp)
             indptr, nbr = csr[0], csr[1]
             for path in paths:
                 if path is None:
