@@ -59,7 +59,10 @@ class Mask:
 
 def as_mask(x) -> Mask:
     """Read a SparseTensor (any format, 2-D, 3-D heads x L x L or 4-D batch x heads x L x L), a scipy sparse
-    matrix, a numpy array (boolean or numeric: nonzeros count) or a torch tensor (dense or sparse)."""
+    matrix, a numpy array (boolean or numeric: nonzeros count), a torch tensor (dense or sparse) or a cupy
+    array/sparse matrix (copied to the host)."""
+    if type(x).__module__.startswith("cupy"):  # cupy arrays and cupyx.scipy.sparse matrices: to the host
+        return as_mask(x.get())
     if isinstance(x, sd.SparseTensor):
         if x.device != "cpu":
             x = x.to("cpu")
