@@ -19,7 +19,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from ..compiler import compile as _compile
+from .. import compile as _compile
 from ..composite import Kron, kron
 
 __all__ = ["SBLResult", "kron_sbl", "sbl"]

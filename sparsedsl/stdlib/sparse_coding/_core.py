@@ -13,8 +13,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from ... import SparseTensor, asformat
 from ... import compile as _compile
-from ...tensor import SparseTensor, asformat
 
 # X·Dᵀ (correlations of signals with atoms), C·D (reconstruction), D·Dᵀ (Gram), Cᵀ·X and Cᵀ·C
 CROSS = _compile("G[i,k] = X[i,j] * D[k,j]")

@@ -12,7 +12,7 @@ from itertools import combinations, product
 
 import numpy as np
 
-from ...tensor import SparseTensor
+from ... import SparseTensor
 from . import _core
 from ._core import CODE_T_X, CROSS, GRAM
 from ._estimator import BaseEstimator, TransformerMixin

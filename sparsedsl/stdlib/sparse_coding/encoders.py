@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ...tensor import SparseTensor
+from ... import SparseTensor
 from . import _core
 from ._core import CROSS, GRAM, MOMENTUM, RECON, STEP
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...tensor import SparseTensor
+from ... import SparseTensor
 from . import _core
 from ._core import CODE_T_X, CROSS, GRAM
 from ._estimator import TruncatedEM

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ...tensor import SparseTensor, asformat
+from ... import SparseTensor, asformat
 from . import _core
 from ._core import CODE_GRAM, CODE_T_X, RECON
 from ._estimator import BaseEstimator, TransformerMixin
