@@ -6,7 +6,7 @@
 """
 
 from . import array_ops, fit, io  # noqa: F401 (array_ops installs SparseTensor's operators)
-from .advise import advise, bench  # noqa: F401 - sd.advise (the fastest format) and sd.bench (the roofline)
+from .advise import advise, bench  # sd.advise (the fastest format) and sd.bench (the roofline)
 from .compiler import Kernel, compile, compute, explain, sparse_kernel
 from .composite import kron, lowrank, monarch
 from .creation import eye, random, zeros
@@ -23,3 +23,4 @@ __all__ = ["DSLError", "FormatError", "Format", "Kernel", "SparseTensor", "as_fo
            "compute", "config", "explain", "fit", "from_coordinates", "kron", "load", "lowrank", "monarch", "prune",
            "semiring", "sparse_kernel"]
 __all__ += ["eye", "io", "random", "zeros"]  # SparseTensor as an array: constructors, Matrix Market/npz
+__all__ += ["advise", "bench"]  # the roofline and the format advisor

@@ -159,7 +159,9 @@ class Kernel:
         a GPU (cupy, cupyx.scipy.sparse, torch CUDA, ``SparseTensor.to("cuda")``), else "cpu".
 
         Operands go by position (parameter order), by keyword, or in one dict, the way to pass an
-        operand named ``backend``: ``kernel({"backend": B, "x": x})``."""
+        operand named ``backend``: ``kernel({"backend": B, "x": x})``. An operand whose type defines
+        ``__sparsedsl_call__(operand, kernel, operands)`` runs the call its own way (a partitioned
+        tensor of ``sparsedsl.dask``: one task per block)."""
         if args and type(args[0]) is dict:
             args, kwargs = _operands(args, kwargs)
         fast = self._bind_ready(args, kwargs)
@@ -173,6 +175,10 @@ class Kernel:
                 if plan.backend == "cuda":
                     outs = cuda_device.finish(outs, [])
                 return outs[0] if len(outs) == 1 else tuple(outs)
+        for v in list(args) + list(kwargs.values()):  # an operand that runs kernels its own way (Dask)
+            hook = getattr(type(v), "__sparsedsl_call__", None)
+            if hook is not None:
+                return hook(v, self, {**dict(zip((p.name for p in self.program.params), args)), **kwargs})
         backend = _backend(backend, args, kwargs)
         bound = self.bind(args, kwargs, backend)
         plan = self.plan(bound, backend)

@@ -295,6 +295,12 @@ def test_worker_killed_mid_computation_is_recomputed(client, tmp_path):
 
 # ---- errors that say what to do ---------------------------------------------------------------------
 
+def test_a_kernel_called_with_a_partitioned_operand_runs_on_the_blocks(client):
+    A = sd.asformat(matrix(), "csr")
+    y = sd.compile("y[i] = A[i,j] * x[j]")(A=sdd.partition(A, 3), x=np.ones(A.shape[1]))
+    np.testing.assert_allclose(np.asarray(y.compute()), A.to_scipy() @ np.ones(A.shape[1]), rtol=1e-12)
+
+
 def test_errors(client):
     A = sd.asformat(matrix(), "csr")
     P3, P2 = sdd.partition(A, 3), sdd.partition(A, 2)
@@ -308,8 +314,6 @@ def test_errors(client):
         sdd.compute("y[i] = A[i,j] * x[j]", A=A, x=np.ones(200))
     with pytest.raises(TypeError, match="takes the operands"):
         sdd.compute("y[i] = A[i,j] * x[j]", A=P3)
-    with pytest.raises(TypeError, match="sparsedsl.dask.call"):  # the kernel itself says where to go
-        sd.compile("y[i] = A[i,j] * x[j]")(A=P3, x=np.ones(200))
     with pytest.raises(ValueError, match="nparts must be"):
         sdd.partition(A, 0)
     with pytest.raises(ValueError, match="multiple of 4"):

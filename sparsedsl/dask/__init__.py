@@ -16,6 +16,7 @@ try:
 except ImportError as exc:  # the extra is not installed
     raise ImportError("sparsedsl.dask needs dask and distributed: pip install 'sparsedsl[dask]'") from exc
 
+from . import ops  # noqa: E402, F401 (installs PartitionedTensor's operators)
 from .linear_operator import aslinearoperator  # noqa: E402
 from .mtx import read as read_mtx  # noqa: E402
 from .partition import partition  # noqa: E402

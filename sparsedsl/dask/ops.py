@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import sys
 
 import dask
 import dask.array as da
@@ -16,7 +17,7 @@ import scipy.sparse as sp
 import sparsedsl as sd
 
 from . import blocks, tasks
-from .partitioned import PartitionedTensor
+from .partitioned import PartitionedTensor, install_operators
 
 _OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _PRODUCTS = {  # (left ndim, right ndim, both sparse) -> (name, index notation of ``left @ right``)
@@ -138,3 +139,7 @@ def _combine_all(combine, parts):
     for q in itertools.islice(parts, 1, None):
         out = combine(out, q)
     return out
+
+
+call = tasks.call  # the partitioned call, for PartitionedTensor.__sparsedsl_call__
+install_operators(sys.modules[__name__])  # PartitionedTensor's operators call this module

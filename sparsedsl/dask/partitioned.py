@@ -64,11 +64,9 @@ class PartitionedTensor:
                         "sparsedsl.dask.call(kernel, A=PA, ...), or gather it first with PA.compute()")
 
     def __sparsedsl_call__(self, kernel, operands: dict):
-        """``kernel(**operands)`` with this tensor among them: the partitioned call. (For a
-        ``Kernel.__call__`` that defers to operands defining this method.)"""
-        from .tasks import call
-
-        return call(kernel, **operands)
+        """``kernel(**operands)`` with this tensor among them: the partitioned call (``Kernel.__call__``
+        defers to an operand that defines this method)."""
+        return _ops().call(kernel, **operands)
 
     # ---- Dask ------------------------------------------------------------------------------
     def compute(self, **kwargs) -> sd.SparseTensor:
@@ -168,7 +166,15 @@ def _transpose(block):
     return block.T
 
 
-def _ops():
-    from . import ops  # ops builds on tasks, which imports this module
+# The operators and the partitioned call are tasks built above this module (ops, tasks), which install
+# themselves here when sparsedsl.dask is imported: the data structure imports nothing above it.
+_operators = None
 
-    return ops
+
+def install_operators(module) -> None:
+    global _operators
+    _operators = module
+
+
+def _ops():
+    return _operators
