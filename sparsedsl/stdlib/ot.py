@@ -266,6 +266,12 @@ def _sparsify(P, keep, rng, mass_tol):
     return sd.asformat(S, "csr"), sd.asformat(St, "csr")
 
 
+def _dot(u, v) -> float:
+    """⟨u, v⟩ as an elementwise product and sum: BLAS's dot wakes its threads at every call, which on a
+    loaded 2-core machine cost milliseconds per call (np.vdot of 30,000 entries: 6 ms against 0.05 ms)."""
+    return _asscalar((u * v).sum())
+
+
 def _cg(matvec, rhs, precond, tol, max_iter):
     """Preconditioned conjugate gradient for a symmetric positive (semi)definite operator.
     Returns the solution and the number of operator products."""
@@ -274,22 +280,22 @@ def _cg(matvec, rhs, precond, tol, max_iter):
     r = rhs.copy()
     z = precond * r
     p = z.copy()
-    rz = _asscalar(r @ z)
-    stop = tol * _asscalar(xp.linalg.norm(rhs))
+    rz = _dot(r, z)
+    stop = tol * math.sqrt(_dot(rhs, rhs))
     it = 0
     while it < max_iter:
         Ap = matvec(p)
         it += 1
-        pAp = _asscalar(p @ Ap)
+        pAp = _dot(p, Ap)
         if pAp <= 0:
             break
         alpha = rz / pAp
         x += alpha * p
         r -= alpha * Ap
-        if _asscalar(xp.linalg.norm(r)) <= stop:
+        if math.sqrt(_dot(r, r)) <= stop:
             break
         z = precond * r
-        rz_new = _asscalar(r @ z)
+        rz_new = _dot(r, z)
         p = z + (rz_new / rz) * p
         rz = rz_new
     return x, it
@@ -373,7 +379,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_it
         O(n^2) term is the plan's mass, the sum of its row sums)."""
         P = _gibbs(M=M, f=f, g=g, s=s)
         r, c = _rowsum(K=P), _colsum(K=P)
-        obj = _asscalar(a @ f + b @ g) - reg * _asscalar(r.sum())
+        obj = _dot(a, f) + _dot(b, g) - reg * _asscalar(r.sum())
         return P, r, c, _asscalar(xp.abs(a - r).sum() + xp.abs(b - c).sum()), obj
 
     keep = None if density is None else max(1, int(round(density * n * m)))
@@ -401,10 +407,10 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=None, sinkhorn_it
         rtol = cg_tol if cg_tol is not None else min(1e-2, math.sqrt(err))
         d, k = _cg(hess, reg * grad, precond, rtol, cg_max_iter)
         cg_iters.append(k)
-        slope = _asscalar(grad @ d)
+        slope = _dot(grad, d)
         if not slope > 0:  # not an ascent direction (CG broke down): a scaled gradient step instead
             d = reg * precond * grad
-            slope = _asscalar(grad @ d)
+            slope = _dot(grad, d)
         # Backtracking: Armijo on the dual objective, or a smaller marginal error (near the optimum
         # the objective's gain, ~err^2, is below its rounding error and only the error still shows it).
         step = 1.0

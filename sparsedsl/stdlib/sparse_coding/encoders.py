@@ -192,8 +192,11 @@ def _proximal(X, D, penalty, *, alpha, max_iter, tol, init, accelerate, q=0.5, p
         Z_new = kernel(Y=Ya, G=G, B=Ba, s=step, **extra)
         if accelerate:
             # adaptive restart (O'Donoghue & Candès 2015): drop the momentum when the step went uphill
-            # (⟨Y − Z_new, Z_new − Z⟩ > 0); on patch problems it cut FISTA's iterations several-fold
-            if float(xp.vdot(Ya - Z_new, Z_new - Za)) > 0:
+            # (⟨Y − Z_new, Z_new − Z⟩ > 0); on patch problems it cut FISTA's iterations several-fold. An
+            # elementwise product and sum, not BLAS's dot: on the loaded 2-core machine np.vdot of 300 x 100
+            # took 6 ms (its threads woken at each call) against 0.05 ms, and FISTA at 300 patches 1.5 s
+            # against 0.13 s.
+            if float(xp.sum((Ya - Z_new) * (Z_new - Za))) > 0:
                 t_k = 1.0
             t_next = (1.0 + math.sqrt(1.0 + 4.0 * t_k * t_k)) / 2.0
             Y_new = MOMENTUM(Z=Z_new, P=Za, m=(t_k - 1.0) / t_next)
