@@ -14,10 +14,10 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu
 git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/gpu.txt"
 case "${1:-tests}" in
 tests)
-    timeout 560 python3 -m pytest -q -n 8 -p no:cacheprovider -rfs \
+    timeout "${TESTS_TIMEOUT:-560}" python3 -m pytest -q -n 8 -p no:cacheprovider -rfs \
         tests/test_cuda.py tests/test_cuda_composite.py tests/test_composite.py tests/test_semantics.py \
         tests/test_pickle.py tests/test_wht.py tests/test_sbl.py tests/test_sparse_coding.py tests/test_ot.py \
-        tests/test_attention.py tests/test_templates.py tests/test_passes.py \
+        tests/test_attention.py tests/test_templates.py tests/test_passes.py tests/test_graph.py tests/test_turbo_vbi.py \
         2>&1 | tail -60 | tee "$OUT/gpu-tests.txt"
     ;;
 bench)

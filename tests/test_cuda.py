@@ -319,7 +319,7 @@ def test_skinny_product_fp16_matches_float32(fmt, rows, cols, ncols):
     np.testing.assert_allclose(cp.asnumpy(Y).astype(np.float32), want, rtol=2e-3, atol=2e-2)
     text = sd.explain(kernel, W=W, X=cp.asarray(x16))
     took = "skinny" in text.split("// ----")[0].split("last launch")[-1]
-    from sparsedsl.backends.cuda.templates import skinny
+    from sparsedsl.backends.cuda.templates import skinny, skinny_kernel
 
     m = 4 if fmt == "nm(2,4)" else 8
     per_chunk = 4 * skinny.CONFIG.get(("nm", m), skinny.DEFAULT)[2] * m // 2 if fmt != "bitmap" \
