@@ -109,32 +109,26 @@ class Selection:
 def select_program(checked, backend: str, enabled: bool = True) -> Selection:
     """The select pass for whole programs: the first registered program template that matches
     ``checked`` and whose ``fits`` says yes."""
-    sel = Selection()
-    if not enabled:
-        return sel
-    for t in registered("program", backend):
-        found = match_program(t.pattern, checked)
-        if isinstance(found, str):
-            sel.rejected.append((t.name, found))
-            continue
-        m = ProgramMatch(t, checked, *found, backend)
-        why = t.fits(m)
-        if why is None:
-            sel.template, sel.match = t, m
-            return sel
-        sel.rejected.append((t.name, why))
-    return sel
+    def candidates():
+        for t in registered("program", backend):
+            found = match_program(t.pattern, checked)
+            yield t, found if isinstance(found, str) else ProgramMatch(t, checked, *found, backend)
+    return _first_fit(candidates() if enabled else ())
 
 
 def select_loops(subject, backend: str, enabled: bool = True) -> Selection:
     """The select pass for a loop nest: the first registered loops template whose ``fits`` says yes."""
+    return _first_fit(((t, subject) for t in registered("loops", backend)) if enabled else ())
+
+
+def _first_fit(candidates) -> Selection:
+    """(template, its match or why it does not match) in order -> the first that fits, and why the
+    ones before it did not."""
     sel = Selection()
-    if not enabled:
-        return sel
-    for t in registered("loops", backend):
-        why = t.fits(subject)
+    for t, match in candidates:
+        why = match if isinstance(match, str) else t.fits(match)
         if why is None:
-            sel.template, sel.match = t, subject
+            sel.template, sel.match = t, match
             return sel
         sel.rejected.append((t.name, why))
     return sel
