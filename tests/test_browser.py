@@ -120,7 +120,9 @@ def test_tour_runs_in_jupyterlab_and_maskview_draws(tmp_path):
         page.locator(".sdsl-maskview .sdsl-nm").first.check()
         page.wait_for_function(f"() => document.querySelector('.sdsl-mask-canvas').dataset.paints > {paints}",
                                timeout=20_000, polling=100)
-        page.wait_for_timeout(300)
+        # the overlay's groups come from the kernel after the checkbox's own repaint: wait for them (a loaded
+        # machine may paint twice first), then count
+        page.wait_for_function(f"() => ({red})() > 1000", timeout=30_000, polling=200)
         assert page.evaluate(red) > 1000                                    # a 128-wide window breaks 2:4 often
         assert "non-empty groups violate" in page.locator(".sdsl-maskview .sdsl-stats").first.inner_text()
         paints = page.evaluate(CANVAS_PIXELS, ".sdsl-mask-canvas")["paints"]
