@@ -296,3 +296,23 @@ def test_mask_keeps_its_value_dtype_in_the_interpreter():
     k = sd.compile("y[] = mask(A[k,j], min_plus[i](mask(B[i,j], x[j])))", A="dcsr", B="bitmap", x="coo")
     # x absent (False) at j = 0, 1: no terms, min's identity True; at j = 2, 3 present and True
     check(k, 4, A=sd.asformat(a, "dcsr"), B=sd.asformat(b, "bitmap"), x=sd.asformat(x, "coo"))
+
+
+def test_a_function_of_python_numbers_alone_is_float64_as_in_numpy():
+    """A float function or division of Python numbers only is float64 (``np.tanh(-1.5)``, ``1.0 / 2``);
+    with a float32 operand beside it, numpy's float64 scalar makes the result float64 too. (The fuzz
+    found ``let t[] = tanh(-1.5)`` computed in float32.)"""
+    got = sd.compute("y[] = tanh(-1.5)")
+    assert got.dtype == np.float64 and got == pytest.approx(np.tanh(-1.5), rel=1e-15)
+    assert sd.compute("y[] = 1.0 / 2").dtype == np.float64
+    x = np.linspace(-1, 1, 7, dtype=np.float32)
+    for expr, want in (("y[i] = x[i] * tanh(2.0)", x * np.tanh(2.0)), ("y[i] = x[i] / 2", x / 2),
+                       ("y[i] = exp(x[i])", np.exp(x))):
+        got = sd.compute(expr, x=x)
+        assert got.dtype == want.dtype, expr
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    k = sd.compile("let t[] = tanh(-1.5)\ny[] = where((A[j,k] > 0), t[], A[j,k])", A="csr")
+    a = sp.random(6, 5, density=0.5, format="csr", random_state=3)
+    a.data -= 0.5
+    want = np.where(a.data > 0, np.tanh(-1.5), a.data).sum()
+    assert k(A=sd.asformat(a, "csr")) == pytest.approx(want, rel=1e-14) == k.reference(A=sd.asformat(a, "csr"))

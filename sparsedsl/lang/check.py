@@ -310,8 +310,7 @@ class _Checker:
             if e.op in ("<", "<=", ">", ">=", "==", "!="):
                 return np.dtype(np.bool_)
             if e.op == "/":
-                return np.result_type(a, b, np.float32) if np.result_type(a, b).kind == "f" \
-                    else np.dtype(np.float64)
+                return _float_result(a, b)
             r = np.dtype(np.result_type(a, b))
             r = np.dtype(np.int64) if r == np.bool_ and e.op in "+-" else r
             _literal_fits(e.left, r)
@@ -331,7 +330,7 @@ class _Checker:
                 return np.dtype(np.int64) if dt == np.bool_ else dt
             if e.fn == "abs" or e.fn in ("min", "max", "relu"):
                 return np.result_type(*args)
-            return np.result_type(*args, np.float32) if np.result_type(*args).kind == "f" else np.dtype(np.float64)
+            return _float_result(*args)
         if isinstance(e, A.Reduce):
             add = REDUCERS.get(e.op) or SEMIRINGS[e.op][0]
             body = self.expr_dtype(e.body)
@@ -339,6 +338,16 @@ class _Checker:
                 return np.dtype(np.bool_)
             return np.dtype(np.int64) if add == "+" and np.result_type(body) == np.bool_ else body
         raise AssertionError(type(e))
+
+
+def _float_result(*args) -> np.dtype:
+    """The dtype of a float function or a division of ``args`` (dtypes, or Python numbers: weak), as
+    numpy gives it: float16 widened to float32, integers and booleans to float64, and Python numbers
+    alone float64 (``np.tanh(-1.5)``, ``1.0 / 2``); a weak number takes a float operand's type."""
+    if not any(isinstance(a, np.dtype) for a in args):
+        return np.dtype(np.float64)
+    r = np.result_type(*args)
+    return np.result_type(r, np.float32) if r.kind == "f" else np.dtype(np.float64)
 
 
 # a Python number's type -> a value of it, for numpy's promotion (weak: float32 * 2.5 is float32)
