@@ -25,7 +25,8 @@ class Iteration:
     """What a level's loop walks, declared by the level that emits it (``levels/*.py``) and attached to
     that loop, so that a backend or template reads the walk's meaning instead of recognising its text.
 
-    ``kind``: "segment" (compressed: positions ``pos[p] .. pos[p+1]``, coordinates ``crd[q]``),
+    ``kind``: "range" (dense: every coordinate, its position located), "segment" (compressed and
+    singleton: positions ``start .. stop``, coordinates ``crd[q]``),
     "bitmap_words" (a row's 32-bit mask words, a set bit at a time, values packed in bit order),
     "nm_groups" (N:M: groups of M coordinates with N slots each, a slot's in-group index packed in
     ``bits`` of the group's meta word; an empty slot holds an index >= M). ``fields``: the walk's parts

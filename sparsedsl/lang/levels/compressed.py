@@ -62,8 +62,9 @@ class Compressed(LevelType):
     def loop(self, names, parent, extent, coord, pos, body):
         p = parent.pos
         if self.unique:
-            walk = Iteration("segment", (("pos", names["pos"]), ("crd", names["crd"]), ("parent", p),
-                                         ("position", pos), ("coordinate", coord)), own=1)
+            walk = Iteration("segment", (("crd", names["crd"]), ("start", f"{names['pos']}[{p}]"),
+                                         ("stop", f"{names['pos']}[{p} + 1]"), ("position", pos),
+                                         ("coordinate", coord)), own=1)
             return [For(pos, f"{names['pos']}[{p}]", f"{names['pos']}[{p} + 1]",
                         [Assign(coord, f"{names['crd']}[{pos}]"), *body], iteration=walk)]
         # non-unique: walk segments of equal coordinates; the child sees [pos, pos_end)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..loopir import Assign, For
+from ..loopir import Assign, For, Iteration
 from .base import Cursor, LevelType, Parent
 
 
@@ -30,7 +30,10 @@ class Dense(LevelType):
         return owner, coord, parents.astype(np.int64)[owner] * extent + coord
 
     def loop(self, names, parent, extent, coord, pos, body):
-        return [For(coord, "0", extent, [Assign(pos, self.locate(names, parent, extent, coord)), *body])]
+        walk = Iteration("range", (("extent", str(extent)), ("position", pos), ("coordinate", coord),
+                                    ("located", self.locate(names, parent, extent, coord))), own=1)
+        return [For(coord, "0", extent, [Assign(pos, self.locate(names, parent, extent, coord)), *body],
+                    iteration=walk)]
 
     def cursor(self, names, parent, extent, tag):
         c = f"{tag}_c"

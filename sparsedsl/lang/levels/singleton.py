@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import FormatError
-from ..loopir import Assign, For, While
+from ..loopir import Assign, For, Iteration, While
 from .base import Cursor, LevelType, Parent, check_coords, check_index_array, index_dtype
 
 
@@ -44,7 +44,9 @@ class Singleton(LevelType):
         lo, hi = self._segment(parent)
         crd = names["crd"]
         if self.unique:
-            return [For(pos, lo, hi, [Assign(coord, f"{crd}[{pos}]"), *body])]
+            walk = Iteration("segment", (("crd", crd), ("start", lo), ("stop", hi), ("position", pos),
+                                         ("coordinate", coord)), own=1)
+            return [For(pos, lo, hi, [Assign(coord, f"{crd}[{pos}]"), *body], iteration=walk)]
         seg = f"{pos}_end"
         return [
             Assign(pos, lo),
