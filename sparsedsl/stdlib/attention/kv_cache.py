@@ -127,6 +127,10 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None):
     computed on the bitmap storage (numpy/torch on the CPU, cupy/torch CUDA on the GPU). Equals
     dense attention over the pruned cache (``cache.K_pruned_``, ``cache.V_pruned_``).
 
+    References
+    ----------
+    Joo et al., "Mustafar: Promoting Unstructured Sparsity for KV Cache Pruning in LLM Inference", 2025.
+
     >>> rng = np.random.default_rng(0)
     >>> K, V = rng.standard_normal((2, 3, 16, 8)).astype(np.float32)
     >>> c = BitmapKVCache(0.5).fit(K, V)

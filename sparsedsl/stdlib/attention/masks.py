@@ -263,7 +263,12 @@ def seer_gate(q, k, *, block=64, top_k: int | None = None, threshold: float | No
 
 def calibrate_channels(q, k, r: int) -> np.ndarray:
     """Double Sparsity's offline calibration: per head, the ``r`` channels with the largest mean
-    |q_c·k_c| contribution to the scores over calibration data. Returns (n, r) channel indices."""
+    |q_c·k_c| contribution to the scores over calibration data. Returns (n, r) channel indices.
+
+    References
+    ----------
+    Yang et al., "Post-Training Sparse Attention with Double Sparsity", 2024.
+    """
     qh, kh = _qk(q, k, "calibrate_channels")
     contrib = np.abs(qh).mean(1) * np.abs(kh).mean(1)  # E|q_c| E|k_c|, the outlier channels
     return np.argsort(-contrib, axis=1)[:, :r]
