@@ -135,7 +135,7 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None):
     >>> K, V = rng.standard_normal((2, 3, 16, 8)).astype(np.float32)
     >>> c = BitmapKVCache(0.5).fit(K, V)
     >>> decode_attention(K[:, 0], c).shape
-    (2, 8)
+    (3, 8)
     """
     if not hasattr(cache, "K_"):
         raise ValueError("decode_attention(): the cache is not filled; call cache.fit(K, V) first")

@@ -106,7 +106,7 @@ def a_shape(L: int, sink: int, window: int, *, block=None, heads: int | None = N
     Attention", 2024; Xiao et al., "Efficient Streaming Language Models with Attention Sinks", 2023.
 
     >>> int(a_shape(8, 1, 2).nnz)  # row 0: 1; row 1: 2; rows 2..7: sink + 2
-    20
+    21
     """
     if sink < 0 or window < 1:
         raise ValueError(f"a_shape(): sink must be >= 0 and window >= 1; got sink={sink!r}, window={window!r}")
@@ -343,7 +343,7 @@ def statistical_top_k(scores, k: int, axis: int = -1):
     You et al., "Spark Transformer: Reactivating Sparsity in FFN and Attention", 2025.
 
     >>> x = np.random.default_rng(0).standard_normal((4, 100_000))
-    >>> abs(statistical_top_k(x, 1000).sum(-1).mean() - 1000) < 100
+    >>> bool(abs(statistical_top_k(x, 1000).sum(-1).mean() - 1000) < 100)
     True
     """
     s = np.asarray(scores)
