@@ -1,0 +1,405 @@
+"""`python -m benchmarks.attention_kernel_sweep [--compile-only] [--configs a,b] [--out PATH]`: the fused
+block-sparse flash-attention kernel's configurations (``sparsedsl.stdlib.attention._flash.CONFIGS``),
+compiled, checked and timed (issue 18).
+
+--compile-only (no GPU needed): compile every configuration for head dim 64 and 128, bfloat16 and
+float16, with NVRTC through ctypes (libnvrtc.so.12 from $NVRTC_LIB, the nvidia-cuda-nvrtc-cu12 wheel
+or the system) to an sm_90a cubin with ``--ptxas-options=-v``, and print each one's registers, spills
+and shared memory.
+
+On the GPU (cupy, torch with FlexAttention): for each configuration, correctness against a float32
+reference on small random problems (causal and not, float16 and bfloat16, d = 64 and 128, partial
+blocks, empty rows, Lq != Lk) and on the benchmark problem (against FlexAttention / SDPA's flash
+backend), then its time on B=1, H=16, L=16384, d=128, bf16: the sliding window 1024 (128x64 blocks)
+and the causal dense-block mask, with FlexAttention and SDPA flash timed in the same run. One line per
+configuration with the ratios against issue 18's targets (≥ 1.5x FlexAttention; ≥ 0.9x SDPA flash).
+A configuration that fails to compile or gives a wrong answer is reported and skipped.
+"""
+
+# ruff: noqa: B023 (the timed closures are called inside the loop iteration that defines them)
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import math
+import os
+import re
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from sparsedsl.stdlib.attention import _flash
+
+from .timing import write_json
+
+SW_TARGET = 1.5   # × FlexAttention on the sliding window
+CAUSAL_TARGET = 0.9  # × SDPA flash on the causal mask
+
+
+# ---- compile only: NVRTC through ctypes -------------------------------------------------------------
+
+
+def _nvrtc():
+    cands = [os.environ.get("NVRTC_LIB", "")]
+    try:
+        import nvidia.cuda_nvrtc as pkg  # the pip wheel, where installed
+
+        cands += glob.glob(os.path.join(list(pkg.__path__)[0], "lib", "libnvrtc.so*"))
+    except ImportError:
+        pass
+    cands += sorted(glob.glob("/tmp/nvrtc-site/nvidia/cuda_nvrtc/lib/libnvrtc.so.*")) + ["libnvrtc.so.12",
+                                                                                         "libnvrtc.so"]
+    for path in cands:
+        if path and "builtins" not in path and "alt" not in path:
+            try:
+                return ctypes.CDLL(path)
+            except OSError:
+                continue
+    raise OSError("libnvrtc.so.12 not found: pip install --target DIR nvidia-cuda-nvrtc-cu12 and set NVRTC_LIB")
+
+
+def nvrtc_compile(src: str, name: str, arch: str = "sm_90a", extra=()) -> tuple[bool, str, int]:
+    """(ok, log, cubin bytes) of NVRTC compiling ``src`` for ``arch``."""
+    lib = _nvrtc()
+    prog = ctypes.c_void_p()
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), f"{name}.cu".encode(), 0, None, None)
+    if rc:
+        return False, f"nvrtcCreateProgram failed ({rc})", 0
+    opts = [f"--gpu-architecture={arch}", "-std=c++17", "--ptxas-options=-v", *extra]
+    arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+    rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    buf = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, buf)
+    nbytes = 0
+    if rc == 0:
+        cs = ctypes.c_size_t()
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(cs))
+        nbytes = cs.value
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc == 0, buf.value.decode(errors="replace"), nbytes
+
+
+def _resources(log: str) -> str:
+    regs = re.search(r"Used (\d+) registers", log)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    stack = re.search(r"(\d+) bytes stack frame", log)
+    return (f"{regs.group(1) if regs else '?'} regs, spills {spill.group(1) if spill else '?'}/"
+            f"{spill.group(2) if spill else '?'} B (st/ld), stack {stack.group(1) if stack else '?'} B")
+
+
+def compile_only(names) -> dict:
+    out = {}
+    for name in names:
+        cfg = _flash.CONFIGS[name]
+        for d in (64, 128):
+            for bf16 in (True, False):
+                key = f"{name} d{d} {'bf16' if bf16 else 'f16'}"
+                t0 = time.perf_counter()
+                ok, log, nbytes = nvrtc_compile(cfg.source(d, bf16), cfg.kernel_name(d, bf16))
+                res = _resources(log) if ok else "FAILED"
+                print(f"{key:32s} {'ok ' if ok else 'ERR'} {res}; smem {cfg.smem(d)} B; "
+                      f"{time.perf_counter() - t0:.1f} s", flush=True)
+                if not ok or "warning" in log.lower():
+                    print("   " + "\n   ".join(log.strip().splitlines()[-20:]), flush=True)
+                out[key] = {"ok": ok, "resources": res, "log": log[-4000:], "cubin_bytes": nbytes}
+    return out
+
+
+# ---- on the GPU -------------------------------------------------------------------------------------------
+
+
+def _bench(f, n=20, warmup=3):
+    """Median seconds of ``f`` over ``n`` calls timed by CUDA events, after ``warmup`` calls."""
+    import torch
+
+    for _ in range(warmup):
+        f()
+    torch.cuda.synchronize()
+    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for _ in range(n):
+        st.record()
+        f()
+        en.record()
+        en.synchronize()
+        ts.append(st.elapsed_time(en) * 1e-3)
+    return float(np.median(ts))
+
+
+def _errors(got, ref) -> dict:
+    import torch
+
+    got, ref = torch.as_tensor(got).float(), ref.float()
+    rel = float(torch.linalg.norm(got - ref) / max(float(torch.linalg.norm(ref)), 1e-30))
+    return {"rel": rel, "max_abs": float((got - ref).abs().max())}
+
+
+def random_blocked_mask(n, lq, lk, block, seed):
+    """A 3-D blocked mask with random stored blocks (some block rows with none), random entries in
+    them, some rows of stored blocks empty and some blocks full: the kernel's corner cases."""
+    from sparsedsl import SparseTensor
+    from sparsedsl.stdlib.attention._core import blocked_format
+
+    rng = np.random.default_rng(seed)
+    r, c = block
+    nI, nJ = lq // r, lk // c
+    blocks = rng.random((n, nI, nJ)) < 0.6
+    blocks[0, 0] = False  # a query block row with no stored block
+    h, bi, bj = np.nonzero(blocks)
+    vals = rng.random((len(h), r, c)) < 0.7
+    vals[:, rng.random(r) < 0.2] = False  # empty rows
+    vals[rng.random(len(h)) < 0.3] = True  # full blocks
+    counts = np.bincount(h * nI + bi, minlength=n * nI)
+    pos = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    levels = [{}, {}, {"pos": pos, "crd": bj.astype(np.int32)}, {}, {}]
+    return SparseTensor(blocked_format(block), (n, lq, lk), levels, vals.reshape(-1))
+
+
+def small_problems():
+    """(name, n, lq, lk, 3-D host mask): small cases over every mask shape the kernel must handle."""
+    from sparsedsl.stdlib import attention as A
+    from sparsedsl.stdlib.attention._core import full_mask, mask_3d, restrict_causal
+
+    n, L = 4, 256
+    rng = np.random.default_rng(0)
+    qk = rng.standard_normal((2, n, L, 64)).astype(np.float32)
+    probs = [
+        ("window-64x64", L, L, A.sliding_window(L, 100, block=64)),
+        ("causal-64x64", L, L, full_mask(L, L, causal=True, block=(64, 64))),
+        ("causal-128x64", L, L, full_mask(L, L, causal=True, block=(128, 64))),
+        ("noncausal-full-128x128", L, L, full_mask(L, L, block=(128, 128))),
+        ("block-sparse-128x64", L, L, A.block_sparse(qk[0], qk[1], block=(128, 64), top_k=2)),
+        ("causal-Lq128-Lk384", 128, 384, restrict_causal(full_mask(128, 384, block=(64, 64)))),
+        ("random-empty-rows-128x64-Lk384", L, 384, random_blocked_mask(n, L, 384, (128, 64), 1)),
+        ("random-256x64", 512, 512, random_blocked_mask(n, 512, 512, (256, 64), 2)),
+    ]
+    return [(name, n, lq, lk, mask_3d(m, n, lq, lk)) for name, lq, lk, m in probs]
+
+
+def reference(q, k, v, dense_mask, scale):
+    """float32 masked softmax attention on the GPU (rows with no key: zeros)."""
+    import torch
+
+    s = torch.einsum("nid,njd->nij", q.float(), k.float()) * scale
+    s = s.masked_fill(~dense_mask, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    return torch.einsum("nij,njd->nid", p, v.float())
+
+
+def check_small(names, problems, deadline) -> dict:
+    """Per config: the worst relative error over the small problems, dtypes and head dims."""
+    import torch
+
+    from sparsedsl.stdlib.attention import dense_mask
+
+    out = {name: {"ok": True, "cases": {}} for name in names}
+    torch.manual_seed(0)
+    for pname, n, lq, lk, m3 in problems:
+        dm = torch.from_numpy(np.ascontiguousarray(dense_mask(m3, 1, n)[0])).cuda()
+        md = m3.to("cuda")
+        for d in (64, 128):
+            for dt in (torch.bfloat16, torch.float16):
+                q = torch.randn(n, lq, d, device="cuda", dtype=dt)
+                k, v = (torch.randn(n, lk, d, device="cuda", dtype=dt) for _ in range(2))
+                scale = 1 / math.sqrt(d)
+                ref = reference(q, k, v, dm, scale)
+                for name in names:
+                    if time.perf_counter() > deadline or not out[name]["ok"] and "error" in out[name]:
+                        continue
+                    key = f"{pname} d{d} {str(dt)[6:]}"
+                    try:
+                        e = _errors(torch.from_dlpack(_flash.fused_attention(q, k, v, md, scale, config=name)), ref)
+                        if _flash.CONFIGS[name].version == 2 and d == 128:
+                            e16 = _errors(_flash.fused_attention(q, k, v, md, scale, config=name, out16=True), ref)
+                            e["rel_out16"] = e16["rel"]
+                    except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
+                        out[name].update(ok=False, error=f"{key}: {exc!r}"[:2000])
+                        continue
+                    out[name]["cases"][key] = e
+                    if not max(e["rel"], e.get("rel_out16", 0)) <= 2e-2:
+                        out[name]["ok"] = False
+                        out[name].setdefault("failed", []).append(key)
+    for name in names:
+        cases = out[name]["cases"]
+        out[name]["worst_rel"] = max((e["rel"] for e in cases.values()), default=float("nan"))
+        out[name]["n_cases"] = len(cases)
+    return out
+
+
+def _warm_compile(names) -> dict:
+    """Compile every config for the benchmark (d=128 bf16) and the small checks, in threads; errors
+    by config name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(name, d, bf16) for name in names for d in (128, 64) for bf16 in (True, False)]
+
+    def one(job):
+        name, d, bf16 = job
+        try:
+            cfg = _flash.CONFIGS[name]
+            _flash._compiled(d, bf16, cfg)
+            return None
+        except Exception as exc:  # noqa: BLE001
+            return f"d{d} {'bf16' if bf16 else 'f16'}: {exc!r}"[:3000]
+
+    errors = {}
+    with ThreadPoolExecutor(8) as pool:
+        for job, err in zip(jobs, pool.map(one, jobs)):
+            if err:
+                errors.setdefault(job[0], err)
+    return errors
+
+
+def gpu_sweep(names, quick=False, budget_s=140.0) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from sparsedsl.stdlib import attention as A
+    from sparsedsl.stdlib.attention._core import full_mask
+
+    t_start = time.perf_counter()
+    res = {"gpu": torch.cuda.get_device_name(), "configs": {}, "default_before": _flash.CONFIG}
+    t0 = time.perf_counter()
+    compile_errors = _warm_compile(names)
+    res["compile_s"] = time.perf_counter() - t0
+    print(f"compiled {len(names)} configs x 4 in {res['compile_s']:.1f} s; failures: {sorted(compile_errors)}",
+          flush=True)
+    for name, e in compile_errors.items():
+        print(f"  {name}: {e}", flush=True)
+    live = [n for n in names if n not in compile_errors]
+
+    t0 = time.perf_counter()
+    small = check_small(live, small_problems(), deadline=t_start + 0.45 * budget_s)
+    res["small_check_s"] = time.perf_counter() - t0
+    print(f"small problems checked in {res['small_check_s']:.1f} s", flush=True)
+
+    B, H, L, D = (1, 16, 4096, 128) if quick else (1, 16, 16384, 128)
+    W, blk = 1024, (128, 64)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    q3, k3, v3 = (x.reshape(B * H, L, D) for x in (q, k, v))
+    scale = 1 / math.sqrt(D)
+    t0 = time.perf_counter()
+    M = A.sliding_window(L, W, block=blk, heads=B * H).to("cuda")
+    Mc = A.mask_3d(full_mask(L, L, causal=True, block=blk), B * H, L, L).to("cuda")
+    res["mask_build_s"] = time.perf_counter() - t0
+    base = res["baselines"] = {"B": B, "H": H, "L": L, "d": D, "window": W, "block": blk}
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        bm = create_block_mask(lambda b, h, qi, ki: (qi >= ki) & (qi - ki < W), B, H, L, L, device="cuda")
+        flex = torch.compile(flex_attention)
+        ref_sw = flex(q, k, v, block_mask=bm).reshape(B * H, L, D)
+        base["flex_sliding_s"] = _bench(lambda: flex(q, k, v, block_mask=bm))
+    except Exception as exc:  # noqa: BLE001
+        base["flex_error"] = repr(exc)[:2000]
+        ref_sw = reference(q3, k3, v3, _window_dense(L, W), scale) if quick else None
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        ref_c = F.scaled_dot_product_attention(q, k, v, is_causal=True).reshape(B * H, L, D)
+        base["sdpa_flash_causal_s"] = _bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    print(f"baselines: {base}", flush=True)
+    flex_s, sdpa_s = base.get("flex_sliding_s"), base["sdpa_flash_causal_s"]
+
+    for name in live:
+        row = res["configs"][name] = {"config": repr(_flash.CONFIGS[name]), "small": small[name]}
+        if time.perf_counter() - t_start > budget_s:
+            row["skipped"] = "time budget"
+            continue
+        try:
+            used = _flash._choose(name, *blk)
+            row["used"] = repr(used)
+            o = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, M, scale, config=name))
+            row["sliding_vs_flex"] = _errors(o, ref_sw) if ref_sw is not None else None
+            o = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, Mc, scale, config=name))
+            row["causal_vs_sdpa"] = _errors(o, ref_c)
+            del o
+            ok = small[name]["ok"] and row["causal_vs_sdpa"]["rel"] <= 2e-2 and (
+                row["sliding_vs_flex"] is None or row["sliding_vs_flex"]["rel"] <= 2e-2)
+            row["correct"] = ok
+            if not ok:
+                print(f"{name:18s} WRONG: small {small[name].get('failed', small[name].get('error'))}; "
+                      f"sliding {row['sliding_vs_flex']}; causal {row['causal_vs_sdpa']}", flush=True)
+                continue
+            row["sliding_s"] = _bench(lambda: _flash.fused_attention(q3, k3, v3, M, scale, config=name))
+            row["causal_s"] = _bench(lambda: _flash.fused_attention(q3, k3, v3, Mc, scale, config=name))
+            if used.version == 2:
+                row["sliding_out16_s"] = _bench(
+                    lambda: _flash.fused_attention(q3, k3, v3, M, scale, config=name, out16=True))
+                row["causal_out16_s"] = _bench(
+                    lambda: _flash.fused_attention(q3, k3, v3, Mc, scale, config=name, out16=True))
+            best_sw = min(row["sliding_s"], row.get("sliding_out16_s", math.inf))
+            best_c = min(row["causal_s"], row.get("causal_out16_s", math.inf))
+            row["sliding_x_flex"] = flex_s / best_sw if flex_s else None
+            row["causal_x_sdpa"] = sdpa_s / best_c
+            print(_line(name, row, flex_s), flush=True)
+        except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
+            row["error"] = repr(exc)[:3000]
+            print(f"{name:18s} ERROR {exc!r}"[:500], flush=True)
+            traceback.print_exc()
+        torch.cuda.empty_cache()
+    res["recommended"] = _recommend(res["configs"], flex_s, sdpa_s)
+    print(f"recommended default (fastest correct, by the worse of the two target ratios): {res['recommended']}")
+    res["total_s"] = time.perf_counter() - t_start
+    return res
+
+
+def _window_dense(L, W):
+    import torch
+
+    i = torch.arange(L, device="cuda")
+    return ((i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < W))[None]
+
+
+def _line(name, row, flex_s):
+    def t(key):
+        return f"{row[key] * 1e3:.3f}" if key in row else "  -  "
+
+    sw = f"{row['sliding_x_flex']:.2f}x flex (target {SW_TARGET})" if row.get("sliding_x_flex") else "no flex"
+    return (f"{name:18s} sliding {t('sliding_s')} ms (out16 {t('sliding_out16_s')}) {sw}; causal {t('causal_s')} "
+            f"ms (out16 {t('causal_out16_s')}) {row['causal_x_sdpa']:.2f}x sdpa (target {CAUSAL_TARGET}); "
+            f"small worst rel {row['small']['worst_rel']:.1e} over {row['small']['n_cases']}")
+
+
+def _recommend(rows, flex_s, sdpa_s):
+    """The correct config whose worse ratio to the two targets is best (f32 output, as the template)."""
+    score = {}
+    for name, row in rows.items():
+        if row.get("correct") and "sliding_s" in row:
+            sw = (flex_s / row["sliding_s"] / SW_TARGET) if flex_s else math.inf
+            score[name] = min(sw, sdpa_s / row["causal_s"] / CAUSAL_TARGET)
+    return max(score, key=score.get) if score else None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compile-only", action="store_true", help="NVRTC compile check of every config (no GPU)")
+    ap.add_argument("--configs", default=None, help="comma-separated config names (default: all)")
+    ap.add_argument("--quick", action="store_true", help="L=4096 (checks that the script runs)")
+    ap.add_argument("--budget", type=float, default=140.0, help="wall seconds before remaining configs are skipped")
+    ap.add_argument("--out", default=None, help="JSON path")
+    args = ap.parse_args(argv)
+    names = args.configs.split(",") if args.configs else list(_flash.CONFIGS)
+    unknown = [n for n in names if n not in _flash.CONFIGS]
+    if unknown:
+        sys.exit(f"unknown configs {unknown}; known: {sorted(_flash.CONFIGS)}")
+    if args.compile_only:
+        res = {"compile_only": compile_only(names)}
+    else:
+        import torch
+
+        from .timing import machine_info
+
+        res = {"machine": machine_info({"torch": torch.__version__}), **gpu_sweep(names, args.quick, args.budget)}
+    if args.out:
+        write_json(args.out, res)
+        print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
