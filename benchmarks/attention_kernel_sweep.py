@@ -20,10 +20,7 @@ A configuration that fails to compile or gives a wrong answer is reported and sk
 from __future__ import annotations
 
 import argparse
-import ctypes
-import glob
 import math
-import os
 import re
 import sys
 import time
@@ -39,49 +36,7 @@ SW_TARGET = 1.5   # × FlexAttention on the sliding window
 CAUSAL_TARGET = 0.9  # × SDPA flash on the causal mask
 
 
-# ---- compile only: NVRTC through ctypes -------------------------------------------------------------
-
-
-def _nvrtc():
-    cands = [os.environ.get("NVRTC_LIB", "")]
-    try:
-        import nvidia.cuda_nvrtc as pkg  # the pip wheel, where installed
-
-        cands += glob.glob(os.path.join(list(pkg.__path__)[0], "lib", "libnvrtc.so*"))
-    except ImportError:
-        pass
-    cands += sorted(glob.glob("/tmp/nvrtc-site/nvidia/cuda_nvrtc/lib/libnvrtc.so.*")) + ["libnvrtc.so.12",
-                                                                                         "libnvrtc.so"]
-    for path in cands:
-        if path and "builtins" not in path and "alt" not in path:
-            try:
-                return ctypes.CDLL(path)
-            except OSError:
-                continue
-    raise OSError("libnvrtc.so.12 not found: pip install --target DIR nvidia-cuda-nvrtc-cu12 and set NVRTC_LIB")
-
-
-def nvrtc_compile(src: str, name: str, arch: str = "sm_90a", extra=()) -> tuple[bool, str, int]:
-    """(ok, log, cubin bytes) of NVRTC compiling ``src`` for ``arch``."""
-    lib = _nvrtc()
-    prog = ctypes.c_void_p()
-    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), f"{name}.cu".encode(), 0, None, None)
-    if rc:
-        return False, f"nvrtcCreateProgram failed ({rc})", 0
-    opts = [f"--gpu-architecture={arch}", "-std=c++17", "--ptxas-options=-v", *extra]
-    arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
-    rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-    buf = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(prog, buf)
-    nbytes = 0
-    if rc == 0:
-        cs = ctypes.c_size_t()
-        lib.nvrtcGetCUBINSize(prog, ctypes.byref(cs))
-        nbytes = cs.value
-    lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return rc == 0, buf.value.decode(errors="replace"), nbytes
+# ---- compile only: NVRTC through ctypes (_flash.nvrtc_compile) -----------------------------------------
 
 
 def _resources(log: str) -> str:
@@ -100,13 +55,13 @@ def compile_only(names) -> dict:
             for bf16 in (True, False):
                 key = f"{name} d{d} {'bf16' if bf16 else 'f16'}"
                 t0 = time.perf_counter()
-                ok, log, nbytes = nvrtc_compile(cfg.source(d, bf16), cfg.kernel_name(d, bf16))
+                ok, log, cubin = _flash.nvrtc_compile(cfg.source(d, bf16), cfg.kernel_name(d, bf16))
                 res = _resources(log) if ok else "FAILED"
                 print(f"{key:32s} {'ok ' if ok else 'ERR'} {res}; smem {cfg.smem(d)} B; "
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
                 if not ok or "warning" in log.lower():
                     print("   " + "\n   ".join(log.strip().splitlines()[-20:]), flush=True)
-                out[key] = {"ok": ok, "resources": res, "log": log[-4000:], "cubin_bytes": nbytes}
+                out[key] = {"ok": ok, "resources": res, "log": log[-4000:], "cubin_bytes": len(cubin)}
     return out
 
 

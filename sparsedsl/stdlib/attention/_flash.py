@@ -68,13 +68,13 @@ class Config:
 
     @property
     def bm(self) -> int:  # query rows per CTA
-        return 16 * self.mt * self.nwarps
+        return 64 * (self.nwarps // 4) if self.version == 3 else 16 * self.mt * self.nwarps
 
     def fits(self, r: int, c: int) -> bool:
         return r % self.bm == 0 and c % self.bn == 0
 
-    def smem(self, head_dim: int) -> int:  # Q tile, two K stages, two V stages (padded rows)
-        return (self.bm + 4 * self.bn) * (head_dim + 8) * 2
+    def smem(self, head_dim: int) -> int:  # Q tile, two K stages, two V stages (version 3: unpadded)
+        return (self.bm + 4 * self.bn) * (head_dim + (0 if self.version == 3 else 8)) * 2
 
     def kernel_name(self, head_dim: int, bf16: bool) -> str:
         return (f"sd_flash_v{self.version}_w{self.nwarps}_m{self.mt}_n{self.bn}{'_q' if self.qreg else ''}"
@@ -85,7 +85,41 @@ class Config:
         defines = {"KERNEL_VERSION": self.version, "HEAD_DIM": head_dim, "IS_BF16": int(bf16),
                    "NWARPS": self.nwarps, "MT": self.mt, "BN": self.bn, "QREG": int(self.qreg),
                    "MINBLOCKS": self.minblocks, "KERNEL_NAME": self.kernel_name(head_dim, bf16)}
-        return "".join(f"#define {k} {v}\n" for k, v in defines.items()) + _SOURCE.read_text()
+        head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
+        if self.version == 3:
+            head += _wgmma_wrappers(self.bn, head_dim, bf16)
+        return head + _SOURCE.read_text()
+
+
+def _wgmma(n: int, bf16: bool, a_regs: bool, trans_b: int) -> str:
+    """A device function issuing one ``wgmma.mma_async`` m64{n}k16 (f32 accumulators ``d``, n / 2 per
+    thread; A from shared memory by descriptor ``da`` or from registers ``a``; B by descriptor ``db``;
+    ``scale_d`` 0 overwrites the accumulators)."""
+    t = "bf16" if bf16 else "f16"
+    nd = n // 2
+    regs = ", ".join(f"%{i}" for i in range(nd))
+    if a_regs:
+        a_op, b, p = "{" + ", ".join(f"%{nd + i}" for i in range(4)) + "}", nd + 4, nd + 5
+        imm, a_in, a_arg = f"1, 1, {trans_b}", [f'"r"(a[{i}])' for i in range(4)], "const unsigned int* a"
+    else:
+        a_op, b, p = f"%{nd}", nd + 1, nd + 2
+        imm, a_in, a_arg = f"1, 1, 0, {trans_b}", ['"l"(da)'], "unsigned long long da"
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(nd))
+    ins = ", ".join(a_in + ['"l"(db)', '"r"(scale_d)'])
+    name = f"wgmma_{'rs' if a_regs else 'ss'}_n{n}_t{trans_b}"
+    return (f"__device__ __forceinline__ void {name}(float* d, {a_arg}, unsigned long long db, int scale_d) {{\n"
+            f'    asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{p}, 0;\\n"\n'
+            f'                 "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{regs}}}, {a_op}, %{b}, p, '
+            f'{imm};\\n}}\\n"\n'
+            f"                 : {outs}\n                 : {ins});\n}}\n")
+
+
+def _wgmma_wrappers(bn: int, head_dim: int, bf16: bool) -> str:
+    """Version 3's wgmma calls: S = Q K^T (m64n{bn}, A from shared memory or registers) and O += P V
+    (m64n{head_dim}, A from registers, B transposed)."""
+    return (_wgmma(bn, bf16, False, 0) + _wgmma(bn, bf16, True, 0) + _wgmma(head_dim, bf16, True, 1)
+            + f"#define WGMMA_S_SS wgmma_ss_n{bn}_t0\n#define WGMMA_S_RS wgmma_rs_n{bn}_t0\n"
+            f"#define WGMMA_O_RS wgmma_rs_n{head_dim}_t1\n")
 
 
 # The configurations the sweep (benchmarks/attention_kernel_sweep.py) measures. BM (query rows per CTA)
@@ -100,18 +134,25 @@ CONFIGS = {
     "v2-w4-m2-n32-q": Config(2, 4, 2, bn=32, qreg=True),
     "v2-w8-m1": Config(2, 8, 1),
     "v2-w8-m2": Config(2, 8, 2),            # 256 rows: masks with 256-row blocks
+    "v3-wg1": Config(3, 4),                 # wgmma: one warpgroup, 64 rows
+    "v3-wg2": Config(3, 8),                 # two warpgroups, 128 rows, sharing K/V tiles
+    "v3-wg2-q": Config(3, 8, qreg=True),    # Q in registers (S = Q K^T with A from registers)
+    "v3-wg1-q": Config(3, 4, qreg=True),
 }
 # The configuration used, by name (set it, or SPARSEDSL_FLASH_CONFIG, from the sweep's numbers).
 CONFIG = os.environ.get("SPARSEDSL_FLASH_CONFIG", "v2-w4-m2")
 
 
-def _choose(name: str | None, r: int, c: int, nwarps: int | None = None) -> Config:
+def _choose(name: str | None, r: int, c: int, nwarps: int | None = None, hopper: bool = True) -> Config:
     """The named configuration (``nwarps`` overriding its warp count), or the nearest that fits r x c
-    blocks: one m16 tile per warp, then 4 warps and 64-row key tiles (r, c are multiples of 64)."""
+    blocks: one m16 tile per warp, then 4 warps and 64-row key tiles (r, c are multiples of 64).
+    Without a Hopper GPU (``hopper``), a wgmma (version 3) configuration becomes FlashAttention-2's."""
     name = name or CONFIG
     if name not in CONFIGS:
         raise ValueError(f"flash attention config {name!r} is not one of {sorted(CONFIGS)}")
     cfg = CONFIGS[name]
+    if cfg.version == 3 and not hopper:
+        cfg = CONFIGS["v2-w4-m2"]
     if nwarps:
         cfg = replace(cfg, nwarps=nwarps)
     for cand in (cfg, replace(cfg, mt=1), replace(cfg, nwarps=4, mt=1, bn=64)):
@@ -120,15 +161,99 @@ def _choose(name: str | None, r: int, c: int, nwarps: int | None = None) -> Conf
     raise AssertionError("unreachable: 64 x 64 always fits")
 
 
+def _hopper() -> bool:
+    """Whether the current GPU is sm_90 (wgmma), remembered per device."""
+    import cupy as cp
+
+    dev = cp.cuda.Device().id
+    if dev not in _hopper_cache:
+        _hopper_cache[dev] = cp.cuda.Device(dev).compute_capability == "90"
+    return _hopper_cache[dev]
+
+
+_hopper_cache: dict = {}
+
+
 def _compiled(head_dim: int, bf16: bool, cfg: Config):
     import cupy as cp
 
     key = (head_dim, bf16, cfg)
     if key not in _kernels:
-        kern = cp.RawKernel(cfg.source(head_dim, bf16), cfg.kernel_name(head_dim, bf16), options=("-std=c++17",))
+        src, name = cfg.source(head_dim, bf16), cfg.kernel_name(head_dim, bf16)
+        if cfg.version == 3:  # sm_90a, which cupy's compile does not target: NVRTC to a cubin here
+            kern = cp.RawModule(path=_cubin(src, name)).get_function(name)
+        else:
+            kern = cp.RawKernel(src, name, options=("-std=c++17",))
         kern.max_dynamic_shared_size_bytes = cfg.smem(head_dim)
         _kernels[key] = kern
     return _kernels[key]
+
+
+def _cubin(src: str, name: str) -> str:
+    """Path of the sm_90a cubin of ``src``, compiled once into a cache folder keyed by its hash
+    (``SPARSEDSL_CACHE`` or ~/.cache/sparsedsl); written atomically."""
+    import hashlib
+    import tempfile
+
+    folder = pathlib.Path(os.environ.get("SPARSEDSL_CACHE", pathlib.Path.home() / ".cache" / "sparsedsl")) / "flash"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{hashlib.sha256(src.encode()).hexdigest()[:16]}.cubin"
+    if not path.exists():
+        ok, log, cubin = nvrtc_compile(src, name, "sm_90a")
+        if not ok:
+            raise RuntimeError(f"NVRTC failed to compile {name} for sm_90a:\n{log[-4000:]}")
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(cubin)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _nvrtc():
+    import ctypes
+    import glob
+
+    cands = [os.environ.get("NVRTC_LIB", "")]
+    try:
+        import nvidia.cuda_nvrtc as pkg  # the pip wheel (torch depends on it)
+
+        cands += sorted(glob.glob(os.path.join(list(pkg.__path__)[0], "lib", "libnvrtc.so*")))
+    except ImportError:
+        pass
+    cands += ["libnvrtc.so.12", "/usr/local/cuda/lib64/libnvrtc.so.12", "libnvrtc.so"]
+    for path in cands:
+        if path and "builtins" not in path and ".alt." not in path:
+            try:
+                return ctypes.CDLL(path)
+            except OSError:
+                continue
+    raise OSError("libnvrtc.so.12 not found (pip install nvidia-cuda-nvrtc-cu12, or set NVRTC_LIB)")
+
+
+def nvrtc_compile(src: str, name: str, arch: str = "sm_90a", extra=()) -> tuple[bool, str, bytes]:
+    """(ok, log, cubin) of NVRTC (through ctypes) compiling ``src`` for ``arch`` with ptxas's
+    resource report (registers, spills) in the log."""
+    import ctypes
+
+    lib = _nvrtc()
+    prog = ctypes.c_void_p()
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), f"{name}.cu".encode(), 0, None, None)
+    if rc:
+        return False, f"nvrtcCreateProgram failed ({rc})", b""
+    opts = [f"--gpu-architecture={arch}", "-std=c++17", "--ptxas-options=-v", *extra]
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts]))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    cubin = b""
+    if rc == 0:
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetCUBIN(prog, buf)
+        cubin = buf.raw
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc == 0, log.value.decode(errors="replace"), cubin
 
 
 def _mask_arrays(M):
@@ -186,7 +311,7 @@ def fused_attention(Q, K, V, M, scale: float, out_dtype=np.float32, nwarps: int 
     the 3-D blocked format. Returns O (n, Lq, d) as ``out_dtype`` (float32 accumulation).
 
     ``config`` names one of ``CONFIGS`` (default ``CONFIG``), ``nwarps`` overrides its warp count.
-    ``out16``: the kernel writes O in the inputs' 16-bit type (version 2 only) and this returns it as
+    ``out16``: the kernel writes O in the inputs' 16-bit type (versions 2 and 3) and this returns it as
     a torch tensor when Q is one, else a cupy float16 array (bfloat16: its uint16 bit patterns)."""
     import cupy as cp
 
@@ -196,15 +321,16 @@ def fused_attention(Q, K, V, M, scale: float, out_dtype=np.float32, nwarps: int 
     n, lq, d = Q.shape
     lk = K.shape[1]
     r, c = M.format.blocks[1], M.format.blocks[2]
-    cfg = _choose(config, r, c, nwarps)
+    cfg = _choose(config, r, c, nwarps, _hopper())
     if out16 and cfg.version == 1:
-        raise ValueError(f"fused_attention(out16=True) needs a version-2 config; {config or CONFIG!r} is version 1")
+        raise ValueError(f"fused_attention(out16=True) needs a version-2 or 3 config; {config or CONFIG!r} "
+                         "is version 1")
     pos, crd, vals, full, bits = _mask_arrays(M)
     out = cp.empty((n, lq, d), cp.uint16 if out16 else cp.float32)
     kern = _compiled(d, q[1], cfg)
     args = (q[0], k[0], v[0], pos, crd, vals if cfg.version == 1 else bits, full, out, np.int32(lq), np.int32(lk),
             np.int32(r), np.int32(c), np.int32(lq // r), np.float32(scale * math.log2(math.e)))
-    if cfg.version == 2:
+    if cfg.version >= 2:
         args += (np.int32(out16),)
     kern((lq // cfg.bm, n), (32 * cfg.nwarps,), args, shared_mem=cfg.smem(d))
     if out16:
