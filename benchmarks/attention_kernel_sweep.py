@@ -32,6 +32,8 @@ from sparsedsl.stdlib.attention import _flash
 
 from .timing import write_json
 
+PROBLEM = (1, 16, 16384, 128)  # B, H, L, d: issue 18's benchmark
+QUICK_PROBLEM = (1, 16, 4096, 128)
 SW_TARGET = 1.5   # × FlexAttention on the sliding window
 CAUSAL_TARGET = 0.9  # × SDPA flash on the causal mask
 
@@ -146,14 +148,15 @@ def reference(q, k, v, dense_mask, scale):
     return torch.einsum("nij,njd->nid", p, v.float())
 
 
-def check_small(names, problems, deadline) -> dict:
-    """Per config: the worst relative error over the small problems, dtypes and head dims."""
+def small_cases(problems):
+    """The small problems' inputs and float32 references on the GPU, for d = 64, 128 and both 16-bit
+    types: a list of (key, q, k, v, device mask, scale, reference)."""
     import torch
 
     from sparsedsl.stdlib.attention import dense_mask
 
-    out = {name: {"ok": True, "cases": {}} for name in names}
     torch.manual_seed(0)
+    cases = []
     for pname, n, lq, lk, m3 in problems:
         dm = torch.from_numpy(np.ascontiguousarray(dense_mask(m3, 1, n)[0])).cuda()
         md = m3.to("cuda")
@@ -162,45 +165,53 @@ def check_small(names, problems, deadline) -> dict:
                 q = torch.randn(n, lq, d, device="cuda", dtype=dt)
                 k, v = (torch.randn(n, lk, d, device="cuda", dtype=dt) for _ in range(2))
                 scale = 1 / math.sqrt(d)
-                ref = reference(q, k, v, dm, scale)
-                for name in names:
-                    if time.perf_counter() > deadline or not out[name]["ok"] and "error" in out[name]:
-                        continue
-                    key = f"{pname} d{d} {str(dt)[6:]}"
-                    try:
-                        e = _errors(torch.from_dlpack(_flash.fused_attention(q, k, v, md, scale, config=name)), ref)
-                        if _flash.CONFIGS[name].version == 2 and d == 128:
-                            e16 = _errors(_flash.fused_attention(q, k, v, md, scale, config=name, out16=True), ref)
-                            e["rel_out16"] = e16["rel"]
-                    except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
-                        out[name].update(ok=False, error=f"{key}: {exc!r}"[:2000])
-                        continue
-                    out[name]["cases"][key] = e
-                    if not max(e["rel"], e.get("rel_out16", 0)) <= 2e-2:
-                        out[name]["ok"] = False
-                        out[name].setdefault("failed", []).append(key)
-    for name in names:
-        cases = out[name]["cases"]
-        out[name]["worst_rel"] = max((e["rel"] for e in cases.values()), default=float("nan"))
-        out[name]["n_cases"] = len(cases)
+                cases.append((f"{pname} d{d} {str(dt)[6:]}", q, k, v, md, scale, reference(q, k, v, dm, scale)))
+    return cases
+
+
+def check_small(name, cases) -> dict:
+    """One config against the small problems' references: ok when every relative error ≤ 2e-2
+    (the 16-bit output too, for versions 2 and 3, at d = 128)."""
+    import torch
+
+    out = {"ok": True, "cases": {}}
+    for key, q, k, v, md, scale, ref in cases:
+        try:
+            e = _errors(torch.from_dlpack(_flash.fused_attention(q, k, v, md, scale, config=name)), ref)
+            if _flash.CONFIGS[name].version >= 2 and q.shape[-1] == 128:
+                o16 = _flash.fused_attention(q, k, v, md, scale, config=name, out16=True)
+                e["rel_out16"] = _errors(o16, ref)["rel"]
+        except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
+            out.update(ok=False, error=f"{key}: {exc!r}"[:2000])
+            break
+        out["cases"][key] = e
+        if not max(e["rel"], e.get("rel_out16", 0)) <= 2e-2:
+            out["ok"] = False
+            out.setdefault("failed", []).append(key)
+    out["worst_rel"] = max((e["rel"] for e in out["cases"].values()), default=float("nan"))
+    out["n_cases"] = len(out["cases"])
     return out
 
 
+BLOCKS = ((64, 64), (128, 64), (128, 128), (256, 64))  # the block shapes of the checks and benchmarks
+
+
 def _warm_compile(names) -> dict:
-    """Compile every config for the benchmark (d=128 bf16) and the small checks, in threads; errors
-    by config name."""
+    """Compile every config (and the fallbacks it takes for the checks' block shapes) for d = 64, 128
+    and both 16-bit types, in threads; the first error of each config by name."""
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs = [(name, d, bf16) for name in names for d in (128, 64) for bf16 in (True, False)]
+    hopper = _flash._hopper()
+    cfgs = {(name, _flash._choose(name, r, c, None, hopper)) for name in names for r, c in BLOCKS}
+    jobs = [(name, cfg, d, bf16) for name, cfg in sorted(cfgs, key=repr) for d in (128, 64) for bf16 in (True, False)]
 
     def one(job):
-        name, d, bf16 = job
+        name, cfg, d, bf16 = job
         try:
-            cfg = _flash.CONFIGS[name]
             _flash._compiled(d, bf16, cfg)
             return None
         except Exception as exc:  # noqa: BLE001
-            return f"d{d} {'bf16' if bf16 else 'f16'}: {exc!r}"[:3000]
+            return f"{cfg} d{d} {'bf16' if bf16 else 'f16'}: {exc!r}"[:3000]
 
     errors = {}
     with ThreadPoolExecutor(8) as pool:
@@ -210,7 +221,10 @@ def _warm_compile(names) -> dict:
     return errors
 
 
-def gpu_sweep(names, quick=False, budget_s=140.0) -> dict:
+def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
+    """Baselines, then config by config (version 3 last: a kernel that faults the context then spoils
+    only what follows it): small checks, the benchmark problem's check, timings. ``out``: JSON
+    rewritten after each config."""
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -219,31 +233,27 @@ def gpu_sweep(names, quick=False, budget_s=140.0) -> dict:
     from sparsedsl.stdlib.attention._core import full_mask
 
     t_start = time.perf_counter()
+    names = sorted(names, key=lambda n: _flash.CONFIGS[n].version == 3)
     res = {"gpu": torch.cuda.get_device_name(), "configs": {}, "default_before": _flash.CONFIG}
     t0 = time.perf_counter()
     compile_errors = _warm_compile(names)
     res["compile_s"] = time.perf_counter() - t0
-    print(f"compiled {len(names)} configs x 4 in {res['compile_s']:.1f} s; failures: {sorted(compile_errors)}",
-          flush=True)
+    res["compile_errors"] = compile_errors
+    print(f"compiled {len(names)} configs in {res['compile_s']:.1f} s; failures: {sorted(compile_errors)}", flush=True)
     for name, e in compile_errors.items():
         print(f"  {name}: {e}", flush=True)
-    live = [n for n in names if n not in compile_errors]
 
     t0 = time.perf_counter()
-    small = check_small(live, small_problems(), deadline=t_start + 0.45 * budget_s)
-    res["small_check_s"] = time.perf_counter() - t0
-    print(f"small problems checked in {res['small_check_s']:.1f} s", flush=True)
-
-    B, H, L, D = (1, 16, 4096, 128) if quick else (1, 16, 16384, 128)
+    cases = small_cases(small_problems())
+    B, H, L, D = QUICK_PROBLEM if quick else PROBLEM
     W, blk = 1024, (128, 64)
     torch.manual_seed(0)
     q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     q3, k3, v3 = (x.reshape(B * H, L, D) for x in (q, k, v))
     scale = 1 / math.sqrt(D)
-    t0 = time.perf_counter()
     M = A.sliding_window(L, W, block=blk, heads=B * H).to("cuda")
     Mc = A.mask_3d(full_mask(L, L, causal=True, block=blk), B * H, L, L).to("cuda")
-    res["mask_build_s"] = time.perf_counter() - t0
+    res["setup_s"] = time.perf_counter() - t0
     base = res["baselines"] = {"B": B, "H": H, "L": L, "d": D, "window": W, "block": blk}
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -258,32 +268,38 @@ def gpu_sweep(names, quick=False, budget_s=140.0) -> dict:
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         ref_c = F.scaled_dot_product_attention(q, k, v, is_causal=True).reshape(B * H, L, D)
         base["sdpa_flash_causal_s"] = _bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
-    print(f"baselines: {base}", flush=True)
+    print(f"setup {res['setup_s']:.1f} s; baselines: {base}", flush=True)
     flex_s, sdpa_s = base.get("flex_sliding_s"), base["sdpa_flash_causal_s"]
 
-    for name in live:
-        row = res["configs"][name] = {"config": repr(_flash.CONFIGS[name]), "small": small[name]}
+    for name in names:
+        row = res["configs"][name] = {"config": repr(_flash.CONFIGS[name])}
+        if name in compile_errors:
+            row["error"] = compile_errors[name]
+            continue
         if time.perf_counter() - t_start > budget_s:
             row["skipped"] = "time budget"
+            print(f"{name:18s} skipped (time budget)", flush=True)
             continue
         try:
-            used = _flash._choose(name, *blk)
+            small = row["small"] = check_small(name, cases)
+            used = _flash._choose(name, *blk, None, _flash._hopper())
             row["used"] = repr(used)
             o = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, M, scale, config=name))
             row["sliding_vs_flex"] = _errors(o, ref_sw) if ref_sw is not None else None
             o = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, Mc, scale, config=name))
             row["causal_vs_sdpa"] = _errors(o, ref_c)
             del o
-            ok = small[name]["ok"] and row["causal_vs_sdpa"]["rel"] <= 2e-2 and (
+            ok = small["ok"] and row["causal_vs_sdpa"]["rel"] <= 2e-2 and (
                 row["sliding_vs_flex"] is None or row["sliding_vs_flex"]["rel"] <= 2e-2)
             row["correct"] = ok
             if not ok:
-                print(f"{name:18s} WRONG: small {small[name].get('failed', small[name].get('error'))}; "
-                      f"sliding {row['sliding_vs_flex']}; causal {row['causal_vs_sdpa']}", flush=True)
+                print(f"{name:18s} WRONG: small {str(small.get('failed', small.get('error')))[:300]} (worst rel "
+                      f"{small['worst_rel']:.2e}); sliding {row['sliding_vs_flex']}; causal {row['causal_vs_sdpa']}",
+                      flush=True)
                 continue
             row["sliding_s"] = _bench(lambda: _flash.fused_attention(q3, k3, v3, M, scale, config=name))
             row["causal_s"] = _bench(lambda: _flash.fused_attention(q3, k3, v3, Mc, scale, config=name))
-            if used.version == 2:
+            if used.version >= 2:
                 row["sliding_out16_s"] = _bench(
                     lambda: _flash.fused_attention(q3, k3, v3, M, scale, config=name, out16=True))
                 row["causal_out16_s"] = _bench(
@@ -292,16 +308,26 @@ def gpu_sweep(names, quick=False, budget_s=140.0) -> dict:
             best_c = min(row["causal_s"], row.get("causal_out16_s", math.inf))
             row["sliding_x_flex"] = flex_s / best_sw if flex_s else None
             row["causal_x_sdpa"] = sdpa_s / best_c
-            print(_line(name, row, flex_s), flush=True)
+            row["sliding_tflops"] = _sliding_flops(M, blk, D) / best_sw * 1e-12
+            row["causal_tflops"] = 4 * B * H * D * L * L / 2 / best_c * 1e-12
+            print(_line(name, row), flush=True)
         except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
             row["error"] = repr(exc)[:3000]
             print(f"{name:18s} ERROR {exc!r}"[:500], flush=True)
             traceback.print_exc()
         torch.cuda.empty_cache()
+        if out:
+            write_json(out, res)
     res["recommended"] = _recommend(res["configs"], flex_s, sdpa_s)
-    print(f"recommended default (fastest correct, by the worse of the two target ratios): {res['recommended']}")
+    print(f"recommended default (correct, best worse-of-two ratio to the targets, float32 output): "
+          f"{res['recommended']}; set _flash.CONFIG / SPARSEDSL_FLASH_CONFIG", flush=True)
     res["total_s"] = time.perf_counter() - t_start
     return res
+
+
+def _sliding_flops(M, blk, D):
+    """4 d per (query, key) pair of the stored blocks (what a block-skipping kernel computes)."""
+    return 4 * D * len(M.levels[2]["crd"]) * blk[0] * blk[1]
 
 
 def _window_dense(L, W):
@@ -311,13 +337,14 @@ def _window_dense(L, W):
     return ((i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < W))[None]
 
 
-def _line(name, row, flex_s):
+def _line(name, row):
     def t(key):
         return f"{row[key] * 1e3:.3f}" if key in row else "  -  "
 
     sw = f"{row['sliding_x_flex']:.2f}x flex (target {SW_TARGET})" if row.get("sliding_x_flex") else "no flex"
     return (f"{name:18s} sliding {t('sliding_s')} ms (out16 {t('sliding_out16_s')}) {sw}; causal {t('causal_s')} "
             f"ms (out16 {t('causal_out16_s')}) {row['causal_x_sdpa']:.2f}x sdpa (target {CAUSAL_TARGET}); "
+            f"{row['sliding_tflops']:.0f} / {row['causal_tflops']:.0f} TFLOP/s; "
             f"small worst rel {row['small']['worst_rel']:.1e} over {row['small']['n_cases']}")
 
 
@@ -336,7 +363,7 @@ def main(argv=None):
     ap.add_argument("--compile-only", action="store_true", help="NVRTC compile check of every config (no GPU)")
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all)")
     ap.add_argument("--quick", action="store_true", help="L=4096 (checks that the script runs)")
-    ap.add_argument("--budget", type=float, default=140.0, help="wall seconds before remaining configs are skipped")
+    ap.add_argument("--budget", type=float, default=125.0, help="wall seconds before remaining configs are skipped")
     ap.add_argument("--out", default=None, help="JSON path")
     args = ap.parse_args(argv)
     names = args.configs.split(",") if args.configs else list(_flash.CONFIGS)
@@ -350,7 +377,8 @@ def main(argv=None):
 
         from .timing import machine_info
 
-        res = {"machine": machine_info({"torch": torch.__version__}), **gpu_sweep(names, args.quick, args.budget)}
+        res = {"machine": machine_info({"torch": torch.__version__}),
+               **gpu_sweep(names, args.quick, args.budget, args.out)}
     if args.out:
         write_json(args.out, res)
         print("wrote", args.out)
