@@ -326,14 +326,17 @@ def fused_attention(Q, K, V, M, scale: float, out_dtype=np.float32, nwarps: int 
     if out16 and cfg.version == 1:
         raise ValueError(f"fused_attention(out16=True) needs a version-2 or 3 config; {config or CONFIG!r} "
                          "is version 1")
+    half_out = np.dtype(out_dtype) == np.float16 and not q[1] and cfg.version >= 2  # written as float16
     pos, crd, vals, full, bits = _mask_arrays(M)
-    out = cp.empty((n, lq, d), cp.uint16 if out16 else cp.float32)
+    out = cp.empty((n, lq, d), cp.uint16 if out16 or half_out else cp.float32)
     kern = _compiled(d, q[1], cfg)
     args = (q[0], k[0], v[0], pos, crd, vals if cfg.version == 1 else bits, full, out, np.int32(lq), np.int32(lk),
             np.int32(r), np.int32(c), np.int32(lq // r), np.float32(scale * math.log2(math.e)))
     if cfg.version >= 2:
-        args += (np.int32(out16),)
+        args += (np.int32(out16 or half_out),)
     kern((lq // cfg.bm, n), (32 * cfg.nwarps,), args, shared_mem=cfg.smem(d))
+    if half_out and not out16:
+        return out.view(cp.float16)
     if out16:
         if type(Q).__module__.startswith("torch"):
             import torch
