@@ -371,3 +371,124 @@ def test_mustafar_decode_on_the_gpu():
     kp, vp = (x.astype(np.float16).astype(np.float64) for x in (cache.K_pruned_, cache.V_pruned_))
     want = A.dense_attention(q.astype(np.float16)[None, :, None], kp[None], vp[None])[0, :, 0]
     assert _rel(got.double().cpu().numpy(), want) <= 2e-2
+
+
+# ---- bitmap-KV decode: the fused template (attention.bitmap_decode) --------------------------------------
+
+
+def test_bitmap_decode_is_a_registered_template_of_the_decode_program_and_says_why_not():
+    from sparsedsl.stdlib.attention import _decode
+
+    t = {t.name: t for t in templates.registered(stage="program", backend="cuda")}["attention.bitmap_decode"]
+    assert t.pattern == A.kv_cache.DECODE_PROGRAM
+    rng = np.random.default_rng(1)
+    for d, used in ((128, True), (64, True), (80, False)):
+        K, V = rng.standard_normal((2, 3, 40, d)).astype(np.float32)
+        c = A.BitmapKVCache(0.7).fit(K, V)
+        text = sd.explain(_decode.decode_kernel(), K=c.K_, V=c.V_, q=K[:, 0], scale=0.1, backend="cuda")
+        assert ("template: attention.bitmap_decode" in text) == used, text[:400]
+        if not used:
+            assert "template attention.bitmap_decode not used: head dim 80" in text
+
+
+def test_bitmap_decode_cache_options_are_validated():
+    with pytest.raises(ValueError, match="dtype"):
+        A.BitmapKVCache(0.7, dtype="float16")  # the CPU stores float32
+    with pytest.raises(ValueError, match="sparsity"):
+        A.BitmapKVCache(1.0)
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("SPARSEDSL_NVRTC"),
+                    reason="set SPARSEDSL_NVRTC to a libnvrtc.so.12 to compile the decode kernels without a GPU")
+def test_bitmap_decode_kernels_compile_with_nvrtc():
+    import os
+
+    from sparsedsl.stdlib.attention import _decode
+
+    for defs in _decode.variants():
+        ok, log = _decode.nvrtc_compile(_decode.source(**defs), os.environ["SPARSEDSL_NVRTC"])
+        assert ok, log
+
+
+def _gpu_cache(n, L, d, dtype, seed=0, zeros=False):
+    import torch
+
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    K, V = (torch.randn(n, L, d, device="cuda", generator=g) for _ in range(2))
+    if zeros:  # tokens with fewer nonzeros than the budget: only the nonzeros are stored
+        K[:, ::7, 10:] = 0
+    return K, V, A.BitmapKVCache(0.7, device="cuda", dtype=dtype).fit(K.to(getattr(torch, dtype)),
+                                                                    V.to(getattr(torch, dtype)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_GPU or not HAVE_TORCH, reason="needs cupy, torch and an NVIDIA GPU")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("batch, L", [(1, 2049), (8, 777), (8, 100)])
+def test_bitmap_decode_template_equals_the_generated_code_and_dense_attention_on_the_pruned_cache(dtype, batch, L):
+    import torch
+
+    from sparsedsl.stdlib.attention import _decode
+
+    H, d = 2, 128
+    _, _, cache = _gpu_cache(batch * H, L, d, dtype, seed=batch + L, zeros=True)
+    q = torch.randn(batch * H, d, device="cuda", dtype=getattr(torch, dtype))
+    kp, vp = (x.astype(np.float64) for x in (cache.K_pruned_, cache.V_pruned_))
+    want = A.dense_attention(q.double().cpu().numpy()[None, :, None], kp[None], vp[None])[0, :, 0]
+    fused = A.decode_attention(q, cache)
+    generated = A.decode_attention(q, cache, schedule={"templates": False})
+    assert fused.dtype == q.dtype and fused.is_cuda and fused.shape == (batch * H, d)
+    tol = 2e-3 if dtype == "float16" else 1e-5  # float16: the output's rounding
+    assert _rel(fused.double().cpu().numpy(), want) <= tol
+    assert _rel(fused.double().cpu().numpy(), generated.double().cpu().numpy()) <= tol
+    exact = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d))  # float32 output: no rounding
+    assert _rel(exact.get(), want) <= 1e-5
+    for tw in (32, 64, 512):  # many parts (the last CTA merges), and one
+        got = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d), tokens_per_warp=tw)
+        assert _rel(got.get(), want) <= 1e-5, tw
+    text = sd.explain(_decode.decode_kernel(), K=cache.K_, V=cache.V_, q=q, scale=0.1)
+    assert "template: attention.bitmap_decode" in text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_GPU or not HAVE_TORCH, reason="needs cupy, torch and an NVIDIA GPU")
+@pytest.mark.parametrize("d", [32, 64, 256])
+def test_bitmap_decode_other_head_dims_and_repeated_steps(d):
+    import torch
+
+    from sparsedsl.stdlib.attention import _decode
+
+    _, _, cache = _gpu_cache(6, 1500, d, "float16", seed=d)
+    kp, vp = (x.astype(np.float64) for x in (cache.K_pruned_, cache.V_pruned_))
+    for step in range(3):  # the merge's tickets are reset for the next launch
+        q = torch.randn(6, d, device="cuda", dtype=torch.float32)
+        want = A.dense_attention(q.double().cpu().numpy()[None, :, None], kp[None], vp[None])[0, :, 0]
+        got = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d), tokens_per_warp=32)
+        assert _rel(got.get(), want) <= 1e-5, step
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_GPU or not HAVE_TORCH, reason="needs cupy, torch and an NVIDIA GPU")
+@pytest.mark.parametrize("d", [64, 128])
+def test_the_gpu_cache_build_equals_the_host_build(d):
+
+    from sparsedsl.stdlib.attention import _decode
+
+    K, _, _ = _gpu_cache(3, 301, d, "float32", seed=5, zeros=True)
+    host = bitmap_3d(prune_per_token(K.cpu().numpy(), 0.7))
+    for dtype in ("float32", "float16"):  # float32 input: no ties, the same entries
+        dev = _decode.bitmap_from_dense(K, 0.7, dtype)
+        assert np.array_equal(dev.levels[2]["mask"].get(), host.levels[2]["mask"])
+        assert np.array_equal(dev.levels[2]["pos"].get(), host.levels[2]["pos"])
+        assert np.array_equal(dev.values.get(), host.values.astype(dtype))
+        assert np.array_equal(_decode.bitmap_to_dense(dev).get(), host.to_numpy().astype(dtype))
+    # float16 input has ties among magnitudes, which the two builds may break differently: the same
+    # counts, and per token the same kept magnitudes
+    x = K.half()
+    dev, ref = _decode.bitmap_from_dense(x, 0.7, "float16"), bitmap_3d(prune_per_token(x.float().cpu().numpy(), 0.7))
+    pos = ref.levels[2]["pos"]
+    assert np.array_equal(dev.levels[2]["pos"].get(), pos)
+    got, want = np.abs(dev.values.get().astype(np.float32)), np.abs(ref.values)
+    assert all(np.array_equal(np.sort(got[a:b]), np.sort(want[a:b])) for a, b in zip(pos[:-1], pos[1:]))
+    c = A.BitmapKVCache(0.7, device="cuda").fit(K, K)
+    assert c.nbytes_fp16() <= 0.45 * c.dense_nbytes_fp16()

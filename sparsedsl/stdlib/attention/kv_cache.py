@@ -7,6 +7,10 @@ per (batch, head) is a sparsedsl program over that storage, never a dense copy:
 
     s[h,j] = K[h,j,d] q[h,d];  o[h,c] = Σ_j softmax_j(scale · s[h,j]) V[h,j,c]
 
+On the GPU the program template ``attention.bitmap_decode`` (``_decode.py``) runs it as one fused
+flash-decoding kernel that reads the bitmap directly; the generated code is its fallback and oracle.
+A cache for the GPU is also built there (``_decode.bitmap_from_dense``: no per-token host work).
+
 References
 ----------
 Joo et al., "Mustafar: Promoting Unstructured Sparsity for KV Cache Pruning in LLM Inference", 2025.
@@ -16,29 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import sparsedsl as sd
 from sparsedsl import SparseTensor
 
 from ._core import _back, _host64, _kind
-
-BITMAP3 = "(h, j, d) -> (h: dense, j: dense, d: bitmap)"
-
-DECODE_PROGRAM = """
-let s[h,j] = K[h,j,d] * q[h,d]
-let m[h] = max[j](s[h,j])
-let e[h,j] = exp(scale * (s[h,j] - m[h]))
-let z[h] = e[h,j]
-o[h,c] = e[h,j] * V[h,j,c] / z[h]
-"""
-
-_decode = None
-
-
-def _decode_kernel():
-    global _decode
-    if _decode is None:
-        _decode = sd.compile(DECODE_PROGRAM, name="bitmap_decode_attention", K=BITMAP3, V=BITMAP3)
-    return _decode
+from ._decode import BITMAP3, DECODE_PROGRAM, HEAD_DIMS, bitmap_from_dense, decode_kernel
 
 
 def prune_per_token(x, sparsity: float) -> np.ndarray:
@@ -64,33 +49,46 @@ class BitmapKVCache:
     Parameters
     ----------
     sparsity : fraction of each token's entries dropped (Mustafar: 0.7 without fine-tuning).
-    device : "cpu" or "cuda" (values float16 there).
+    device : "cpu" or "cuda". On the GPU the cache is built there (vectorised: one warp per token)
+        when d is 32, 64, 128 or 256, else on the host and copied.
+    dtype : the stored values: "float32" on the CPU; "float16" (default) or "float32" on the GPU.
 
     Attributes
     ----------
-    K_, V_ : SparseTensor in ``(h, j, d) -> (h: dense, j: dense, d: bitmap)``.
-    K_pruned_, V_pruned_ : the pruned dense caches (the reference decode attention runs on).
+    K_, V_ : SparseTensor in ``(h, j, d) -> (h: dense, j: dense, d: bitmap)``, on ``device``.
+    K_pruned_, V_pruned_ : the pruned dense caches as float32 numpy arrays, read back from ``K_`` and
+        ``V_`` on access (the reference decode attention runs on).
 
     References
     ----------
     Joo et al., "Mustafar: Promoting Unstructured Sparsity for KV Cache Pruning in LLM Inference", 2025.
     """
 
-    def __init__(self, sparsity: float = 0.7, *, device: str = "cpu"):
+    def __init__(self, sparsity: float = 0.7, *, device: str = "cpu", dtype: str | None = None):
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda'; got {device!r}")
-        self.sparsity, self.device = float(sparsity), device
+        if not 0 <= sparsity < 1:
+            raise ValueError(f"sparsity must be in [0, 1); got {sparsity!r}")
+        dtype = ("float32" if device == "cpu" else "float16") if dtype is None else str(np.dtype(dtype))
+        allowed = ("float32",) if device == "cpu" else ("float16", "float32")
+        if dtype not in allowed:
+            raise ValueError(f"dtype must be one of {allowed} on device {device!r}; got {dtype!r}")
+        self.sparsity, self.device, self.dtype = float(sparsity), device, dtype
 
     def fit(self, K, V):
         if getattr(K, "ndim", None) != 3 or tuple(K.shape) != tuple(V.shape):
             raise ValueError(f"BitmapKVCache.fit(): K and V must be (batch*heads, L, d) of the same shape; "
                              f"got {getattr(K, 'shape', None)} and {getattr(V, 'shape', None)}")
-        self.K_pruned_ = prune_per_token(K, self.sparsity)
-        self.V_pruned_ = prune_per_token(V, self.sparsity)
-        self.K_, self.V_ = bitmap_3d(self.K_pruned_), bitmap_3d(self.V_pruned_)
+        if self.device == "cuda" and K.shape[-1] in HEAD_DIMS:
+            self.K_, self.V_ = (bitmap_from_dense(x, self.sparsity, self.dtype) for x in (K, V))
+            return self
+        self.K_, self.V_ = (bitmap_3d(prune_per_token(x, self.sparsity)) for x in (K, V))
         if self.device == "cuda":
-            self.K_, self.V_ = (t.to("cuda").astype("float16") for t in (self.K_, self.V_))
+            self.K_, self.V_ = (t.to("cuda").astype(self.dtype) for t in (self.K_, self.V_))
         return self
+
+    K_pruned_ = property(lambda self: _dense32(self.K_), doc="the pruned dense K cache (float32 numpy)")
+    V_pruned_ = property(lambda self: _dense32(self.V_), doc="the pruned dense V cache (float32 numpy)")
 
     def nbytes_fp16(self) -> int:
         """Bytes of the compressed K and V with float16 values: bitmap words, per-token offsets and
@@ -100,6 +98,10 @@ class BitmapKVCache:
     def dense_nbytes_fp16(self) -> int:
         """Bytes of the dense float16 K and V caches."""
         return 2 * 2 * int(np.prod(self.K_.shape))
+
+
+def _dense32(t: SparseTensor) -> np.ndarray:
+    return t.to("cpu").to_numpy().astype(np.float32)
 
 
 def bitmap_3d(x: np.ndarray) -> SparseTensor:
@@ -122,10 +124,13 @@ def _bytes(t: SparseTensor, value_bytes: int) -> int:
     return index + int(t.values.size) * value_bytes
 
 
-def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None):
+def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None, schedule: dict | None = None):
     """Attention of one query per (batch·head) slice, q of shape (n, d), over the compressed cache,
     computed on the bitmap storage (numpy/torch on the CPU, cupy/torch CUDA on the GPU). Equals
     dense attention over the pruned cache (``cache.K_pruned_``, ``cache.V_pruned_``).
+
+    On the GPU the fused kernel ``attention.bitmap_decode`` runs when it fits (``sd.explain`` says
+    why not otherwise); ``schedule={"templates": False}`` runs the generated code instead.
 
     References
     ----------
@@ -143,13 +148,14 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None):
     if tuple(q.shape) != (n, d):
         raise ValueError(f"decode_attention(): q must be (batch*heads, d) = {(n, d)}; got {tuple(q.shape)}")
     scale = 1.0 / float(np.sqrt(d)) if scale is None else float(scale)
-    k = _decode_kernel()
+    k = decode_kernel(schedule)
     if _kind(q) in ("numpy", "torch"):
         K_, V_ = (t.to("cpu").astype(np.float32) if t.device != "cpu" else t for t in (cache.K_, cache.V_))
         out = k(K=K_, V=V_, q=_host64(q).astype(np.float32), scale=scale)
         return _back(np.asarray(out), q)
-    out = k(K=cache.K_, V=cache.V_, q=q, scale=scale, backend="cuda")
+    out = k(K=cache.K_.to("cuda"), V=cache.V_.to("cuda"), q=q, scale=scale, backend="cuda")
     return _back(out, q)
 
 
-__all__ = ["BITMAP3", "BitmapKVCache", "bitmap_3d", "DECODE_PROGRAM", "decode_attention", "prune_per_token"]
+__all__ = ["BITMAP3", "BitmapKVCache", "bitmap_3d", "DECODE_PROGRAM", "decode_attention", "decode_kernel",
+           "prune_per_token"]
