@@ -130,6 +130,8 @@ def small_problems():
         ("causal-64x64", L, L, full_mask(L, L, causal=True, block=(64, 64))),
         ("causal-128x64", L, L, full_mask(L, L, causal=True, block=(128, 64))),
         ("noncausal-full-128x128", L, L, full_mask(L, L, block=(128, 128))),
+        ("causal-128x128", L, L, full_mask(L, L, causal=True, block=(128, 128))),
+        ("window-128x128", 512, 512, A.sliding_window(512, 200, block=(128, 128))),
         ("block-sparse-128x64", L, L, A.block_sparse(qk[0], qk[1], block=(128, 64), top_k=2)),
         ("causal-Lq128-Lk384", 128, 384, restrict_causal(full_mask(128, 384, block=(64, 64)))),
         ("random-empty-rows-128x64-Lk384", L, 384, random_blocked_mask(n, L, 384, (128, 64), 1)),
@@ -221,6 +223,7 @@ def _check_template(name, out):
         _flash.CONFIG = prev
 
 
+ALSO_128 = ("v2-w4-m2", "v3-wg2-b2", "v3-wg2-n128")  # also timed on 128x128-block masks
 BLOCKS = ((64, 64), (128, 64), (128, 128), (256, 64))  # the block shapes of the checks and benchmarks
 
 
@@ -298,6 +301,11 @@ def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
         base["sdpa_flash_causal_s"] = _bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
     print(f"setup {res['setup_s']:.1f} s; baselines: {base}", flush=True)
     flex_s, sdpa_s = base.get("flex_sliding_s"), base["sdpa_flash_causal_s"]
+    masks128 = {}
+
+    def setup128():  # FlexAttention's own 128x128 blocks: 128-key tiles for bn = 128
+        masks128.update(sw=A.sliding_window(L, W, block=(128, 128), heads=B * H).to("cuda"),
+                        c=A.mask_3d(full_mask(L, L, causal=True, block=(128, 128)), B * H, L, L).to("cuda"))
 
     for name in names:
         row = res["configs"][name] = {"config": repr(_flash.CONFIGS[name])}
@@ -316,6 +324,8 @@ def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
             if same and small["ok"]:  # a fallback already timed under another name (256-row tiles, 128-row blocks)
                 row["same_as"] = same[0]
                 print(f"{name:18s} runs as {same[0]} on {blk} blocks (its small checks passed)", flush=True)
+                if name in ALSO_128:
+                    _time_128(name, row, masks128, setup128, (q3, k3, v3, scale), ref_sw, ref_c)
                 continue
             o = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, M, scale, config=name))
             row["sliding_vs_flex"] = _errors(o, ref_sw) if ref_sw is not None else None
@@ -337,6 +347,8 @@ def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
                     lambda: _flash.fused_attention(q3, k3, v3, M, scale, config=name, out16=True))
                 row["causal_out16_s"] = _bench(
                     lambda: _flash.fused_attention(q3, k3, v3, Mc, scale, config=name, out16=True))
+            if name in ALSO_128:
+                _time_128(name, row, masks128, setup128, (q3, k3, v3, scale), ref_sw, ref_c)
             best_sw = min(row["sliding_s"], row.get("sliding_out16_s", math.inf))
             best_c = min(row["causal_s"], row.get("causal_out16_s", math.inf))
             row["sliding_x_flex"] = flex_s / best_sw if flex_s else None
@@ -356,6 +368,25 @@ def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
           f"{res['recommended']}; set _flash.CONFIG / SPARSEDSL_FLASH_CONFIG", flush=True)
     res["total_s"] = time.perf_counter() - t_start
     return res
+
+
+def _time_128(name, row, masks128, setup, qkv, ref_sw, ref_c):
+    """The sliding-window and causal problems again on 128x128-block masks (built on first use)."""
+    import torch
+
+    q3, k3, v3, scale = qkv
+    if not masks128:
+        setup()
+    for key, m, ref in (("sliding128", masks128["sw"], ref_sw), ("causal128", masks128["c"], ref_c)):
+        o = torch.from_dlpack(_flash.fused_attention(q3, k3, v3, m, scale, config=name))
+        err = row[f"{key}_err"] = _errors(o, ref) if ref is not None else None
+        if err is None or err["rel"] <= 2e-2:
+            row[f"{key}_s"] = _bench(lambda: _flash.fused_attention(q3, k3, v3, m, scale, config=name))
+            row[f"{key}_out16_s"] = _bench(lambda: _flash.fused_attention(q3, k3, v3, m, scale, config=name,
+                                                                          out16=True))
+    print(f"{name:18s} 128x128 blocks: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in row.items()
+                                                     if k.endswith(("128_s", "128_out16_s")))
+          + f"; errors {row['sliding128_err']}, {row['causal128_err']}", flush=True)
 
 
 def _sliding_flops(M, blk, D):

@@ -6,7 +6,11 @@ mask is in the 3-D blocked format (r, c multiples of 64), q/k/v are 16-bit and t
 the fallback (``schedule={"templates": False}``) and the oracle of its tests.
 
 The kernel: FlashAttention-2's online softmax over each query tile's stored mask blocks only (empty
-blocks are never visited), tensor cores through mma.sync, the mask's bytes read only in partial blocks.
+blocks are never visited), the mask read only in partial blocks. Three versions, chosen by a named
+``Config`` (``CONFIGS``; ``CONFIG`` or $SPARSEDSL_FLASH_CONFIG picks the default, the sweep
+``benchmarks/attention_kernel_sweep.py`` measures them): 1, mma.sync with a warp per 16 query rows;
+2, mma.sync with register blocking (a warp per 16·mt rows, FlashAttention-2's layout); 3, Hopper
+wgmma (sm_90a, a warpgroup per 64 rows), compiled here by NVRTC since cupy does not target sm_90a.
 
 References
 ----------
@@ -137,6 +141,7 @@ CONFIGS = {
     "v3-wg2": Config(3, 8),                 # two warpgroups, 128 rows, sharing K/V tiles
     "v3-wg2-b2": Config(3, 8, minblocks=2),  # <= 128 registers: two CTAs (four warpgroups) per SM
     "v3-wg2-q": Config(3, 8, qreg=True),    # Q in registers (S = Q K^T with A from registers)
+    "v3-wg2-n128": Config(3, 8, bn=128),    # 128-key tiles where the blocks are 128 wide (else 64)
     "v3-wg1-q": Config(3, 4, qreg=True),
 }
 # The configuration used, by name: set it (or SPARSEDSL_FLASH_CONFIG) from the sweep's numbers. Until
@@ -146,7 +151,7 @@ CONFIG = os.environ.get("SPARSEDSL_FLASH_CONFIG", "v1-w4")
 
 def _choose(name: str | None, r: int, c: int, nwarps: int | None = None, hopper: bool = True) -> Config:
     """The named configuration (``nwarps`` overriding its warp count), or the nearest that fits r x c
-    blocks: one m16 tile per warp, then 4 warps and 64-row key tiles (r, c are multiples of 64).
+    blocks: 64-row key tiles, one m16 tile per warp, then 4 warps (r, c are multiples of 64).
     Without a Hopper GPU (``hopper``), a wgmma (version 3) configuration becomes FlashAttention-2's."""
     name = name or CONFIG
     if name not in CONFIGS:
@@ -156,7 +161,8 @@ def _choose(name: str | None, r: int, c: int, nwarps: int | None = None, hopper:
         cfg = CONFIGS["v2-w4-m2"]
     if nwarps:
         cfg = replace(cfg, nwarps=nwarps)
-    for cand in (cfg, replace(cfg, mt=1), replace(cfg, nwarps=4, mt=1, bn=64)):
+    for cand in (cfg, replace(cfg, bn=64), replace(cfg, mt=1), replace(cfg, mt=1, bn=64),
+                 replace(cfg, nwarps=4, mt=1, bn=64)):
         if cand.fits(r, c):
             return cand
     raise AssertionError("unreachable: 64 x 64 always fits")

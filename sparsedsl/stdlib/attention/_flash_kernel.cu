@@ -384,19 +384,21 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
                         for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale_log2;
             } else {
                 const unsigned long long* wb = bits + (size_t)p * r * words + (s_in * BN) / 64;
-                const int shift = (s_in * BN) % 64 + 2 * t4;
+                const int shift = (s_in * BN) % 64 + 2 * t4;  // a tile of <= 64 columns lies in one word
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
                     for (int hr = 0; hr < 2; ++hr) {
                         const int row = ro + warp * WROWS + mt * 16 + g + 8 * hr;
-                        const unsigned long long w = wb[(size_t)row * words] >> shift;
+                        unsigned long long w[BN > 64 ? BN / 64 : 1];
+#pragma unroll
+                        for (int i = 0; i < (BN > 64 ? BN / 64 : 1); ++i) w[i] = wb[(size_t)row * words + i] >> shift;
 #pragma unroll
                         for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
                             for (int e = 0; e < 2; ++e) {
                                 const float v = s[mt][n][2 * hr + e] * scale_log2;
-                                s[mt][n][2 * hr + e] = ((w >> (n * 8 + e)) & 1ull) ? v : NEG_INF;
+                                s[mt][n][2 * hr + e] = ((w[n / 8] >> ((n % 8) * 8 + e)) & 1ull) ? v : NEG_INF;
                             }
                         }
                     }
@@ -637,17 +639,19 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
                     for (int e = 0; e < 4; ++e) s[n][e] *= scale_log2;
             } else {
                 const unsigned long long* wb = bits + (size_t)p * r * words + (s_in * BN) / 64;
-                const int shift = (s_in * BN) % 64 + 2 * t4;
+                const int shift = (s_in * BN) % 64 + 2 * t4;  // a tile of <= 64 columns lies in one word
 #pragma unroll
                 for (int hr = 0; hr < 2; ++hr) {
                     const int row = ro + wrow + g + 8 * hr;
-                    const unsigned long long w = wb[(size_t)row * words] >> shift;
+                    unsigned long long w[BN > 64 ? BN / 64 : 1];
+#pragma unroll
+                    for (int i = 0; i < (BN > 64 ? BN / 64 : 1); ++i) w[i] = wb[(size_t)row * words + i] >> shift;
 #pragma unroll
                     for (int n = 0; n < BN / 8; ++n)
 #pragma unroll
                         for (int e = 0; e < 2; ++e) {
                             const float v = s[n][2 * hr + e] * scale_log2;
-                            s[n][2 * hr + e] = ((w >> (n * 8 + e)) & 1ull) ? v : NEG_INF;
+                            s[n][2 * hr + e] = ((w[n / 8] >> ((n % 8) * 8 + e)) & 1ull) ? v : NEG_INF;
                         }
                 }
             }
