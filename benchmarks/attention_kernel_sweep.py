@@ -233,22 +233,25 @@ def _warm_compile(names) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     hopper = _flash._hopper()
-    cfgs = {(name, _flash._choose(name, r, c, None, hopper)) for name in names for r, c in BLOCKS}
-    jobs = [(name, cfg, d, bf16) for name, cfg in sorted(cfgs, key=repr) for d in (128, 64) for bf16 in (True, False)]
+    uses = {name: {_flash._choose(name, r, c, None, hopper) for r, c in BLOCKS} for name in names}
+    jobs = [(cfg, d, bf16) for cfg in sorted(set().union(*uses.values()), key=repr) for d in (128, 64)
+            for bf16 in (True, False)]
 
     def one(job):
-        name, cfg, d, bf16 = job
+        cfg, d, bf16 = job
         try:
             _flash._compiled(d, bf16, cfg)
             return None
         except Exception as exc:  # noqa: BLE001
             return f"{cfg} d{d} {'bf16' if bf16 else 'f16'}: {exc!r}"[:3000]
 
-    errors = {}
     with ThreadPoolExecutor(8) as pool:
-        for job, err in zip(jobs, pool.map(one, jobs)):
-            if err:
-                errors.setdefault(job[0], err)
+        failed = {job[0]: err for job, err in zip(jobs, pool.map(one, jobs)) if err}
+    errors = {}
+    for name, cfgs in uses.items():
+        for cfg in cfgs:
+            if cfg in failed:
+                errors.setdefault(name, failed[cfg])
     return errors
 
 

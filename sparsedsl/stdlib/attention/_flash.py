@@ -203,7 +203,11 @@ def _cubin(src: str, name: str) -> str:
     import tempfile
 
     folder = pathlib.Path(os.environ.get("SPARSEDSL_CACHE", pathlib.Path.home() / ".cache" / "sparsedsl")) / "flash"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home
+        folder = pathlib.Path(tempfile.gettempdir()) / "sparsedsl-flash"
+        folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{hashlib.sha256(src.encode()).hexdigest()[:16]}.cubin"
     if not path.exists():
         ok, log, cubin = nvrtc_compile(src, name, "sm_90a")
