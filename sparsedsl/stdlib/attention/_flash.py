@@ -197,8 +197,8 @@ def _compiled(head_dim: int, bf16: bool, cfg: Config):
 
 
 def _cubin(src: str, name: str) -> str:
-    """Path of the sm_90a cubin of ``src``, compiled once into a cache folder keyed by its hash
-    (``SPARSEDSL_CACHE`` or ~/.cache/sparsedsl); written atomically."""
+    """Path of the sm_90a cubin of ``src``, compiled once into a cache folder (``SPARSEDSL_CACHE`` or
+    ~/.cache/sparsedsl) under a hash of the source and NVRTC's version; written atomically."""
     import hashlib
     import tempfile
 
@@ -208,7 +208,8 @@ def _cubin(src: str, name: str) -> str:
     except OSError:  # a read-only home
         folder = pathlib.Path(tempfile.gettempdir()) / "sparsedsl-flash"
         folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}-{hashlib.sha256(src.encode()).hexdigest()[:16]}.cubin"
+    key = hashlib.sha256(f"{_nvrtc_version()} sm_90a\n{src}".encode()).hexdigest()[:16]
+    path = folder / f"{name}-{key}.cubin"
     if not path.exists():
         ok, log, cubin = nvrtc_compile(src, name, "sm_90a")
         if not ok:
@@ -239,6 +240,14 @@ def _nvrtc():
             except OSError:
                 continue
     raise OSError("libnvrtc.so.12 not found (pip install nvidia-cuda-nvrtc-cu12, or set NVRTC_LIB)")
+
+
+def _nvrtc_version() -> str:
+    import ctypes
+
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    _nvrtc().nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    return f"nvrtc {major.value}.{minor.value}"
 
 
 def nvrtc_compile(src: str, name: str, arch: str = "sm_90a", extra=()) -> tuple[bool, str, bytes]:
