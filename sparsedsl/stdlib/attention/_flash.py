@@ -353,7 +353,8 @@ def fused_attention(Q, K, V, M, scale: float, out_dtype=np.float32, nwarps: int 
             np.int32(r), np.int32(c), np.int32(lq // r), np.float32(scale * math.log2(math.e)))
     if cfg.version >= 2:
         args += (np.int32(out16 or half_out),)
-    kern((lq // cfg.bm, n), (32 * cfg.nwarps,), args, shared_mem=cfg.smem(d))
+    grid = (lq // cfg.bm, n) if cfg.version == 1 else (n, lq // cfg.bm)  # versions 2, 3: heavy tiles first
+    kern(grid, (32 * cfg.nwarps,), args, shared_mem=cfg.smem(d))
     if half_out and not out16:
         return out.view(cp.float16)
     if out16:

@@ -285,8 +285,10 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, t4 = lane & 3;
-    const int h = blockIdx.y;
-    const int qblock = gridDim.x - 1 - blockIdx.x;  // heavy (late, causal) rows first
+    // grid (slices, query tiles): CTAs start x-fastest, so every slice's heavy (late, causal) tile goes
+    // first, then the next heaviest of each: longest first over the whole grid, a short tail
+    const int h = blockIdx.x;
+    const int qblock = gridDim.y - 1 - blockIdx.y;
     const int q0 = qblock * BM;
     const int I = q0 / r, ro = q0 % r;
     const int p0 = pos[h * nI + I], p1 = pos[h * nI + I + 1];
@@ -557,8 +559,10 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int wg = warp >> 2, wl = warp & 3;  // warpgroup, warp within it
     const int g = lane >> 2, t4 = lane & 3;
-    const int h = blockIdx.y;
-    const int qblock = gridDim.x - 1 - blockIdx.x;  // heavy (late, causal) rows first
+    // grid (slices, query tiles): CTAs start x-fastest, so every slice's heavy (late, causal) tile goes
+    // first, then the next heaviest of each: longest first over the whole grid, a short tail
+    const int h = blockIdx.x;
+    const int qblock = gridDim.y - 1 - blockIdx.y;
     const int q0 = qblock * BM;
     const int I = q0 / r, ro = q0 % r;
     const int p0 = pos[h * nI + I], p1 = pos[h * nI + I + 1];
