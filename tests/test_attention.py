@@ -448,6 +448,12 @@ def test_bitmap_decode_template_equals_the_generated_code_and_dense_attention_on
         assert _rel(got.get(), want) <= 1e-5, tw
     text = sd.explain(_decode.decode_kernel(), K=cache.K_, V=cache.V_, q=q, scale=0.1)
     assert "template: attention.bitmap_decode" in text
+    if dtype == "float16" and batch == 1:  # a bfloat16 query: the template says no, the generated code runs
+        qb = q.bfloat16()
+        assert "q is bfloat16" in sd.explain(_decode.decode_kernel(), K=cache.K_, V=cache.V_, q=qb, scale=0.1)
+        wb = A.dense_attention(qb.double().cpu().numpy()[None, :, None], kp[None], vp[None])[0, :, 0]
+        got = A.decode_attention(qb, cache)
+        assert got.dtype == qb.dtype and _rel(got.double().cpu().numpy(), wb) <= 2e-2
 
 
 @pytest.mark.gpu

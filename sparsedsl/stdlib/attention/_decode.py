@@ -125,6 +125,19 @@ def _cupy_array(x):
     return cp.asarray(x)
 
 
+def device_query(q):
+    """q as the decode plan binds it (a C-contiguous float16/float32 cupy array, from cupy or a torch
+    CUDA tensor without a copy), or None for anything else (bfloat16, other dtypes)."""
+    cp = device.cupy()
+    if type(q).__module__.startswith("torch"):
+        if not q.is_cuda or str(q.dtype) not in ("torch.float16", "torch.float32"):
+            return None
+        q = cp.from_dlpack(q.detach())
+    if not isinstance(q, cp.ndarray) or (q.dtype != cp.float16 and q.dtype != cp.float32):
+        return None
+    return q if q.flags.c_contiguous else cp.ascontiguousarray(q)
+
+
 def _aligned(a):
     """``a`` contiguous with a 16-byte aligned start (the kernel's vector loads), copied if not."""
     cp = device.cupy()

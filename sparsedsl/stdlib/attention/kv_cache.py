@@ -23,7 +23,8 @@ import numpy as np
 from sparsedsl import SparseTensor
 
 from ._core import _back, _host64, _kind
-from ._decode import BITMAP3, DECODE_PROGRAM, HEAD_DIMS, bitmap_from_dense, decode_kernel
+from ._decode import BITMAP3, DECODE_PROGRAM, HEAD_DIMS, bitmap_decode, bitmap_from_dense, decode_kernel, device_query
+from ._decode import TEMPLATE as FUSED_DECODE
 
 
 def prune_per_token(x, sparsity: float) -> np.ndarray:
@@ -153,8 +154,21 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None, sch
         K_, V_ = (t.to("cpu").astype(np.float32) if t.device != "cpu" else t for t in (cache.K_, cache.V_))
         out = k(K=K_, V=V_, q=_host64(q).astype(np.float32), scale=scale)
         return _back(np.asarray(out), q)
-    out = k(K=cache.K_.to("cuda"), V=cache.V_.to("cuda"), q=q, scale=scale, backend="cuda")
-    return _back(out, q)
+    K_, V_ = cache.K_.to("cuda"), cache.V_.to("cuda")
+    qd = device_query(q)
+    if qd is None:  # bfloat16 and other kinds: the compiler's own binding converts them
+        return _back(k(K=K_, V=V_, q=q, scale=scale, backend="cuda"), q)
+    # the operands are already what the plan takes (device bitmaps in the declared format, a contiguous
+    # float16/float32 cupy query, a Python float), so the kernel's plan is asked for directly: binding
+    # them again cost about 50 µs per call on the host (measured), more than the GPU time of a decode
+    # step at batch 1. The plan's select pass decides: the fused template, launched here to write the
+    # query's dtype itself (the program's output is float32: a cast would be one more launch), or the
+    # generated code when the template does not fit
+    bound = {"K": K_, "V": V_, "q": qd, "scale": scale}
+    plan = k.plan(bound, "cuda")
+    if plan.selection.template is FUSED_DECODE:
+        return _back(bitmap_decode(qd, K_, V_, scale, out_dtype=qd.dtype), q)
+    return _back(plan.run(bound)["o"], q)
 
 
 __all__ = ["BITMAP3", "BitmapKVCache", "bitmap_3d", "DECODE_PROGRAM", "decode_attention", "decode_kernel",
