@@ -69,6 +69,7 @@ class Config:
     bn: int = 64
     qreg: bool = False
     minblocks: int = 1
+    overlap: bool = False  # version 3: S of the next tile issued before this tile's softmax (3 stages)
 
     @property
     def bm(self) -> int:  # query rows per CTA
@@ -77,18 +78,19 @@ class Config:
     def fits(self, r: int, c: int) -> bool:
         return r % self.bm == 0 and c % self.bn == 0
 
-    def smem(self, head_dim: int) -> int:  # Q tile, two K stages, two V stages (version 3: unpadded)
-        return (self.bm + 4 * self.bn) * (head_dim + (0 if self.version == 3 else 8)) * 2
+    def smem(self, head_dim: int) -> int:  # Q tile, K and V stages (version 3: unpadded rows)
+        return (self.bm + 2 * (3 if self.overlap else 2) * self.bn) * (head_dim + (0 if self.version == 3 else 8)) * 2
 
     def kernel_name(self, head_dim: int, bf16: bool) -> str:
         return (f"sd_flash_v{self.version}_w{self.nwarps}_m{self.mt}_n{self.bn}{'_q' if self.qreg else ''}"
-                f"_b{self.minblocks}_d{head_dim}_{'bf16' if bf16 else 'f16'}")
+                f"{'_ov' if self.overlap else ''}_b{self.minblocks}_d{head_dim}_{'bf16' if bf16 else 'f16'}")
 
     def source(self, head_dim: int, bf16: bool) -> str:
         """The kernel's CUDA source: the defines, then ``_flash_kernel.cu``."""
         defines = {"KERNEL_VERSION": self.version, "HEAD_DIM": head_dim, "IS_BF16": int(bf16),
                    "NWARPS": self.nwarps, "MT": self.mt, "BN": self.bn, "QREG": int(self.qreg),
-                   "MINBLOCKS": self.minblocks, "KERNEL_NAME": self.kernel_name(head_dim, bf16)}
+                   "MINBLOCKS": self.minblocks, "OVERLAP": int(self.overlap),
+                   "KERNEL_NAME": self.kernel_name(head_dim, bf16)}
         head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
         if self.version == 3:
             head += _wgmma_wrappers(self.bn, head_dim, bf16)
@@ -139,10 +141,11 @@ CONFIGS = {
     "v2-w8-m2": Config(2, 8, 2),            # 256 rows: masks with 256-row blocks
     "v3-wg1": Config(3, 4),                 # wgmma: one warpgroup, 64 rows
     "v3-wg2": Config(3, 8),                 # two warpgroups, 128 rows, sharing K/V tiles
-    "v3-wg2-b2": Config(3, 8, minblocks=2),  # <= 128 registers: two CTAs (four warpgroups) per SM
     "v3-wg2-q": Config(3, 8, qreg=True),    # Q in registers (S = Q K^T with A from registers)
     "v3-wg2-n128": Config(3, 8, bn=128),    # 128-key tiles where the blocks are 128 wide (else 64)
     "v3-wg1-q": Config(3, 4, qreg=True),
+    "v3-wg1-ov": Config(3, 4, overlap=True),  # FlashAttention-3's intra-warpgroup overlap, 3 K/V stages
+    "v3-wg2-ov": Config(3, 8, overlap=True),
 }
 # The configuration used, by name: set it (or SPARSEDSL_FLASH_CONFIG) from the sweep's numbers. Until
 # versions 2 and 3 have run on a GPU, the default stays the first kernel, measured and tested.
