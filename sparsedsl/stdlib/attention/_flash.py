@@ -60,8 +60,9 @@ def _fits(m) -> str | None:
 class Config:
     """One compile-time configuration of ``_flash_kernel.cu``. version 1: a warp per 16 query rows
     (the first kernel); version 2: register blocking, a warp per ``16 * mt`` rows, so each K/V
-    fragment read from shared memory feeds ``mt`` MMAs. ``bn``: key/value tile rows (version 2);
-    ``qreg``: Q held in registers (else re-read from shared memory each k-step)."""
+    fragment read from shared memory feeds ``mt`` MMAs; version 3: wgmma, a warpgroup (4 warps) per
+    64 rows. ``bn``: key/value tile rows (versions 2, 3); ``qreg``: Q held in registers (else re-read
+    from shared memory each k-step); ``minblocks``: CTAs per SM promised to ptxas (a register cap)."""
 
     version: int
     nwarps: int
@@ -163,6 +164,8 @@ def _choose(name: str | None, r: int, c: int, nwarps: int | None = None, hopper:
     if cfg.version == 3 and not hopper:
         cfg = CONFIGS["v2-w4-m2"]
     if nwarps:
+        if cfg.version == 3 and nwarps % 4:
+            raise ValueError(f"nwarps={nwarps}: a wgmma config ({name!r}) takes whole warpgroups (4 or 8 warps)")
         cfg = replace(cfg, nwarps=nwarps)
     for cand in (cfg, replace(cfg, bn=64), replace(cfg, mt=1), replace(cfg, mt=1, bn=64),
                  replace(cfg, nwarps=4, mt=1, bn=64)):
