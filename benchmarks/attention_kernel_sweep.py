@@ -367,6 +367,7 @@ def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
         torch.cuda.empty_cache()
         if out:
             write_json(out, res)
+    _summary(res["configs"], flex_s, sdpa_s)
     res["recommended"] = _recommend(res["configs"], flex_s, sdpa_s)
     print(f"recommended default (correct, best worse-of-two ratio to the targets, float32 output): "
           f"{res['recommended']}; set _flash.CONFIG / SPARSEDSL_FLASH_CONFIG", flush=True)
@@ -414,6 +415,23 @@ def _line(name, row):
             f"ms (out16 {t('causal_out16_s')}) {row['causal_x_sdpa']:.2f}x sdpa (target {CAUSAL_TARGET}); "
             f"{row['sliding_tflops']:.0f} / {row['causal_tflops']:.0f} TFLOP/s; "
             f"small worst rel {row['small']['worst_rel']:.1e} over {row['small']['n_cases']}")
+
+
+def _summary(rows, flex_s, sdpa_s):
+    """One table, fastest sliding window first (best of float32 and 16-bit output)."""
+    timed = [(n, r) for n, r in rows.items() if "sliding_s" in r]
+    timed.sort(key=lambda nr: min(nr[1]["sliding_s"], nr[1].get("sliding_out16_s", math.inf)))
+    print(f"\n{'config':18s} {'sliding ms':>10s} {'x flex':>7s} {'causal ms':>10s} {'x sdpa':>7s}  "
+          "(best of float32 and 16-bit output)")
+    for n, r in timed:
+        sw = min(r["sliding_s"], r.get("sliding_out16_s", math.inf))
+        c = min(r["causal_s"], r.get("causal_out16_s", math.inf))
+        print(f"{n:18s} {sw * 1e3:10.3f} {flex_s / sw if flex_s else float('nan'):7.2f} {c * 1e3:10.3f} "
+              f"{sdpa_s / c:7.2f}", flush=True)
+    others = {n: r.get("error") or ("wrong" if r.get("correct") is False else r.get("same_as") or r.get("skipped"))
+              for n, r in rows.items() if "sliding_s" not in r}
+    if others:
+        print("not timed: " + "; ".join(f"{n}: {str(v)[:120]}" for n, v in others.items()), flush=True)
 
 
 def _recommend(rows, flex_s, sdpa_s):
