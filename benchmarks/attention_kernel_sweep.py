@@ -224,6 +224,9 @@ def _check_template(name, out):
         _flash.CONFIG = prev
 
 
+# the order of the sweep: the first kernel, FlashAttention-2's layout, the wgmma kernels, then variants
+ORDER = ("v1-w4", "v2-w4-m2", "v3-wg2", "v3-wg2-ov", "v3-wg1", "v3-wg1-ov", "v3-wg2-q", "v3-wg1-q", "v3-wg2-n128",
+         "v2-w4-m1", "v2-w4-m2-n32", "v2-w8-m1", "v2-w4-m2-n32-q", "v1-w8", "v2-w8-m2")
 ALSO_128 = ("v2-w4-m2", "v3-wg2", "v3-wg2-n128")  # also timed on 128x128-block masks
 BLOCKS = ((64, 64), (128, 64), (128, 128), (256, 64))  # the block shapes of the checks and benchmarks
 
@@ -257,9 +260,9 @@ def _warm_compile(names) -> dict:
 
 
 def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
-    """Baselines, then config by config (version 3 last: a kernel that faults the context then spoils
-    only what follows it): small checks, the benchmark problem's check, timings. ``out``: JSON
-    rewritten after each config."""
+    """Baselines, then config by config in ``ORDER``: small checks, the benchmark problem's check,
+    timings. ``out``: JSON rewritten after each config (a kernel that faults the CUDA context spoils
+    the configs after it, so the likeliest winners go first, the minor variants last)."""
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -268,7 +271,7 @@ def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
     from sparsedsl.stdlib.attention._core import full_mask
 
     t_start = time.perf_counter()
-    names = sorted(names, key=lambda n: _flash.CONFIGS[n].version == 3)
+    names = sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
     res = {"gpu": torch.cuda.get_device_name(), "configs": {}, "default_before": _flash.CONFIG}
     t0 = time.perf_counter()
     compile_errors = _warm_compile(names)
@@ -364,7 +367,7 @@ def gpu_sweep(names, quick=False, budget_s=125.0, out=None) -> dict:
             row["causal_x_sdpa"] = sdpa_s / best_c
             row["sliding_tflops"] = _sliding_flops(M, blk, D) / best_sw * 1e-12
             row["causal_tflops"] = 4 * B * H * D * L * L / 2 / best_c * 1e-12
-            print(_line(name, row), flush=True)
+            print(_line(name, row) + f" [{time.perf_counter() - t_start:.0f} s]", flush=True)
         except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
             row["error"] = repr(exc)[:3000]
             print(f"{name:18s} ERROR {exc!r}"[:500], flush=True)
