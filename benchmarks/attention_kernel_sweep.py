@@ -13,7 +13,12 @@ blocks, empty rows, Lq != Lk) and on the benchmark problem (against FlexAttentio
 backend), then its time on B=1, H=16, L=16384, d=128, bf16: the sliding window 1024 (128x64 blocks)
 and the causal dense-block mask, with FlexAttention and SDPA flash timed in the same run. One line per
 configuration with the ratios against issue 18's targets (≥ 1.5x FlexAttention; ≥ 0.9x SDPA flash).
-A configuration that fails to compile or gives a wrong answer is reported and skipped.
+A configuration that fails to compile or gives a wrong answer is reported and skipped; configs run in
+``ORDER`` until ``--budget`` seconds have passed, and the JSON is rewritten after each. A few configs
+are also timed on 128x128-block masks (FlexAttention's own block size; 128-key tiles for v3-wg2-n128).
+The closing line names the fastest correct config: set ``_flash.CONFIG`` (the template's default) to it.
+
+On the device: ``PYTHONPATH=. python3 -m benchmarks.attention_kernel_sweep --out $OUT/attention-sweep.json``.
 """
 
 # ruff: noqa: B023 (the timed closures are called inside the loop iteration that defines them)
