@@ -463,7 +463,16 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="JSON path (default under benchmarks/results/)")
     ap.add_argument("--no-doc", action="store_true", help="do not write the table into docs/attention.md")
     ap.add_argument("--decode-only", action="store_true", help="with --gpu: the bitmap-KV decode rows alone")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="compile the decode kernels with NVRTC (no GPU, no cupy; needs --nvrtc) and exit")
+    ap.add_argument("--nvrtc", default=None, help="path to libnvrtc.so.12 for --compile-only")
     args = ap.parse_args(argv)
+    if args.compile_only:
+        from sparsedsl.stdlib.attention import _decode
+
+        if not args.nvrtc:
+            ap.error("--compile-only needs --nvrtc PATH/libnvrtc.so.12")
+        raise SystemExit(0 if _decode.compile_check(args.nvrtc) else 1)
     import torch
 
     info = machine_info({"torch": torch.__version__})

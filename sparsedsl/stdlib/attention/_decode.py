@@ -19,8 +19,8 @@ instead of 256: the kernel's bytes are 0.375 of dense SDPA's.
 largest magnitudes, the bits, then the packed values at the offsets a cumsum gives), with the host
 build's result (``kv_cache.prune_per_token`` + ``bitmap_3d``) up to ties and fp16 rounding.
 
-``python -m sparsedsl.stdlib.attention._decode --compile-only --nvrtc PATH/libnvrtc.so.12`` compiles
-every variant with NVRTC (no GPU, no cupy) and prints the logs.
+``python -m benchmarks.stdlib_attention --compile-only --nvrtc PATH/libnvrtc.so.12`` compiles every
+variant with NVRTC (no GPU, no cupy) and prints the logs (``compile_check``).
 
 References
 ----------
@@ -380,23 +380,14 @@ def nvrtc_compile(src: str, lib: str, arch: str = "sm_90", options: tuple = ("-s
     return rc == 0, log.value.decode(errors="replace")
 
 
-def _main(argv=None):
-    import argparse
-
-    ap = argparse.ArgumentParser(description="compile the bitmap decode kernels with NVRTC (no GPU needed)")
-    ap.add_argument("--compile-only", action="store_true", required=True)
-    ap.add_argument("--nvrtc", required=True, help="path to libnvrtc.so.12")
-    ap.add_argument("--arch", default="sm_90")
-    args = ap.parse_args(argv)
+def compile_check(lib: str, arch: str = "sm_90") -> bool:
+    """Compile every variant with NVRTC from ``lib`` (no GPU, no cupy), print each log; True when all
+    compiled (``python -m benchmarks.stdlib_attention --compile-only --nvrtc PATH`` runs it)."""
     failed = 0
     for defs in variants():
         name = next(v for k, v in defs.items() if k.endswith("_NAME"))
-        ok, log = nvrtc_compile(source(**defs), args.nvrtc, args.arch)
+        ok, log = nvrtc_compile(source(**defs), lib, arch)
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f"\n{log.strip()}" if log.strip() else ""))
     print(f"{len(variants()) - failed} of {len(variants())} variants compiled")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
+    return not failed

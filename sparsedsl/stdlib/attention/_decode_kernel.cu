@@ -7,9 +7,10 @@
 //
 // KERNEL_NAME (decode), one CTA of NWARPS warps per (head, part); a warp walks its tokens_per_warp
 // tokens in tiles of 32, one token per lane:
-//   1. the tile's mask words and offsets (lane = token; the next tile's are loaded a tile ahead);
+//   1. the tile's mask words and offsets (lane = token; loaded two tiles ahead);
 //   2. the tile's K and V values are one contiguous range each ([pos[first], pos[last] + count)):
-//      staged into shared memory with aligned 16-byte loads (all of a round issued before any store);
+//      prefetched into L2 a tile ahead, then staged into shared memory with aligned 16-byte loads
+//      (all of a round issued before any store);
 //   3. scores: lane t walks its token's set bits (__ffs) and multiplies with q (shared, prescaled by
 //      scale * log2 e); equal per-token counts make the lanes' value reads conflict-free (odd stride);
 //   4. online softmax over the tile (warp max, exp2);
@@ -80,6 +81,9 @@ __device__ __forceinline__ u32x4 ld_nc16(const void* p) {
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
     return r;
 }
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];" :: "l"(p));
+}
 __device__ __forceinline__ float ld_cg(const float* p) {  // L2 only: written by other CTAs this launch
     float r;
     asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(r) : "l"(p));
@@ -138,6 +142,20 @@ __device__ __forceinline__ void load_meta(const u32* __restrict__ mask, const po
     for (int w = 0; w < W; ++w) mw[w] = m[w];
 #endif
     p = pos[row];
+}
+
+// the next tile's values (one contiguous range) into L2, a 128-byte line per lane: issued a tile
+// ahead, so that the tile's staging loads hit L2 instead of waiting on HBM
+__device__ __forceinline__ void prefetch_tile(const val_t* vals, const u32 (&mw)[W], pos_t p, int nvalid, int lane) {
+    int c = 0;
+#pragma unroll
+    for (int w = 0; w < W; ++w) c += __popc(mw[w]);
+    const long long beg = __shfl_sync(FULL, (long long)p, 0);
+    const long long end = __shfl_sync(FULL, (long long)p + c, nvalid - 1);
+    const unsigned long long first = reinterpret_cast<unsigned long long>(vals + beg) & ~127ull;
+    const unsigned long long last = reinterpret_cast<unsigned long long>(vals + end);
+    for (unsigned long long a = first + 128ull * lane; a < last; a += 128ull * 32)
+        prefetch_l2(reinterpret_cast<const void*>(a));
 }
 
 // DPL values of one dense-tile row, as float
@@ -211,20 +229,28 @@ KERNEL_NAME(const void* __restrict__ qv,
 #pragma unroll
     for (int i = 0; i < DPL; ++i) acc[i] = 0.f;
 
-    u32 km[W], vm[W];
-    pos_t kp, vp;
+    // masks and offsets of this tile (k*, v*) and the next (nk*, nv*)
+    u32 km[W], vm[W], nkm[W], nvm[W];
+    pos_t kp, vp, nkp, nvp;
     load_meta(kmask, kpos, rb + t0 + lane, t0 + lane < t1, km, kp);
     load_meta(vmask, vpos, rb + t0 + lane, t0 + lane < t1, vm, vp);
+    load_meta(kmask, kpos, rb + t0 + 32 + lane, t0 + 32 + lane < t1, nkm, nkp);
+    load_meta(vmask, vpos, rb + t0 + 32 + lane, t0 + 32 + lane < t1, nvm, nvp);
 
     for (int ts = t0; ts < t1; ts += 32) {
         const int nvalid = min(32, t1 - ts);
         const bool valid = lane < nvalid;
-        // the next tile's masks and offsets, in flight while this tile is computed
-        u32 nkm[W], nvm[W];
-        pos_t nkp, nvp;
-        const bool nv = ts + 32 + lane < t1;
-        load_meta(kmask, kpos, rb + ts + 32 + lane, nv, nkm, nkp);
-        load_meta(vmask, vpos, rb + ts + 32 + lane, nv, nvm, nvp);
+        // the masks and offsets two tiles ahead, and the next tile's values into L2, in flight while
+        // this tile is computed
+        u32 nnkm[W], nnvm[W];
+        pos_t nnkp, nnvp;
+        const bool nnv = ts + 64 + lane < t1;
+        load_meta(kmask, kpos, rb + ts + 64 + lane, nnv, nnkm, nnkp);
+        load_meta(vmask, vpos, rb + ts + 64 + lane, nnv, nnvm, nnvp);
+        if (ts + 32 < t1) {
+            prefetch_tile(kval, nkm, nkp, min(32, t1 - ts - 32), lane);
+            prefetch_tile(vval, nvm, nvp, min(32, t1 - ts - 32), lane);
+        }
 
         // this tile's K and V value ranges
         int kc = 0, vc = 0;
@@ -311,13 +337,13 @@ KERNEL_NAME(const void* __restrict__ qv,
         }
         __syncwarp();  // the buffers are staged again by the next tile
 #pragma unroll
-        for (int w = 0; w < W; ++w) km[w] = nkm[w], vm[w] = nvm[w];
-        kp = nkp, vp = nvp;
+        for (int w = 0; w < W; ++w) km[w] = nkm[w], vm[w] = nvm[w], nkm[w] = nnkm[w], nvm[w] = nnvm[w];
+        kp = nkp, vp = nvp, nkp = nnkp, nvp = nnvp;
     }
 
     // the CTA's warps merged into one partial (each warp's accumulator through its own buffer)
     const float l = warp_sum(lsum);
-    float* s_acc = reinterpret_cast<float*>(smem);  // [NWARPS][D] after the sync below? no: own slot first
+    const float* s_acc = reinterpret_cast<const float*>(smem);  // warp w's D floats at w * warp_stride
     {
         float* mine = reinterpret_cast<float*>(bufK);  // this warp's buffer, free now
 #pragma unroll
