@@ -1,13 +1,18 @@
-"""`python -m benchmarks.stdlib_graph_ot [--quick] [--gpu] [--out PATH]`: issue 17's done-when lines.
+"""`python -m benchmarks.stdlib_graph_ot [--quick] [--gpu] [--only SECTION ...] [--out PATH]`: issue 17's
+done-when lines.
 
 - OT: Sinkhorn-Newton-Sparse vs our Sinkhorn vs POT's ot.sinkhorn to the same marginal error
   (||P1-a||_1 + ||P^T 1-b||_1 <= 1e-9), n = 2,000, (i) random point clouds with squared-Euclidean
   cost, (ii) W2 between discretised 1-D densities; SNS time per iteration at 3 sizes.
 - FastRP: iterative vs explicit S·R (max difference), time at 3 graph sizes (time per edge).
-- spectral_sparsify: 2-D grid 100x100, random geometric graph n = 5,000, power-law (Barabási–Albert)
-  n = 20,000, epsilon = 0.3: x^T L_H x / x^T L_G x over 200 random x, the extreme generalized
-  eigenvalues and relative condition number (power iterations), edge fraction; at the default and at a
-  small oversampling; and two dense graphs (complete n = 1,500, geometric of mean degree 300).
+- spectral_sparsify: the issue's three graphs at epsilon = 0.3 — 2-D grid 100x100, random geometric
+  n = 5,000 (mean degree 30), power-law n = 20,000 (Chung–Lu, exponent 2.5, mean degree 100; 92 measured)
+  — and a dense geometric graph (n = 5,000, mean degree ~790): x^T L_H x / x^T L_G x over 200 random x (min,
+  max), the extreme generalized eigenvalues of (L_H, L_G) and their ratio, the relative condition number
+  (Lanczos, sparsifier_bounds), edge fraction and time; each at the default sample count (C = 1.5, the
+  worst-case bound) and at n_samples = n and n / 4 (the per-vector check only); two dense graphs.
+  `python -m benchmarks.stdlib_graph_ot --only sparsify` runs these rows alone and replaces them in
+  the JSON file (the other rows kept).
 - DynamicSparsifier: 1,000 random insertions and deletions on the geometric graph; quality vs a
   from-scratch sparsifier of the final graph; update time vs re-sparsifying after each update.
 - SSumM: time per edge at 3 sizes, l1 error against a same-size subset of the edges.
@@ -17,7 +22,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import time
 import warnings
 
@@ -143,47 +150,68 @@ def _powerlaw(n, seed=1):
     return sp.csr_matrix(nx.to_scipy_sparse_array(nx.barabasi_albert_graph(n, 5, seed=seed)))
 
 
-def _lam_max(LA_graph, LB_graph, iters=60, seed=0):
-    """Largest eigenvalue of L_B^+ L_A (power iteration, L_B solved by sparsedsl block CG). A lower bound
-    that tightens with ``iters``: at 20 iterations the complete graph n = 400's default sparsifier read
-    [0.87, 1.11] where numpy's dense eigensolver gives [0.81, 1.17] (tests/test_graph.py checks the exact
-    ones)."""
-    from sparsedsl import asformat
+def _chung_lu(n, degree, gamma=2.5, seed=1):
+    """Power-law graph with given expected degrees (Chung–Lu; networkx's O(n + m) generator): weights
+    i^(-1/(gamma-1)) scaled to the mean degree, capped at sqrt(sum) so every pair's probability is <= 1;
+    the largest component."""
+    import networkx as nx
 
-    A, B = sp.csr_matrix(LA_graph), sp.csr_matrix(LB_graph)
-    dA, dB = np.asarray(A.sum(1)).ravel(), np.asarray(B.sum(1)).ravel()
-    At, Bt = asformat(A, "csr"), asformat(B, "csr")
-    x = np.random.default_rng(seed).standard_normal((A.shape[0], 1))
-    x -= x.mean()
-    lam = 0.0
-    for _ in range(iters):
-        y = sg._laplacian_solve(Bt, dB, sg._laplacian_mm(A=At, d=dA, X=x), tol=1e-6, max_iter=5000, fn="bench")
-        y -= y.mean()
-        lam = float(np.linalg.norm(y) / np.linalg.norm(x))
-        x = y / np.linalg.norm(y)
-    return lam
+    w = (np.arange(n) + 1.0) ** (-1.0 / (gamma - 1))
+    w *= degree * n / w.sum()
+    w = np.minimum(w, math.sqrt(w.sum()))
+    G = nx.expected_degree_graph(w.tolist(), seed=seed, selfloops=False)
+    G = G.subgraph(max(nx.connected_components(G), key=len))
+    return sp.csr_matrix(nx.to_scipy_sparse_array(G))
 
 
 def quality(G, H):
     r = sg.laplacian_quadratic_ratio(G, H, n_vectors=200, random_state=7)
-    hi, lo = _lam_max(H, G), 1.0 / _lam_max(G, H)
+    (lo, hi), t = _t(lambda: sg.sparsifier_bounds(G, H, random_state=0))
     return {"ratio_min": float(r.min()), "ratio_max": float(r.max()), "lambda_min": lo, "lambda_max": hi,
-            "rel_condition_number": hi / lo, "edge_fraction": H.nnz / G.nnz}
+            "rel_condition_number": hi / lo if lo > 0 else math.inf, "edge_fraction": H.nnz / G.nnz,
+            "bounds_time_s": t}
 
 
-def sparsify_case(name, A, eps=0.3, oversampling=None):
-    opts = {} if oversampling is None else {"oversampling": oversampling}
+def sparsify_case(name, A, eps=0.3, oversampling=None, n_samples=None):
+    opts = {k: v for k, v in (("oversampling", oversampling), ("n_samples", n_samples)) if v is not None}
     H, t = _t(lambda: sg.spectral_sparsify(A, eps, random_state=0, **opts))
-    over = oversampling or sg._OVERSAMPLING
-    q = quality(A, H) | {"case": name, "n": A.shape[0], "edges": A.nnz // 2, "time_s": t, "epsilon": eps,
-                         "oversampling": over, "eigenvalues_within_epsilon": None}
+    count = (f"n_samples {n_samples}" if n_samples else
+             f"oversampling {oversampling or sg._OVERSAMPLING} (q = C n ln n / eps^2 = "
+             f"{(oversampling or sg._OVERSAMPLING) * A.shape[0] * math.log(A.shape[0]) / eps ** 2:.0f})")
+    q = quality(A, H) | {"case": name, "n": A.shape[0], "edges": A.nnz // 2, "mean_degree": A.nnz / A.shape[0],
+                         "time_s": t, "epsilon": eps, "oversampling": None if n_samples else
+                         (oversampling or sg._OVERSAMPLING), "n_samples": n_samples}
+    q["ratios_within_epsilon"] = bool(1 - eps <= q["ratio_min"] and q["ratio_max"] <= 1 + eps)
     q["eigenvalues_within_epsilon"] = bool(1 - eps <= q["lambda_min"] and q["lambda_max"] <= 1 + eps)
-    print(f"sparsify {name} (oversampling {over}): n={q['n']} m={q['edges']} "
-          f"kept {q['edge_fraction']:.3f} of edges, x^T L_H x / "
-          f"x^T L_G x in [{q['ratio_min']:.3f}, {q['ratio_max']:.3f}] (200 x), generalized eigenvalues "
-          f"[{q['lambda_min']:.3f}, {q['lambda_max']:.3f}] (within 1 ± {eps}: {q['eigenvalues_within_epsilon']}), "
-          f"rel. condition {q['rel_condition_number']:.2f}, {t:.2f}s", flush=True)
+    print(f"sparsify {name} ({count}): n={q['n']} m={q['edges']} kept {q['edge_fraction']:.3f} of edges; "
+          f"x^T L_H x / x^T L_G x in [{q['ratio_min']:.3f}, {q['ratio_max']:.3f}] over 200 x (within 1 ± {eps}: "
+          f"{q['ratios_within_epsilon']}); generalized eigenvalues [{q['lambda_min']:.3f}, {q['lambda_max']:.3f}] "
+          f"(within: {q['eigenvalues_within_epsilon']}), rel. condition {q['rel_condition_number']:.2f}; "
+          f"sparsify {t:.2f}s (bounds {q['bounds_time_s']:.1f}s)", flush=True)
     return q
+
+
+def sparsify_rows(quick):
+    """The issue's graphs at its n. It fixes n, not the density: the geometric graph at mean degree 30 (a
+    mesh or k-NN-like density) and the power-law graph at 100 (social networks run 10 to a few hundred).
+    A (1 ± 0.3) bound for every x needs about C n ln n / eps^2 sampled edges (C near 1: the complete graph's
+    vertex degrees), mean degree ~250 at n = 5,000, so these keep most edges at the default; n_samples = n
+    and n / 4 show what far fewer edges keep: the 200-x check, and the condition number it hides. The dense
+    geometric graph (radius for mean degree 1,000; ~790 after the square's edges) is where the default
+    itself drops most edges. Names carry the measured mean degree."""
+    graphs = ([("grid 30x30", _grid(30)), ("geometric", _rgg(1000)), ("power-law (Chung-Lu)", _chung_lu(4000, 50))]
+              if quick else [("grid 100x100", _grid(100)), ("geometric", _rgg(5000)),
+                             ("power-law (Chung-Lu)", _chung_lu(20000, 100))])
+    dense = ([("complete", _complete(400)), ("geometric", _dense_rgg(1000, 300))] if quick
+             else [("complete", _complete(1500)), ("geometric", _dense_rgg(5000, 1000))])
+    rows = []
+    for i, (kind, A) in enumerate(graphs + dense):
+        n = A.shape[0]
+        name = kind if kind.startswith("grid") else f"{kind} n={n}, mean degree {A.nnz / n:.0f}"
+        rows.append(sparsify_case(name, A))
+        if i < len(graphs):
+            rows += [sparsify_case(name, A, n_samples=n), sparsify_case(name, A, n_samples=n // 4)]
+    return rows
 
 
 def _complete(n):
@@ -191,11 +219,17 @@ def _complete(n):
 
 
 def _dense_rgg(n, degree, seed=1):
-    import networkx as nx
+    """Random geometric graph in the unit square of the given mean degree (scipy's k-d tree pairs: networkx
+    builds millions of edges slowly); the largest component."""
+    from scipy.spatial import cKDTree
 
-    G = nx.random_geometric_graph(n, math.sqrt(degree / (math.pi * n)), seed=seed)
-    G = G.subgraph(max(nx.connected_components(G), key=len))
-    return sp.csr_matrix(nx.to_scipy_sparse_array(G))
+    pts = np.random.default_rng(seed).random((n, 2))
+    pairs = cKDTree(pts).query_pairs(math.sqrt(degree / (math.pi * n)), output_type="ndarray")
+    A = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+    A = A + A.T
+    lab = sp.csgraph.connected_components(A)[1]
+    keep = lab == np.bincount(lab).argmax()
+    return sp.csr_matrix(A[keep][:, keep])
 
 
 def dynamic_case(A, n_updates, batch, eps=0.3, oversampling=0.05, seed=3):
@@ -315,37 +349,45 @@ def gpu_case(n):
     return rows
 
 
+SECTIONS = ("ot", "sns_scaling", "fastrp", "sparsify", "ssumm", "dynamic", "gpu")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=None,
+                    help="run these sections alone and replace them in the JSON file, keeping its other rows")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     q = args.quick
     import networkx as nx
     import ot as pot
 
-    out = {"machine": machine_info({"pot": pot.__version__, "networkx": nx.__version__}), "quick": q}
-    n_ot = 400 if q else 2000
-    out["ot"] = [ot_case("point clouds, squared Euclidean", *_clouds(n_ot), 2e-3),
-                 ot_case("W2 between 1-D densities", *_densities(n_ot), 2e-3)]
-    out["sns_scaling"] = sns_scaling([250, 500, 1000] if q else [1000, 2000, 4000], 2e-3)
-    out["fastrp"] = fastrp_case([5_000, 10_000, 20_000] if q else [50_000, 100_000, 200_000])
-    graphs = ([("grid 30x30", _grid(30)), ("geometric n=1000", _rgg(1000)), ("power-law n=4000", _powerlaw(4000))]
-              if q else [("grid 100x100", _grid(100)), ("geometric n=5000", _rgg(5000)),
-                         ("power-law n=20000", _powerlaw(20000))])
-    # The issue's sparse graphs at the default oversampling (every generalized eigenvalue within 1 ± eps: they
-    # keep nearly all edges, as any eps = 0.3 sparsifier of so sparse a graph must) and at a small one (far
-    # fewer edges, the bound on 200 random x only); dense graphs, where eps = 0.3 allows far fewer edges.
-    out["sparsify"] = [sparsify_case(name, A, oversampling=c) for name, A in graphs for c in (None, 0.05)]
-    dense = ([("complete n=400", _complete(400)), ("geometric n=800, mean degree 200", _dense_rgg(800, 200))] if q
-             else [("complete n=1500", _complete(1500)), ("geometric n=2000, mean degree 300", _dense_rgg(2000, 300))])
-    out["sparsify"] += [sparsify_case(name, A) for name, A in dense]
-    out["ssumm"] = ssumm_case([2_000, 4_000, 8_000] if q else [8_000, 16_000, 32_000])
-    out["dynamic"] = dynamic_case(_rgg(1000 if q else 5000), 200 if q else 1000, 50)
-    if args.gpu:
-        out["gpu"] = gpu_case(2000)
+    run = set(args.only or [s for s in SECTIONS if s != "gpu" or args.gpu])
     path = args.out or f"benchmarks/results/stdlib-graph-ot{'-quick' if q else ''}{'-gpu' if args.gpu else ''}.json"
+    machine = machine_info({"pot": pot.__version__, "networkx": nx.__version__})
+    out = {"machine": machine, "quick": q}
+    if args.only and os.path.exists(path):  # the rows kept were measured on the file's "machine"
+        with open(path) as f:
+            out = json.load(f)
+        out.setdefault("machine_by_section", {}).update({s: machine for s in run})
+    n_ot = 400 if q else 2000
+    if "ot" in run:
+        out["ot"] = [ot_case("point clouds, squared Euclidean", *_clouds(n_ot), 2e-3),
+                     ot_case("W2 between 1-D densities", *_densities(n_ot), 2e-3)]
+    if "sns_scaling" in run:
+        out["sns_scaling"] = sns_scaling([250, 500, 1000] if q else [1000, 2000, 4000], 2e-3)
+    if "fastrp" in run:
+        out["fastrp"] = fastrp_case([5_000, 10_000, 20_000] if q else [50_000, 100_000, 200_000])
+    if "sparsify" in run:
+        out["sparsify"] = sparsify_rows(q)
+    if "ssumm" in run:
+        out["ssumm"] = ssumm_case([2_000, 4_000, 8_000] if q else [8_000, 16_000, 32_000])
+    if "dynamic" in run:
+        out["dynamic"] = dynamic_case(_rgg(1000 if q else 5000), 200 if q else 1000, 50)
+    if "gpu" in run:
+        out["gpu"] = gpu_case(2000)
     write_json(path, out)
     print("wrote", path)
 
