@@ -6,18 +6,22 @@ slice against K and V in ``BITMAP3``) when the head dim is 32, 64, 128 or 256 an
 float32 values; the plan then runs ``_decode_kernel.cu`` in one launch instead of the generated
 kernels, which stay the fallback (``schedule={"templates": False}``) and the oracle of its tests.
 
-Why a hand-written kernel: decoding is memory-bound, and the generated code walks the bitmap one
-token per thread (uncoalesced 2-byte loads) in several kernels with a dense score matrix between
-them. The kernel is flash-decoding (Dao et al., "Flash-Decoding for long-context inference", 2023)
-over the bitmap: the context is split over CTAs, each tile of 32 tokens has its K and V values in one
-contiguous range that is staged into shared memory with 16-byte loads, the scores walk each token's
-set bits, and V is expanded into a dense tile for P·V; the last CTA of a head merges the parts.
+Why a hand-written kernel: decoding is memory-bound, and the generated code (``sd.explain`` with
+``backend="cuda"`` shows it) runs five kernels with the (n, L) scores in global memory between them,
+and its last statement, P·V, is a parallel loop over the slices only (the output's column is the
+bitmap's coordinate): one thread per (batch·head) walks the whole context, 8 threads for 32k tokens
+at batch 1 — 0.27 s on an H100 against SDPA's 69 µs. The kernel is flash-decoding (Dao et al.,
+"Flash-Decoding for long-context inference", 2023) over the bitmap: the context is split over CTAs,
+each tile of 32 tokens has its K and V values in one contiguous range that is prefetched into L2 a
+tile ahead and staged into shared memory with 16-byte loads, the scores walk each token's set bits,
+and V is expanded into a dense tile for P·V; the last CTA of a head merges the parts.
 At 70% sparsity, d = 128, a token costs 96 bytes of K (16 of mask, 4 of offset, 76 of fp16 values)
 instead of 256: the kernel's bytes are 0.375 of dense SDPA's.
 
 ``bitmap_from_dense`` builds the cache on the GPU (one warp per token: a radix select of the
 largest magnitudes, the bits, then the packed values at the offsets a cumsum gives), with the host
-build's result (``kv_cache.prune_per_token`` + ``bitmap_3d``) up to ties and fp16 rounding.
+build's result (``kv_cache.prune_per_token`` + ``bitmap_3d``) up to ties and fp16 rounding; the host
+build (an argpartition per token, then a copy) took 16 s for batch 8 × 8 heads × 32k tokens.
 
 ``python -m benchmarks.stdlib_attention --compile-only --nvrtc PATH/libnvrtc.so.12`` compiles every
 variant with NVRTC (no GPU, no cupy) and prints the logs (``compile_check``).
