@@ -97,3 +97,20 @@ def test_every_module_opens_with_a_docstring_and_stays_short():
                 and text.count("\n") > 650:
             long[m] = text.count("\n")
     assert not bare and not long, (bare, long)
+
+
+def test_no_backend_matches_the_lowerings_variable_names():
+    """Backends read what the loop IR says (``Reduce``/``Touch`` statements, ``Emit.into``, the
+    function's ``Output``, loops' ``Iteration``), never the names the lowering happens to choose: no
+    string in their code is one of those names (nor builds one, as ``f"out_c{d}"`` did)."""
+    names = {"acc", "touched", "out", "out_n", "out_cap", "out_v", "offs", "oq", "cnt", "counts", "n_outer",
+             "ws_v", "ws_f", "ws_k", "ws_l", "ws_b", "ws_n", "ws_gen", "ws_cap"}
+    found = []
+    for path in (ROOT / "backends").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):  # an f-string's literal parts, e.g. "out_c" in f"out_c{d}"
+                parts = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+                found += [(path.name, node.lineno, p) for p in parts if p.startswith(("out_c", "ws_"))]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append((path.name, node.lineno, node.value))
+    assert not found, found

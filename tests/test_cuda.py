@@ -1,6 +1,8 @@
 """The CUDA backend: rendered source (everywhere), and on a GPU the property suite of the CPU backend
 (tests/test_properties.py) against the dense interpreter, plus device operands of every kind."""
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -375,8 +377,8 @@ def test_sddmm_count_pass_skips_the_dot_products_and_fill_pass_splits_k():
     par = [st for st in steps if st.kind == "parallel"]
     assert len(par) == 2
     count, fill = par
-    assert not any(isinstance(x, cuda_render.L.Assign) and x.target == "acc" for x in plan._walk([count.loop]))
-    assert count.nested is None and fill.nested is not None and fill.nested[1] == "+"
+    assert not any(isinstance(x, cuda_render.L.Reduce) for x in plan._walk([count.loop]))
+    assert count.nested is None and fill.nested is not None and fill.nested.op == "+"
     src = cuda_render.render(fn, args)
     assert "__shfl_xor_sync(sd_gmask" in src and "if (sd_lane == 0) out_v[oq]" in src
     # the rows of U and V along k: one 16-byte load per row and 4 iterations per lane
@@ -612,6 +614,102 @@ def test_32_bit_positions_are_widened_when_an_array_could_carry_them_past_int32_
     monkeypatch.setattr(compiled, "INT32_SAFE", 10)
     pos, crd, vals, out = np.arange(4, dtype=np.int32), np.zeros(11, np.int32), np.ones(11), np.zeros(3, np.int32)
     small = {"pos": pos, "crd": crd[:10], "vals": vals[:10], "out": out}
-    assert compiled.widen_positions(small) is small
-    wide = compiled.widen_positions({"pos": pos, "crd": crd, "vals": vals, "out": out})
+    assert compiled.widen_positions(small, "out") is small
+    wide = compiled.widen_positions({"pos": pos, "crd": crd, "vals": vals, "out": out}, "out")
     assert wide["pos"].dtype == wide["crd"].dtype == np.int64 and wide["vals"] is vals and wide["out"] is out
+
+
+# ---- the CUDA plan reads the IR's nodes, not the lowering's names --------------------------------
+
+
+def _renamed_function(fn, table: dict):
+    """``fn`` with every variable in ``table`` renamed, in statements, iterations and its Output."""
+    from dataclasses import replace
+
+    from sparsedsl.lang import loopir as L
+
+    def r(text):
+        return L.renamed(text, table) if isinstance(text, str) else text
+
+    def visit(s):
+        if isinstance(s, L.For):
+            it = s.iteration and replace(s.iteration, fields=tuple((k, r(v)) for k, v in s.iteration.fields))
+            return [replace(s, var=table.get(s.var, s.var), start=r(s.start), stop=r(s.stop), weight=r(s.weight),
+                            iteration=it)]  # (map_stmts has renamed its body and private statements)
+        if isinstance(s, (L.While, L.If)):
+            return [replace(s, cond=r(s.cond))]
+        if isinstance(s, L.Assign):
+            return [replace(s, target=r(s.target), value=r(s.value))]
+        if isinstance(s, L.Alloc):
+            return [replace(s, var=table.get(s.var, s.var), shape=r(s.shape))]
+        if isinstance(s, L.SortRange):
+            return [replace(s, array=table.get(s.array, s.array), start=r(s.start), stop=r(s.stop),
+                            marks=table.get(s.marks, s.marks), stamp=r(s.stamp), universe=r(s.universe))]
+        if isinstance(s, L.Emit):
+            return [replace(s, coords=[r(c) for c in s.coords], value=r(s.value), into=into)]
+        if isinstance(s, L.Return):
+            return [replace(s, values=[table.get(v, v) for v in s.values])]
+        return [s]
+
+    def name(n):
+        return table.get(n, n) if n else n
+
+    out = fn.output
+    into = out.entries and L.Entries(tuple(map(name, out.entries.coords)), name(out.entries.values),
+                                     name(out.entries.count), name(out.entries.capacity))
+    output = L.Output(name(out.array), into, name(out.offsets), tuple(map(name, out.coords)), name(out.values),
+                      out.csr)
+    return replace(fn, params=[name(p) for p in fn.params], body=L.map_stmts(fn.body, visit), output=output)
+
+
+def _plan_shape(fn, args):
+    spec = cuda_render.rendered(fn, args)
+    return [(st.kind, getattr(st, "reduction", None) is not None, getattr(st, "nested", None) is not None,
+             getattr(st, "collapse", None) is not None, getattr(st, "atomic", False), getattr(st, "template", None))
+            for st in spec.steps]
+
+
+RENAMES = {"acc": "sum_", "touched": "hit_", "out": "y_", "out_n": "k_", "out_cap": "cap_", "out_v": "vals_",
+           "out_c0": "row_", "out_c1": "col_", "offs": "starts_", "oq": "at_", "cnt": "many_"}
+
+
+@pytest.mark.parametrize("program, formats, out_format, reduction, nested, atomic, template", [
+    ("y[i] = A[i,j] * x[j]", {"A": "csr", "x": "dense"}, None, True, False, False, None),  # lane-split SpMV
+    ("y[j] = A[i,j] * x[i]", {"A": "csr", "x": "dense"}, None, False, False, True, None),  # atomic scatter
+    ("C[i,j] = M[i,j] * U[i,k] * V[j,k]", {"M": "csr", "U": "dense", "V": "dense"}, "csr", False, True, False,
+     None),  # SDDMM: the fill pass's nested split
+    ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr", "B": "csr"}, "csr", False, False, False, "cuda.spgemm"),
+    ("C[i,j] = A[i,j] * B[i,j]", {"A": "coo", "B": "dense"}, "coo", False, False, False, None),  # entries
+    ("Y[i,n] = W[i,j] * X[j,n]", {"W": "nm(2,4)", "X": "dense"}, None, None, None, False, "cuda.skinny"),
+])
+def test_the_cuda_plan_does_not_depend_on_the_lowerings_names(program, formats, out_format, reduction, nested,
+                                                              atomic, template):
+    """Every name the lowering chose (accumulator, flag, output, entry buffers, offsets) renamed: the
+    CUDA plan finds the same reductions, templates and atomics (it reads Reduce/Touch/Emit nodes and
+    the function's Output), and the source uses the new names."""
+    from sparsedsl.lang import loopir as L
+
+    rng = np.random.default_rng(0)
+    ops = {}
+    for name, fmt in formats.items():
+        if fmt == "dense":
+            ops[name] = rng.random({"x": 24, "B": (24, 24)}.get(name, (24, 16))).astype(np.float32)
+        else:
+            ops[name] = sd.asformat(_pruned(24, 24, fmt, rng).astype(np.float32), fmt)
+    kernel = sd.compile(program, out_format=out_format, **{k: v for k, v in formats.items()})
+    fn, args = _step_args(kernel, **ops)
+    if template == "cuda.skinny":
+        args = [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype == np.float32 and p != "out" else a
+                for p, a in zip(fn.params, args)]
+    renamed = _renamed_function(fn, RENAMES)
+    assert not L.verify(L.Module([renamed], renamed.name))
+    shape = _plan_shape(fn, args)
+    assert _plan_shape(renamed, args) == shape
+    par = [s for s in shape if s[0] == "parallel"]  # (a coo row walk is a while loop: a serial step)
+    if reduction is not None:
+        assert any(s[1] for s in par) == reduction and any(s[2] for s in par) == nested
+    assert any(s[4] for s in par) == atomic and (template is None or template in {s[5] for s in par})
+    src = cuda_render.render(renamed, args)
+    for old, new in RENAMES.items():
+        if re.search(rf"\b{old}\b", cuda_render.render(fn, args)):
+            assert re.search(rf"\b{new}\b", src) and not re.search(rf"\b{old}\b", src), (old, new)

@@ -152,6 +152,6 @@ def test_contraction_step_matches_einsum(spec, monkeypatch):
     want = np.einsum(spec, left, right)
     for accumulate, start in ((False, 0.0), (True, 1.5)):
         out = np.full(want.shape, start)
-        got = compiled._contract({"L": left, "R": right, "out": out}, Contraction(spec, "L", "R", accumulate))
+        got = compiled._contract({"L": left, "R": right, "out": out}, Contraction(spec, "L", "R", accumulate, "out"))
         assert got is out
         np.testing.assert_allclose(out, want + start, rtol=1e-12, atol=1e-12)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .loopir import Alloc, Assign, Comment, Emit, For, Return, SortRange, While, map_stmts
+from .loopir import Alloc, Assign, Comment, Emit, Entries, For, Output, Return, SortRange, While, map_stmts
 
 # A dense workspace holds one slot per coordinate of the output's inner dimensions, per worker;
 # wider than this, a hash table sized by the entries actually touched is used instead.
@@ -117,6 +117,16 @@ class Assembly:
         return not fmt.blocks and out_seq == in_order and all(v.part == "" for v in self.order
                                                               if v.index in self.out_vars)
 
+    def growable(self, loops: list, dt) -> tuple[list, list]:
+        """Sparse-output assembly by appending: the growable entry buffers (their allocations) and
+        ``loops`` with every ``Emit`` writing into them; the driver packs the entries."""
+        self.assembly = "growable"
+        into = Entries(tuple(f"out_c{d}" for d in range(len(self.out_vars))), "out_v", "out_n", "out_cap")
+        self.output = Output(entries=into)
+        buffers = [Alloc(c, into.capacity, "int64", None) for c in into.coords]
+        buffers += [Alloc(into.values, into.capacity, str(dt), None), Assign(into.count, "0")]
+        return buffers, map_stmts(loops, lambda x: [replace(x, into=into) if isinstance(x, Emit) else x])
+
     def two_phase(self, loops: list, top: For, private: list) -> list:
         """Sparse-output assembly in two passes over the outer loop: count the entries of each outer
         iteration, prefix-sum the counts into offsets, then fill. Both passes may run in parallel;
@@ -137,11 +147,13 @@ class Assembly:
         crd_type = "int32" if skip is not None and small else "int64"
         outputs = [Alloc(f"out_c{d}", "offs[n_outer]", crd_type, None, written=True) for d in coords]
         outputs.append(Alloc("out_v", "offs[n_outer]", str(dt), None, written=True))
+        self.output = Output(offsets="offs", coords=tuple(f"out_c{d}" for d in coords), values="out_v",
+                             csr=skip is not None)
         self.notes.append("assembly: two-phase (count entries per outer iteration, prefix sum, fill)"
                           + (", counts become the CSR pos array" if skip is not None else ""))
         return (loops[:k] + [Assign("n_outer", n_outer), Alloc("counts", "n_outer", "int64", "0"), counting]
                 + offsets + outputs + loops[:k] + [filling] + loops[k + 1:]
-                + [Return(["offs", *(f"out_c{d}" for d in coords), "out_v"])])
+                + [Return([self.output.offsets, *self.output.coords, self.output.values])])
 
     def workspace_reduction(self, depth, ops) -> list:
         body = self.gen_after_switch(depth, ops)

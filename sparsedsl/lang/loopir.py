@@ -81,6 +81,19 @@ class Assign:
 
 
 @dataclass
+class Reduce(Assign):
+    """A step of an output entry's reduction: ``target = target <op> value`` into its accumulator (a
+    scalar the loop nest keeps per output entry), or with ``op`` None the accumulator's start. A
+    backend may split the loop around the terms and combine partial accumulators with ``op``."""
+
+
+@dataclass
+class Touch(Assign):
+    """``target = True`` (or its start, ``False``): the flag that the output entry at hand received a
+    term; a sparse output stores only touched entries."""
+
+
+@dataclass
 class Alloc:
     """``var = new array(shape) of dtype`` filled with ``fill`` (None: uninitialised). ``written``:
     every element will be written (an assembled output), so backends may back it with huge pages."""
@@ -109,12 +122,25 @@ class SortRange:
     bits: str | None = None  # a bitset with the values' bits set: scan it (and clear it) instead
 
 
+@dataclass(frozen=True)
+class Entries:
+    """The growable buffers a sparse output's entries are appended to: ``coords`` (an int64 array per
+    output dimension), ``values``, ``count`` (a scalar: the entries so far, also past ``capacity``) and
+    ``capacity`` (a parameter: the buffers' length; the driver reruns with a larger one on overflow)."""
+
+    coords: tuple
+    values: str
+    count: str
+    capacity: str
+
+
 @dataclass
 class Emit:
-    """Append one entry (coordinates, value) to the output's growable entry buffers."""
+    """Append one entry (coordinates, value) to the output's growable entry buffers ``into``."""
 
     coords: list
     value: str
+    into: Entries | None = None
 
 
 @dataclass
@@ -141,12 +167,36 @@ class Return:
     values: list
 
 
+@dataclass(frozen=True)
+class Output:
+    """Where a function's result is. ``array``: the dense output parameter, stored into or added to
+    (``None`` when the output is sparse). A sparse output is either appended entry by entry
+    (``entries``, returned to the driver) or assembled in two passes over its outer loop: ``offsets``
+    (the outer iterations' first entries, a prefix sum of their counts), ``coords`` and ``values``
+    (the arrays the fill pass writes); the function then returns ``offsets, *coords, values``."""
+
+    array: str | None = None
+    entries: Entries | None = None
+    offsets: str | None = None
+    coords: tuple = ()
+    values: str | None = None
+    csr: bool = False  # the two-phase assembly's offsets, coords (one array) and values are a (dense,
+    # compressed) format's level arrays, ready as they are wherever the kernel ran
+
+    def stores_into(self, target: str) -> bool:
+        """Whether the assignment target ``target`` (``out[i, j]``) is an element of the dense output."""
+        node = pyast.parse(target, mode="eval").body
+        return self.array is not None and isinstance(node, pyast.Subscript) and \
+            isinstance(node.value, pyast.Name) and node.value.id == self.array
+
+
 @dataclass
 class Function:
     name: str
     params: list
     body: list
     hints: dict = field(default_factory=dict)  # backend hints, e.g. "reassociate": sums may be reordered
+    output: Output = field(default_factory=Output)
 
 
 @dataclass
@@ -158,7 +208,7 @@ class Module:
     notes: list = field(default_factory=list)
 
 
-STATEMENTS = (For, While, If, Assign, Alloc, SortRange, Emit, Comment, Return, Prefetch)
+STATEMENTS = (For, While, If, Assign, Alloc, SortRange, Emit, Comment, Return, Prefetch)  # Reduce, Touch: Assigns
 
 
 def verify(module: Module) -> list[str]:
@@ -199,12 +249,27 @@ def verify(module: Module) -> list[str]:
             elif isinstance(s, Assign):
                 check_expr(s.target, where)
                 check_expr(s.value, where)
+                if isinstance(s, (Reduce, Touch)) and not s.target.isidentifier():
+                    problems.append(f"{where}: {type(s).__name__} into {s.target!r}, not a scalar")
+                if isinstance(s, Touch) and (s.op is not None or s.value not in ("True", "False")):
+                    problems.append(f"{where}: Touch {s.target} {s.op or ''}= {s.value}: a flag is set True or False")
+            elif isinstance(s, Emit):
+                if s.into is None or len(s.into.coords) != len(s.coords):
+                    problems.append(f"{where}: emit ({', '.join(s.coords)}) has no entry buffers of its arity")
 
     names = {f.name for f in module.functions}
     if module.entry not in names:
         problems.append(f"entry function {module.entry!r} is not defined")
     for f in module.functions:
         walk(f.body, f.name)
+        out = f.output
+        if out.array is not None and out.array not in f.params:
+            problems.append(f"{f.name}: its output array {out.array!r} is not a parameter")
+        if out.entries is not None and out.entries.capacity not in f.params:
+            problems.append(f"{f.name}: its entry buffers' capacity {out.entries.capacity!r} is not a parameter")
+        if out.offsets is not None and not any(isinstance(x, Return) and x.values == [out.offsets, *out.coords,
+                                               out.values] for x in f.body):
+            problems.append(f"{f.name}: a two-phase assembly that does not return its offsets, coordinates, values")
     return problems
 
 

@@ -30,18 +30,7 @@ from . import ast as A
 from .assembly import Assembly, hash_grow, hash_probe
 from .check import Checked, Statement
 from .levels import Parent
-from .loopir import (
-    Alloc,
-    Assign,
-    Comment,
-    Emit,
-    For,
-    Function,
-    If,
-    Prefetch,
-    While,
-    walk,
-)
+from .loopir import Assign, Comment, Emit, For, Function, If, Output, Prefetch, Reduce, Touch, While, walk
 from .passes import PASSES
 from .values import Values, tensor_name
 
@@ -114,6 +103,7 @@ class _Lowering(Assembly, Values):
     def __init__(self, checked: Checked, st: Statement, index: int, options: dict):
         self.c, self.st, self.index, self.options = checked, st, index, options
         self.hashed = False
+        self.output = Output(array="out")  # the function's result (sparse: set where its assembly is chosen)
         # a bitset orders a dense workspace's coordinates (the CPU's choice: C-like backends would need
         # 64-bit literals for the bit arithmetic)
         self.bitset = options.get("bitset_workspace", False)
@@ -160,7 +150,7 @@ class _Lowering(Assembly, Values):
             pos = ("level", *crd[1:4], "pos")
             self.arguments["prefetch_"] = ("scattered", pos if pos in self.arguments.values() else None, crd)
             params.append("prefetch_")
-        fn = Function(f"stmt{self.index}", params, body)
+        fn = Function(f"stmt{self.index}", params, body, output=self.output)
         innermost = self.order[-1] if self.order else None
         if not any(innermost in op.vars for op in self.operands.values()):
             # the innermost loop reads dense operands only: its sums may be reassociated (vectorised,
@@ -314,10 +304,8 @@ class _Lowering(Assembly, Values):
             self.assembly = "csr" if self.direct_csr(top) else "coords"
             return pre + self.two_phase(loops, top, private)
         if sparse_out:
-            self.assembly = "growable"
-            nd = len(self.out_vars)
-            pre += [Alloc(f"out_c{d}", "out_cap", "int64", None) for d in range(nd)]
-            pre += [Alloc("out_v", "out_cap", str(dt), None), Assign("out_n", "0")]
+            buffers, loops = self.growable(loops, dt)
+            pre += buffers
         body = pre + private + loops
         if sparse_out:
             body.append(Comment("entries are returned to the driver, which packs them into the output format"))
@@ -554,9 +542,9 @@ class _Lowering(Assembly, Values):
         elif self.mode == "emit":
             action = [Emit(coords, val)]
         elif self.mode == "scalar":
-            action = [Assign("acc", val, self.st.reduce_op)]
+            action = [Reduce("acc", val, self.st.reduce_op)]
             if not self.out_type.format.is_dense:
-                action.append(Assign("touched", "True"))
+                action.append(Touch("touched", "True"))
         elif self.mode == "scatter":
             action = [Assign(f"out[{idx}]", val, self.st.reduce_op)]
         else:
@@ -581,7 +569,7 @@ class _Lowering(Assembly, Values):
         coords = [self.coord(n) for n in self.out_vars]
         idx = ", ".join(coords) if coords else "0"
         dense = self.out_type.format.is_dense  # an entry no term reaches holds the identity
-        init = [Assign("acc", self.acc_init)] + ([] if dense else [Assign("touched", "False")])
+        init = [Reduce("acc", self.acc_init)] + ([] if dense else [Touch("touched", "False")])
         body = self.gen_after_switch(depth, ops)
         if dense:
             done = [Assign(f"out[{idx}]", "acc", "+" if self.st.accumulate else None)]

@@ -232,7 +232,6 @@ def render(fn: L.Function, parallel: bool) -> str:
     checked = settings.bounds_checked()  # sparsedsl.config(check="bounds"): part of the source, so of the cache key
     lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy', boundscheck={checked}, nogil=True{fast})",
              f"def {fn.name}({', '.join(params)}):"]
-    emits = any(isinstance(s, L.Emit) for s in _walk(fn.body))
     streamed: dict = {}  # id of a store rendered as stream_store -> the parallel loop's variable
 
     def put(stmts, ind):
@@ -252,7 +251,8 @@ def render(fn: L.Function, parallel: bool) -> str:
                 put(s.private, ind + 1)
                 lines.append(f"{pad}    for {s.var} in range(_lo, _hi):")
                 # a 1-D output written once per iteration (SpMV's out[i] = acc) is streamed out
-                outs = [x for x in s.body if isinstance(x, L.Assign) and x.op is None and x.target == f"out[{s.var}]"]
+                outs = [x for x in s.body if isinstance(x, L.Assign) and x.op is None and
+                        fn.output.stores_into(x.target) and x.target == f"{fn.output.array}[{s.var}]"]
                 streamed.update((id(x), s.var) for x in outs)
                 put(s.body or [L.Comment("empty")], ind + 2)
                 if outs:
@@ -273,7 +273,7 @@ def render(fn: L.Function, parallel: bool) -> str:
             elif isinstance(s, L.Assign):
                 target, value = _x(s.target), _x(s.value)
                 if id(s) in streamed:
-                    lines.append(f"{pad}stream_store(out, u8({streamed[id(s)]}), {value})")
+                    lines.append(f"{pad}stream_store({fn.output.array}, u8({streamed[id(s)]}), {value})")
                 elif s.op is None:
                     lines.append(f"{pad}{target} = {value}")
                 elif s.op == "+":
@@ -296,20 +296,18 @@ def render(fn: L.Function, parallel: bool) -> str:
                              f"{_x(s.universe)})")
             elif isinstance(s, L.SortRange):
                 lines.append(f"{pad}sort_range({s.array}, {_x(s.start)}, {_x(s.stop)})")
-            elif isinstance(s, L.Emit):
-                lines.append(f"{pad}if out_n == out_cap:")
-                lines.append(f"{pad}    out_cap = out_cap * 2 + 16")
-                for d in range(len(s.coords)):
-                    lines.append(f"{pad}    grown = np.empty(out_cap, np.int64)")
-                    lines.append(f"{pad}    grown[:out_n] = out_c{d}[:out_n]")
-                    lines.append(f"{pad}    out_c{d} = grown")
-                lines.append(f"{pad}    grown_v = np.empty(out_cap, out_v.dtype)")
-                lines.append(f"{pad}    grown_v[:out_n] = out_v[:out_n]")
-                lines.append(f"{pad}    out_v = grown_v")
-                for d, c in enumerate(s.coords):
-                    lines.append(f"{pad}out_c{d}[out_n] = {_x(c)}")
-                lines.append(f"{pad}out_v[out_n] = {_x(s.value)}")
-                lines.append(f"{pad}out_n += 1")
+            elif isinstance(s, L.Emit):  # append to growable buffers, doubled when full
+                b = s.into
+                lines.append(f"{pad}if {b.count} == {b.capacity}:")
+                lines.append(f"{pad}    {b.capacity} = {b.capacity} * 2 + 16")
+                for buf in (*b.coords, b.values):
+                    lines.append(f"{pad}    grown = np.empty({b.capacity}, {buf}.dtype)")
+                    lines.append(f"{pad}    grown[:{b.count}] = {buf}[:{b.count}]")
+                    lines.append(f"{pad}    {buf} = grown")
+                for buf, c in zip(b.coords, s.coords):
+                    lines.append(f"{pad}{buf}[{b.count}] = {_x(c)}")
+                lines.append(f"{pad}{b.values}[{b.count}] = {_x(s.value)}")
+                lines.append(f"{pad}{b.count} += 1")
             elif isinstance(s, L.Prefetch):
                 ahead = f"min({s.pos} + {s.distance}, {s.crd}.shape[0] - 1)"
                 if s.when:  # loop-invariant: LLVM keeps a copy of the loop without the hint
@@ -324,12 +322,11 @@ def render(fn: L.Function, parallel: bool) -> str:
     put(fn.body, 1)
     if fn.body and isinstance(fn.body[-1], L.Return):
         pass
-    elif emits:
-        ncoords = next(len(s.coords) for s in _walk(fn.body) if isinstance(s, L.Emit))
-        outs = ", ".join(f"out_c{d}[:out_n]" for d in range(ncoords))
-        lines.append(f"    return ({outs}{', ' if outs else ''}out_v[:out_n])")
+    elif fn.output.entries is not None:
+        b = fn.output.entries
+        lines.append(f"    return ({''.join(f'{buf}[:{b.count}], ' for buf in (*b.coords, b.values))})")
     else:
-        lines.append("    return out")
+        lines.append(f"    return {fn.output.array}")
     return "\n".join(lines) + "\n"
 
 

@@ -141,9 +141,10 @@ _CMPOPS = {pyast.Lt: "<", pyast.LtE: "<=", pyast.Gt: ">", pyast.GtE: ">=", pyast
 class Types:
     """Element types of arrays and types of scalars (parameters and inferred locals)."""
 
-    def __init__(self, arrays: dict, scalars: dict):
+    def __init__(self, arrays: dict, scalars: dict, output: L.Output | None = None):
         self.arrays = dict(arrays)  # name -> (dtype, ndim)
         self.scalars = dict(scalars)  # name -> dtype or weak type
+        self.output = output or L.Output()  # the function's result: its dense array or entry buffers
 
     def infer(self, body: list):
         """Locals take the join of every value assigned to them (iterated to a fixed point)."""
@@ -160,7 +161,7 @@ class Types:
                 elif isinstance(s, L.Alloc):
                     self.arrays[s.var] = (s.dtype, 1)
                 elif isinstance(s, L.Emit):
-                    self.scalars.setdefault("out_n", WEAK_INT)
+                    self.scalars.setdefault(s.into.count, WEAK_INT)
             if self.scalars == before:
                 break
         for name, t in self.scalars.items():
@@ -324,14 +325,20 @@ class CExpr:
         return f"{name}[{lin}]"
 
 
+def combine(op: str, a: str, b: str) -> str:
+    """C for combining two partial results ``a`` and ``b`` of a reduction by ``op``."""
+    return {"+": f"{a} + {b}", "max": f"sd_max({a}, {b})", "min": f"sd_min({a}, {b})",
+            "or": f"{a} || {b}", "and": f"{a} && {b}"}[op]
+
+
 class CStmts:
-    """Prints loop-IR statements as C; ``Emit`` appends to buffers of capacity ``out_cap``."""
+    """Prints loop-IR statements as C; ``Emit`` appends to its entry buffers while they have room."""
 
     def __init__(self, types: Types, cexpr: CExpr, atomic: bool = False):
         self.types, self.c = types, cexpr
         self.n = 0
         self.atomic = atomic  # out[..] += v becomes atomicAdd (iterations run in parallel)
-        self.split = None  # (loop, lanes, op, touched, width, vector reads): the loop lanes split (KernelSource.nested)
+        self.split = None  # (plan.Nested, lanes, width, vector reads): the loop lanes split (KernelSource.nested)
 
     def fresh(self, stem):
         self.n += 1
@@ -346,7 +353,7 @@ class CStmts:
     def put(self, stmts, ind: int, lines: list):
         pad = "  " * ind
         for s in stmts:
-            if isinstance(s, L.For) and self.split is not None and s is self.split[0]:
+            if isinstance(s, L.For) and self.split is not None and s is self.split[0].inner:
                 self.split_loop(s, ind, lines)
             elif isinstance(s, L.For):
                 if s.private:
@@ -373,20 +380,22 @@ class CStmts:
             elif isinstance(s, L.SortRange):
                 lo = self.c(s.start)
                 lines.append(f"{pad}sd_sort({s.array} + ({lo}), ({self.c(s.stop)}) - ({lo}));")
-            elif isinstance(s, L.Emit):
-                lines.append(f"{pad}if (out_n < out_cap) {{")
-                for d, c in enumerate(s.coords):
-                    lines.append(f"{pad}  out_c{d}[out_n] = {self.c(c, 'int64')};")
-                lines.append(f"{pad}  out_v[out_n] = {self.c(s.value, self.types.arrays['out_v'][0])};")
+            elif isinstance(s, L.Emit):  # counted also past the capacity: the driver reruns with the count
+                b = s.into
+                lines.append(f"{pad}if ({b.count} < {b.capacity}) {{")
+                for buf, c in zip(b.coords, s.coords):
+                    lines.append(f"{pad}  {buf}[{b.count}] = {self.c(c, 'int64')};")
+                lines.append(f"{pad}  {b.values}[{b.count}] = {self.c(s.value, self.types.arrays[b.values][0])};")
                 lines.append(f"{pad}}}")
-                lines.append(f"{pad}out_n += 1;")
+                lines.append(f"{pad}{b.count} += 1;")
             elif isinstance(s, L.Comment):
                 lines.append(f"{pad}// {s.text}")
             else:
                 raise NotImplementedError(f"{type(s).__name__} below the top level of a CUDA kernel")
 
     def split_loop(self, s: L.For, ind: int, lines: list):
-        _, lanes, op, touched, width, reads = self.split
+        red, lanes, width, reads = self.split
+        acc, touched = red.acc, red.touched
         pad = "  " * ind
         i, stop = self.fresh("i"), self.fresh("stop")
         lines.append(f"{pad}{{ const long long {stop} = {self.c(s.stop)};")
@@ -408,20 +417,18 @@ class CStmts:
                 self.put(s.body, ind + 1, lines)
             self.c.replace = {}
         lines.append(f"{pad}}}")
-        acc_t = self.types.scalars["acc"]
+        acc_t = self.types.scalars[acc]
         ct = ctype(acc_t)
-        combine = {"+": "acc + sd_o", "max": "sd_max(acc, sd_o)", "min": "sd_min(acc, sd_o)",
-                   "or": "acc || sd_o", "and": "acc && sd_o"}[op]
-        every = any(isinstance(x, L.Assign) and x.target == "touched" and x.value == "True" for x in s.body)
         lines.append(f"{pad}for (int sd_off = {lanes // 2}; sd_off > 0; sd_off >>= 1) {{  // every lane gets the total")
-        lines.append(f"{pad}  {ct} sd_o = ({ct})__shfl_xor_sync(sd_gmask, ({'int' if acc_t == 'bool' else ct})acc, "
+        lines.append(f"{pad}  {ct} sd_o = ({ct})__shfl_xor_sync(sd_gmask, ({'int' if acc_t == 'bool' else ct}){acc}, "
                      f"sd_off, {lanes});")
-        lines.append(f"{pad}  acc = {combine};")
-        if touched and not every:
-            lines.append(f"{pad}  touched = touched || (bool)__shfl_xor_sync(sd_gmask, (int)touched, sd_off, {lanes});")
+        lines.append(f"{pad}  {acc} = {combine(red.op, acc, 'sd_o')};")
+        if touched and not red.every:
+            lines.append(f"{pad}  {touched} = {touched} || (bool)__shfl_xor_sync(sd_gmask, (int){touched}, sd_off, "
+                         f"{lanes});")
         lines.append(f"{pad}}}")
-        if touched and every:  # set by every iteration: it ran iff the loop was not empty, no shuffle needed
-            lines.append(f"{pad}if ({self.c(s.start)} < {stop}) touched = true;")
+        if touched and red.every:  # set by every iteration: it ran iff the loop was not empty, no shuffle needed
+            lines.append(f"{pad}if ({self.c(s.start)} < {stop}) {touched} = true;")
         lines.append(f"{pad}}}")
 
     def assign(self, s: L.Assign) -> str:
@@ -444,7 +451,7 @@ class CStmts:
         target = self.c(s.target)
         if s.op is None:
             return f"{target} = {self.c(s.value, t)};"
-        if s.op == "+" and self.atomic and target.startswith("out["):
+        if s.op == "+" and self.atomic and self.types.output.stores_into(s.target):
             if t in ("int64", "uint64"):  # two's complement: an unsigned add is the signed add
                 return f"atomicAdd((unsigned long long*)&{target}, (unsigned long long)({self.c(s.value, t)}));"
             return f"atomicAdd(&{target}, {self.c(s.value, t)});"

@@ -42,7 +42,7 @@ class Compiled:
         cp = device.cupy()
         named = {}
         for name, v in zip(self.fn.params, args):
-            if name == "out" and isinstance(v, np.ndarray):  # (a driver that does not allocate on the device)
+            if name == self.fn.output.array and isinstance(v, np.ndarray):  # (a driver not allocating on the device)
                 v = cp.zeros(v.shape, dtype=v.dtype)  # the driver's host zeros: allocate on the device
             elif isinstance(v, np.ndarray) and v.ndim > 0:
                 v = device.to_device(v)
@@ -52,10 +52,11 @@ class Compiled:
                 v = device.BFloat16Array(cp.ascontiguousarray(v.bits)) if isinstance(v, device.BFloat16Array) else \
                     cp.ascontiguousarray(v)
             named[name] = v
-        named = widen_positions(named)
-        if "out_cap" in named:  # the first guess of a growable output's size: as large as the inputs
-            named["out_cap"] = max(int(named["out_cap"]), sum(int(v.size) for v in named.values()
-                                                             if hasattr(v, "__cuda_array_interface__")))
+        named = widen_positions(named, self.fn.output.array)
+        entries = self.fn.output.entries
+        if entries is not None:  # the first guess of a growable output's size: as large as the inputs
+            named[entries.capacity] = max(int(named[entries.capacity]), sum(
+                int(v.size) for v in named.values() if hasattr(v, "__cuda_array_interface__")))
         if self.contraction is not None and _cublas_types(named, self.contraction):
             return _contract(named, self.contraction)
         sig = signature(named)
@@ -72,7 +73,7 @@ class Compiled:
             launches = spec.trace
         finally:
             spec.trace = None
-        if "out" in named and result is named["out"]:
+        if self.fn.output.array in named and result is named[self.fn.output.array]:
             self.record(args, spec, launches)
         return result
 
@@ -118,7 +119,7 @@ class Compiled:
                 items.append(f"c{p}")
         src = f"def build({', '.join(f'a{i}' for i in range(len(args)))}):\n    return ({', '.join(items)},)\n"
         exec(src, consts)  # noqa: S102 - generated from the launch argument positions above
-        self.replays[key] = (consts["build"], list(launches), self.fn.params.index("out"))
+        self.replays[key] = (consts["build"], list(launches), self.fn.params.index(self.fn.output.array))
 
     def describe(self) -> str:
         if self.contraction is not None:
@@ -134,13 +135,14 @@ class Compiled:
         return self.describe()
 
 
-def widen_positions(named: dict) -> dict:
+def widen_positions(named: dict, out: str | None) -> dict:
     """The arguments with every 32-bit integer array widened to 64 bits when some array has more than
     INT32_SAFE entries: then a level's positions (its ``pos``, whose own size is small) may come within
-    a stride of 2^31, where the rendered 32-bit loop counters would overflow."""
+    a stride of 2^31, where the rendered 32-bit loop counters would overflow. ``out``: the output array
+    (the caller's, kept as it is)."""
     if not any(getattr(v, "size", 0) > INT32_SAFE for v in named.values()):
         return named
-    return {name: v.astype(np.int64) if getattr(v, "dtype", None) == np.int32 and name != "out" else v
+    return {name: v.astype(np.int64) if getattr(v, "dtype", None) == np.int32 and name != out else v
             for name, v in named.items()}
 
 
@@ -148,7 +150,7 @@ def _cublas_types(named: dict, c) -> bool:
     """Whether cuBLAS computes this contraction as the kernel would: cupy arrays of one float32 or
     float64 dtype (16-bit operands keep the kernels, which accumulate in float32)."""
     cp = device.cupy()
-    arrays = [named[c.left], named[c.right], named["out"]]
+    arrays = [named[c.left], named[c.right], named[c.out]]
     return all(type(a) is cp.ndarray and a.dtype == arrays[2].dtype for a in arrays) and \
         arrays[2].dtype in (np.float32, np.float64)
 
@@ -168,7 +170,7 @@ def _contract(named: dict, c):
         product = cp.tensordot(left, right, axes=([lix.index(x) for x in summed], [rix.index(x) for x in summed]))
         kept = [x for x in lix if x not in summed] + [x for x in rix if x not in summed]
         product = product.transpose([kept.index(x) for x in out_ix])
-    out = named["out"]
+    out = named[c.out]
     if c.accumulate:
         out += product
     else:

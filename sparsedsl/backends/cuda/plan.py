@@ -63,7 +63,7 @@ def _assigned(stmts) -> set:
         elif isinstance(s, L.For):
             out.add(s.var)
         elif isinstance(s, L.Emit):
-            out.add("out_n")
+            out.add(s.into.count)
     return out
 
 
@@ -73,7 +73,7 @@ def _read(stmts) -> set:
         for e in _exprs(s):
             out |= _names(e)
         if isinstance(s, L.Emit):
-            out |= {"out_n", "out_cap"}
+            out |= {s.into.count, s.into.capacity}
     return out
 
 
@@ -116,7 +116,8 @@ def plan_steps(fn: L.Function, scalars=(), off=frozenset()) -> list:
         elif isinstance(s, L.For) and _is_prefix_sum(s):
             flush()
             steps.append(Step("cumsum", loop=s))
-        elif isinstance(s, L.For) and not s.parallel and "atomic_scatter" not in off and _atomic_scatter(s, fn.body):
+        elif isinstance(s, L.For) and not s.parallel and "atomic_scatter" not in off and \
+                _atomic_scatter(s, fn.body, fn.output):
             flush()
             steps.append(Step("parallel", loop=s, reduction=None, collapse=None, atomic=True, nested=None))
         elif isinstance(s, L.For) and s.parallel:
@@ -150,7 +151,7 @@ def _live_reads(stmts) -> set:
             for e in _exprs(s):
                 out |= _names(e)
             if isinstance(s, L.Emit):
-                out |= {"out_n", "out_cap"}
+                out |= {s.into.count, s.into.capacity}
     return out
 
 
@@ -198,13 +199,13 @@ def _prune(stmts, live) -> list:
 ATOMIC_DTYPES = {"float32", "float64", "int32", "int64", "uint32", "uint64"}
 
 
-def _atomic_scatter(loop: L.For, top: list) -> bool:
-    """A serial outer loop whose iterations only add into ``out`` (``out[..] += v``; the output is
-    zeroed first) and otherwise keep to their own scalars: run it in parallel with atomicAdd."""
+def _atomic_scatter(loop: L.For, top: list, output: L.Output) -> bool:
+    """A serial outer loop whose iterations only add into the dense output (``out[..] += v``; the
+    output is zeroed first) and otherwise keep to their own scalars: run it in parallel with atomicAdd."""
     if loop.private:
         return False
     stores = [x for x in _walk(loop.body) if isinstance(x, L.Assign) and isinstance(_parse(x.target), pyast.Subscript)]
-    if not stores or any(_parse(x.target).value.id != "out" or x.op != "+" for x in stores):
+    if not stores or any(not output.stores_into(x.target) or x.op != "+" for x in stores):
         return False
     if any(isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private)
            for x in _walk(loop.body)):
@@ -229,81 +230,117 @@ def _is_prefix_sum(s: L.For) -> bool:
             and isinstance(v.right, pyast.Subscript) and pyast.unparse(v.right.slice) == s.var)
 
 
-def _reduction_shape(loop: L.For):
-    """For a parallel loop whose body is ``head; inner for (acc op= ...); tail``, where the inner
-    loop's iterations are independent apart from the reduction into ``acc`` (and ``touched``), return
-    (head, inner, tail, op, init); else None. Lanes may then split the inner loop."""
+@dataclasses.dataclass
+class Reduction:
+    """A parallel loop's body ``head; inner for (acc op= ...); tail`` whose inner loop's iterations are
+    independent apart from the reduction (``Reduce``) into ``acc`` and its ``Touch`` flag ``touched``."""
+
+    head: list
+    inner: L.For
+    tail: list
+    op: str
+    init: str  # the accumulator's start
+    acc: str
+    touched: str | None
+
+
+def _reduces(s) -> bool:
+    return isinstance(s, L.Reduce) and s.op is not None
+
+
+def _reduction_shape(loop: L.For) -> Reduction | None:
+    """The loop as a :class:`Reduction`, else None. Lanes may then split the inner loop."""
     body = loop.body
     if loop.private:
         return None
-    red = [k for k, s in enumerate(body) if any(isinstance(x, L.Assign) and x.target == "acc" and x.op
-                                                 for x in _walk([s]))]
+    red = [k for k, s in enumerate(body) if any(_reduces(x) for x in _walk([s]))]
     if len(red) != 1 or not isinstance(body[red[0]], L.For):
         return None
     k = red[0]
     head, inner, tail = body[:k], body[k], body[k + 1:]
-    ops = {x.op for x in _walk([inner]) if isinstance(x, L.Assign) and x.target == "acc" and x.op}
-    init = [s.value for s in head if isinstance(s, L.Assign) and s.target == "acc" and s.op is None]
-    if len(ops) != 1 or not init or next(iter(ops)) not in ("+", "max", "min", "or", "and"):
+    terms = [x for x in _walk([inner]) if _reduces(x)]
+    accs, ops = {x.target for x in terms}, {x.op for x in terms}
+    init = [s.value for s in head if isinstance(s, L.Reduce) and s.op is None and s.target in accs]
+    if len(ops) != 1 or len(accs) != 1 or not init or next(iter(ops)) not in ("+", "max", "min", "or", "and"):
         return None
+    touched = set()
     for x in _walk(inner.body):
         if isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or (isinstance(x, L.For) and x.private):
             return None
-        if isinstance(x, L.Assign):
-            if x.target == "touched" and x.value == "True" and x.op is None:
-                continue
-            if x.target == "acc":
-                if x.op is None:
-                    return None
-                continue
-            if not isinstance(_parse(x.target), pyast.Name):
-                return None  # a store to memory
-    local = _assigned(inner.body) - {"acc", "touched"}
+        if isinstance(x, L.Touch):
+            if x.value != "True":
+                return None
+            touched.add(x.target)
+        elif isinstance(x, L.Reduce):
+            if x.op is None:
+                return None
+        elif isinstance(x, L.Assign) and not isinstance(_parse(x.target), pyast.Name):
+            return None  # a store to memory
+    if len(touched) > 1:
+        return None
+    local = _assigned(inner.body) - accs - touched
     if local & (_assigned(head) | _read(tail)) or inner.var in _read(tail):
         return None
     plain = {x.target for x in _walk(inner.body) if isinstance(x, L.Assign) and x.op is None}
     if any(isinstance(x, L.Assign) and x.op and x.target in local and x.target not in plain
            for x in _walk(inner.body)):
         return None  # carried from one inner iteration to the next
-    return head, inner, tail, next(iter(ops)), init[0]
+    return Reduction(head, inner, tail, next(iter(ops)), init[0], next(iter(accs)), next(iter(touched), None))
 
 
 IDENTITY = {"+": 0, "max": -np.inf, "min": np.inf, "or": False, "and": True}
 
 
-def _nested_reduction(loop: L.For):
+@dataclasses.dataclass
+class Nested:
+    """A parallel loop with exactly one loop that reduces (``Reduce``) into ``acc``, nested in
+    sequential code (see ``_nested_reduction``)."""
+
+    inner: L.For
+    op: str
+    acc: str
+    touched: str | None  # the Touch flag the loop sets, if any
+    every: bool = False  # the flag is set by every iteration (it ran iff the loop was not empty)
+
+
+def _nested_reduction(loop: L.For) -> Nested | None:
     """For a parallel loop with exactly one loop that reduces into ``acc`` (``acc op= ..``, and
     ``touched = True``), nested anywhere in sequential code that stores only into arrays it does not
     read (the fill pass of a sampled product, SDDMM: per stored entry a dot product over k), return
-    (that loop, op). A group of lanes then runs the body redundantly, splits that loop and combines
-    ``acc`` with xor shuffles; lane 0 stores. Else None."""
+    it as :class:`Nested`. A group of lanes then runs the body redundantly, splits that loop and
+    combines ``acc`` with xor shuffles; lane 0 stores. Else None."""
     if loop.private:
         return None
-    reds = [x for x in _walk(loop.body) if isinstance(x, L.For)
-            and any(isinstance(y, L.Assign) and y.target == "acc" and y.op for y in x.body)]
+    reds = [x for x in _walk(loop.body) if isinstance(x, L.For) and any(_reduces(y) for y in x.body)]
     if len(reds) != 1:
         return None
     inner = reds[0]
-    ops = {y.op for y in inner.body if isinstance(y, L.Assign) and y.target == "acc" and y.op}
-    if len(ops) != 1 or next(iter(ops)) not in IDENTITY:
+    terms = [y for y in inner.body if _reduces(y)]
+    ops, accs = {y.op for y in terms}, {y.target for y in terms}
+    if len(ops) != 1 or len(accs) != 1 or next(iter(ops)) not in IDENTITY:
         return None
-    op = next(iter(ops))
+    op, acc = next(iter(ops)), next(iter(accs))
+    touched = set()
     for y in _walk(inner.body):
         if not isinstance(y, (L.Assign, L.If, L.Comment)):
             return None
         if isinstance(y, L.Assign):
             if not isinstance(_parse(y.target), pyast.Name):
                 return None  # a store inside the split loop
-            if y.target == "acc" and y.op is None or y.target != "acc" and y.op is not None:
-                return None
-            if y.target == "touched" and y.value != "True":
-                return None
+            if isinstance(y, L.Reduce) != (y.op is not None) and not isinstance(y, L.Touch):
+                return None  # a plain reduction, or the accumulator restarted
+            if isinstance(y, L.Touch):
+                if y.value != "True":
+                    return None
+                touched.add(y.target)
+    if len(touched) > 1:
+        return None
     outside = [x for x in _walk_skipping(loop.body, inner)]
     if any(isinstance(x, (L.Alloc, L.Emit, L.SortRange, L.Return)) or isinstance(x, L.For) and x.private
            for x in outside):
         return None
     for x in outside:  # every lane holds the same acc before the loop: it must be op's identity
-        if isinstance(x, L.Assign) and x.target == "acc":
+        if isinstance(x, L.Assign) and x.target == acc:
             if x.op is not None:
                 return None
             try:
@@ -311,7 +348,7 @@ def _nested_reduction(loop: L.For):
                     return None
             except Exception:
                 return None
-    local = (_assigned(inner.body) | {inner.var}) - {"acc", "touched"}
+    local = (_assigned(inner.body) | {inner.var}) - {acc} - touched
     if local & set().union(*(_names(e) for x in outside for e in _exprs(x))):
         return None
     stored = {_parse(x.target).value.id for x in _walk(loop.body) if isinstance(x, L.Assign)
@@ -323,7 +360,8 @@ def _nested_reduction(loop: L.For):
             read |= _names(e)
     if stored & read:
         return None  # a lane could read what lane 0 stored
-    return inner, op
+    every = any(isinstance(x, L.Touch) and x.value == "True" for x in inner.body)
+    return Nested(inner, op, acc, next(iter(touched), None), every)
 
 
 # element dtype -> C vector type of 16 bytes (or 8: the narrowest array of a loop sets its width)
@@ -411,12 +449,13 @@ class Contraction:
     left: str
     right: str
     accumulate: bool
+    out: str
 
 
 def dense_contraction(fn: L.Function) -> Contraction | None:
     """``fn`` as a :class:`Contraction` when its body is exactly a perfect nest of output loops, the
     accumulator's start at zero, a perfect nest of reduction loops around ``acc += A[..] * B[..]``,
-    and the store of ``acc`` into ``out`` at the output loops' indices; else None."""
+    and the store of ``acc`` into the output at the output loops' indices; else None."""
     params = set(fn.params)
 
     def nest(body, stop_at):
@@ -432,7 +471,7 @@ def dense_contraction(fn: L.Function) -> Contraction | None:
         return (loops, body) if loops else None
 
     def is_core(body):
-        return len(body) == 3 and isinstance(body[0], L.Assign) and body[0].target == "acc"
+        return len(body) == 3 and isinstance(body[0], L.Reduce)
 
     got = nest(fn.body, is_core)
     if got is None or not is_core(got[1]):
@@ -444,14 +483,14 @@ def dense_contraction(fn: L.Function) -> Contraction | None:
     if got is None or len(got[1]) != 1 or not isinstance(got[1][0], L.Assign):
         return None
     inner, (term,) = got
-    if term.target != "acc" or term.op != "+" or not isinstance(store, L.Assign) or store.value != "acc" \
-            or store.op not in (None, "+"):
+    if not isinstance(term, L.Reduce) or term.target != init.target or term.op != "+" or \
+            not isinstance(store, L.Assign) or store.value != init.target or store.op not in (None, "+"):
         return None
     product, target = _parse(term.value), _parse(store.target)
     if not (isinstance(product, pyast.BinOp) and isinstance(product.op, pyast.Mult)):
         return None
     operands = [_subscript_vars(e) for e in (product.left, product.right, target)]
-    if any(o is None for o in operands) or operands[2][0] != "out" or list(operands[2][1]) != outer:
+    if any(o is None for o in operands) or operands[2][0] != fn.output.array or list(operands[2][1]) != outer:
         return None
     (left, lv), (right, rv) = operands[:2]
     loops = outer + inner
@@ -462,7 +501,7 @@ def dense_contraction(fn: L.Function) -> Contraction | None:
     letter = {v: chr(ord("a") + k) for k, v in enumerate(loops)}
     spec = "".join(letter[v] for v in lv) + "," + "".join(letter[v] for v in rv) + "->" + \
         "".join(letter[v] for v in outer)
-    return Contraction(spec, left, right, store.op == "+")
+    return Contraction(spec, left, right, store.op == "+", fn.output.array)
 
 
 def _subscript_vars(e):

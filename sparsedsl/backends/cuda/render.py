@@ -33,7 +33,7 @@ import numpy as np
 
 from ... import templates
 from ...lang import loopir as L
-from .cexpr import LDCS_TYPES, PREAMBLE, CExpr, CStmts, Types, ctype, kernel_name, signature
+from .cexpr import LDCS_TYPES, PREAMBLE, CExpr, CStmts, Types, combine, ctype, kernel_name, signature
 from .plan import ATOMIC_DTYPES, BLOCK, _assigned, _names, _parse, _read, _walk, plan_steps, vector_accesses
 from .templates import SKINNY, SPGEMM, LoopNest, skinny, spgemm
 from .templates.skinny_kernel import render_skinny
@@ -47,22 +47,22 @@ class KernelSource:
         self.fn, self.sig = fn, sig
         arrays = {n: (d, nd) for n, (kind, d, nd) in sig.items() if kind == "array"}
         scalars = {n: d for n, (kind, d, nd) in sig.items() if kind == "scalar"}
-        self.types = Types(arrays, scalars)
+        self.types = Types(arrays, scalars, fn.output)
         self.types.infer(fn.body)
         off = fn.hints.get("passes_off", frozenset())  # passes a schedule turned off (PASSES)
         self.steps = plan_steps(fn, scalars, off)
-        out_t = self.types.arrays.get("out", (None,))[0]
+        out_t = self.types.arrays.get(fn.output.array, (None,))[0]
         for st in self.steps:
             if st.kind == "parallel" and st.atomic and out_t not in ATOMIC_DTYPES:
                 st.kind, st.body = "serial", [st.loop]  # no atomicAdd for this dtype: one thread
             if st.kind == "parallel":  # a registered loops template (templates/), chosen by the registry
-                sel = templates.select_loops(LoopNest(st.loop, self.types.arrays), "cuda",
+                sel = templates.select_loops(LoopNest(st.loop, self.types.arrays, fn.output), "cuda",
                                              not st.atomic and "templates" not in off)
                 shape = sel.template.build(sel.match) if sel.template else None
                 st.template, st.rejected = sel.template and sel.template.name, sel.rejected
                 st.skinny = shape if sel.template is SKINNY else None
                 st.spgemm = shape if sel.template is SPGEMM else None
-                st.vector = vector_accesses(st.nested[0], self.types.arrays) \
+                st.vector = vector_accesses(st.nested.inner, self.types.arrays) \
                     if st.nested and "vector_loads" not in off else None
         allocs = [s.alloc for s in self.steps if s.kind == "alloc"]
         allocs += [a for s in self.steps if s.kind == "parallel" for a in s.loop.private if isinstance(a, L.Alloc)]
@@ -71,7 +71,7 @@ class KernelSource:
         self.written = {_parse(x.target).value.id for x in _walk(fn.body) if isinstance(x, L.Assign)
                         and isinstance(_parse(x.target), pyast.Subscript)} | \
                        {x.array for x in _walk(fn.body) if isinstance(x, L.SortRange)} | \
-                       ({"out_c0", "out_c1", "out_c2", "out_c3", "out_v"} if self.emits else set())
+                       ({*fn.output.entries.coords, fn.output.entries.values} if fn.output.entries else set())
         self.state = self.state_vars()
         shapes = {n: [f"{n}_sh{d}" for d in range(1, nd)] for n, (_, nd) in arrays.items() if nd > 1}
         self.cexpr = CExpr(self.types, shapes)
@@ -153,8 +153,8 @@ class KernelSource:
             for j, (_, r) in enumerate(uses):
                 if j != k:
                     state |= w & r
-        if self.emits:
-            state.add("out_n")
+        if self.fn.output.entries is not None:
+            state.add(self.fn.output.entries.count)
         # the host writes a scalar it sets into sd_state only when a kernel reads it there
         self.kernel_reads = set().union(*(r for s, (_, r) in zip(self.steps, uses) if s.kind in ("serial", "parallel")))
         return sorted(v for v in state if v in self.types.scalars and v not in self.sig)
@@ -265,9 +265,7 @@ class KernelSource:
         lines.append(f"  for (long long sd_it = sd_start + sd_tid / {lanes}; sd_it < sd_stop; sd_it += sd_ngroups) {{")
         self.declare(_assigned(loop.body) | {loop.var}, lines, "    ")
         lines.append(f"    {loop.var} = sd_it;")
-        stm.split = (step.nested[0], lanes, step.nested[1],
-                     "touched" in self.types.scalars and "touched" in _assigned([step.nested[0]]), width,
-                     step.vector if width > 1 else None)
+        stm.split = (step.nested, lanes, width, step.vector if width > 1 else None)
         stm.put(loop.body, 2, lines)
         lines.append("  }")
 
@@ -288,10 +286,10 @@ class KernelSource:
     def lanes(self, step, stm, lines, lanes):
         """``lanes`` threads per outer iteration; they stride the inner loop and shuffle-reduce acc."""
         loop = step.loop
-        head, inner, tail, op, init = step.reduction
+        red = step.reduction
+        head, inner, tail, acc, touched = red.head, red.inner, red.tail, red.acc, red.touched
         self.prologue(loop, lines)
-        acc_t = self.types.scalars["acc"]
-        has_touched = "touched" in self.types.scalars and "touched" in _assigned([inner])
+        acc_t = self.types.scalars[acc]
         lines.append(f"  const int sd_lane = threadIdx.x & {lanes - 1};")
         lines.append(f"  const long long sd_ngroups = sd_nthreads / {lanes};")
         lines.append(f"  const long long sd_wfirst = (sd_tid / 32) * {32 // lanes};  // the same in a whole warp")
@@ -299,9 +297,9 @@ class KernelSource:
         lines.append(f"    const long long sd_it = sd_base + (threadIdx.x & 31) / {lanes};")
         lines.append("    const bool sd_active = sd_it < sd_stop;")
         self.declare(_assigned(loop.body) | {loop.var}, lines, "    ")
-        lines.append(f"    acc = {self.cexpr(init, acc_t)};")
-        if has_touched:
-            lines.append("    touched = false;")
+        lines.append(f"    {acc} = {self.cexpr(red.init, acc_t)};")
+        if touched:
+            lines.append(f"    {touched} = false;")
         lines.append("    if (sd_active) {")
         lines.append(f"      {loop.var} = sd_it;")
         stm.put(head, 3, lines)
@@ -326,15 +324,13 @@ class KernelSource:
         lines.append("      } }")
         lines.append("    }")
         if lanes > 1:
-            combine = {"+": "acc + sd_o", "max": "sd_max(acc, sd_o)", "min": "sd_min(acc, sd_o)",
-                       "or": "acc || sd_o", "and": "acc && sd_o"}[op]
             shfl_t = "int" if acc_t == "bool" else ctype(acc_t)
             lines.append(f"    for (int sd_off = {lanes // 2}; sd_off > 0; sd_off >>= 1) {{")
             lines.append(f"      {ctype(acc_t)} sd_o = ({ctype(acc_t)})__shfl_down_sync(0xffffffffu, "
-                         f"({shfl_t})acc, sd_off, {lanes});")
-            lines.append(f"      acc = {combine};")
-            if has_touched:
-                lines.append("      touched = touched || (bool)__shfl_down_sync(0xffffffffu, (int)touched, "
+                         f"({shfl_t}){acc}, sd_off, {lanes});")
+            lines.append(f"      {acc} = {combine(red.op, acc, 'sd_o')};")
+            if touched:
+                lines.append(f"      {touched} = {touched} || (bool)__shfl_down_sync(0xffffffffu, (int){touched}, "
                              f"sd_off, {lanes});")
             lines.append("    }")
         lines.append("    if (sd_active && sd_lane == 0) {")

@@ -12,7 +12,7 @@ from ...lang import loopir as L
 from .cexpr import PREAMBLE, concrete, kernel_name
 from .device import clusters, cupy, device_sms
 from .nvrtc import WithSharedMemory, compile_kernel, dynamic_shared
-from .plan import BLOCK, _assigned, _names, _parse, _walk
+from .plan import BLOCK, _assigned, _names, _parse
 from .render import KernelSource
 from .templates import skinny, skinny_kernel, spgemm, spgemm_kernel
 from .templates.skinny import splitk_limit
@@ -60,29 +60,19 @@ class Specialised(KernelSource):
             state = self.state_buf
             result = self.run_once(env, state)
             if isinstance(result, tuple):
-                if self.csr_on_device():
+                if self.fn.output.csr:  # the output's level arrays as they are: they stay on the device
                     return result
                 return tuple(r.get() if hasattr(r, "get") else r for r in result)  # entries: packed on the host
-            if not self.emits:
+            entries = self.fn.output.entries
+            if entries is None:
                 return result
-            n = self.host_state(state)["out_n"]
-            if n <= int(args["out_cap"]):
+            n = self.host_state(state)[entries.count]
+            if n <= int(args[entries.capacity]):
                 break
-            args = {**args, "out_cap": np.int64(n)}
+            args = {**args, entries.capacity: np.int64(n)}
         if result is None:
-            result = tuple(env[f"out_c{d}"][:n] for d in range(self.ncoords())) + (env["out_v"][:n],)
+            result = tuple(env[buf][:n] for buf in (*entries.coords, entries.values))
         return tuple(r.get() if hasattr(r, "get") else r for r in result)
-
-    def csr_on_device(self) -> bool:
-        """A two-phase output returned as (offs, out_c<d>, out_v) with d > 0 is the lowering's CSR
-        assembly (a coordinate list returns every dimension's coordinates, so out_c0 too): offsets,
-        column indices and values are already the output's level arrays, so they stay on the device."""
-        ret = next((st.values for st in self.steps if st.kind == "return"), [])
-        return len(ret) == 3 and ret[0] == "offs" and ret[1].startswith("out_c") and ret[1] != "out_c0" \
-            and ret[2] == "out_v"
-
-    def ncoords(self) -> int:
-        return next(len(x.coords) for x in _walk(self.fn.body) if isinstance(x, L.Emit))
 
     def host_state(self, state) -> dict:
         if all(v in self.known for v in self.state):
@@ -169,7 +159,7 @@ class Specialised(KernelSource):
                 self.launch_parallel(k, step, env, state, sms)
             elif step.kind == "return":
                 return tuple(env[v] if v in env else self.host_state(state)[v] for v in step.values)
-        return env["out"] if "out" in env and not self.emits else None
+        return env.get(self.fn.output.array) if self.fn.output.array else None
 
     def skinny_launch(self, step, env, state, sms):
         """(grid, block, ("skinny", column tiles, warps per block)) when the skinny template's run-time
@@ -361,7 +351,7 @@ class Specialised(KernelSource):
     def nested_lanes(self, step, env, state) -> int:
         """Lanes splitting a nested reduction loop: a power of two, about 8 of its iterations per lane (fewer
         shuffle rounds, more outer iterations in flight per warp: the entries' loads are a latency chain)."""
-        inner = step.nested[0]
+        inner = step.nested.inner
         try:
             trip = self.host_eval(f"({inner.stop}) - ({inner.start})", env, state)
         except Exception:  # bounds known only inside an iteration
@@ -375,7 +365,7 @@ class Specialised(KernelSource):
         """The split loop's iterations per lane for these operands: ``vector_width`` when its trip count
         and start are multiples of it and every row it reads starts on a vector boundary, else 1."""
         width = self.vector_width(step)
-        inner = step.nested[0]
+        inner = step.nested.inner
         try:
             start, stop = self.host_eval(inner.start, env, state), self.host_eval(inner.stop, env, state)
         except Exception:  # bounds known only inside an iteration
@@ -389,7 +379,7 @@ class Specialised(KernelSource):
 
     def choose_lanes(self, step, env, state) -> int:
         """Threads per outer iteration: a power of two, a quarter of the average inner trip count, <= 32."""
-        loop, inner = step.loop, step.reduction[1]
+        loop, inner = step.loop, step.reduction.inner
         key = None
         try:
             if loop.weight and loop.weight in env:

@@ -15,15 +15,16 @@ from .spgemm import spgemm_shape
 
 @dataclass(frozen=True)
 class LoopNest:
-    """What a loops template is matched against: one parallel loop of a rendered function and the
-    kernel's arrays, name -> (dtype, ndim)."""
+    """What a loops template is matched against: one parallel loop of a rendered function, the
+    kernel's arrays, name -> (dtype, ndim), and the function's ``loopir.Output``."""
 
     loop: object
     arrays: dict
+    output: object
 
 
 def _skinny(nest: LoopNest):
-    return skinny_shape(nest.loop, nest.arrays)
+    return skinny_shape(nest.loop, nest.arrays, nest.output)
 
 
 def _spgemm(nest: LoopNest):

@@ -63,6 +63,7 @@ class Skinny:
     values: str  # W's values array
     dense: str  # X
     store: L.Assign  # out[row, col] = acc
+    acc: str  # the column loop's accumulator (its Reduce statements' target)
     extent: str  # columns per row (nm: groups * M; bitmap: D)
     # nm
     crd: str = ""
@@ -89,7 +90,7 @@ def _product(value: str, col: str, coord: str):
     return None
 
 
-def skinny_shape(loop: L.For, arrays: dict):
+def skinny_shape(loop: L.For, arrays: dict, output: L.Output):
     """The ``Skinny`` description of a parallel row loop in the shape above, else why not. ``arrays``:
     name -> (dtype, ndim) of the kernel's arrays (W and X must hold the same 16-bit float)."""
     if not loop.parallel or loop.private or not loop.body or not isinstance(loop.body[-1], L.For):
@@ -101,39 +102,39 @@ def skinny_shape(loop: L.For, arrays: dict):
     if cl.start != "0" or cl.private or _names(cl.stop) & hv or len(cl.body) < 3:
         return 'the column loop does not start at 0, has private state, depends on the row, or has no reduction'
     init, store = cl.body[0], cl.body[-1]
-    if not (isinstance(init, L.Assign) and init.target == "acc" and init.op is None and _p(init.value).__class__
+    if not (isinstance(init, L.Reduce) and init.op is None and _p(init.value).__class__
             is pyast.Constant and float(_p(init.value).value) == 0.0):
         return 'the column loop does not start with a sum initialised to 0 (an explicit scalar reduction)'
     t = _p(store.target) if isinstance(store, L.Assign) else None
-    if not (isinstance(t, pyast.Subscript) and t.value.id == "out" and store.op is None and store.value == "acc"
+    if not (t is not None and output.stores_into(store.target) and store.op is None and store.value == init.target
             and isinstance(t.slice, pyast.Tuple) and [pyast.unparse(i) for i in t.slice.elts] == [loop.var, cl.var]):
         return 'the column loop does not end by storing its sum at out[row, column]'
     nest = cl.body[1:-1]
-    found = _nm(loop, head, cl, nest, store)
+    found = _nm(loop, head, cl, nest, store, init.target)
     if isinstance(found, str):
-        bitmap = _bitmap(loop, head, cl, nest, store)
+        bitmap = _bitmap(loop, head, cl, nest, store, init.target)
         found = bitmap if isinstance(bitmap, Skinny) else f"the weight level's loop is neither ({found}) nor ({bitmap})"
     if isinstance(found, str):
         return found
     w, x = arrays.get(found.values, (None, 0)), arrays.get(found.dense, (None, 0))
-    if w[0] not in HALF_MMA or w[0] != x[0] or x[1] != 2 or found.values == "out":
+    if w[0] not in HALF_MMA or w[0] != x[0] or x[1] != 2 or found.values == output.array:
         return (f"the weights ({w[0]}) and the dense columns ({x[0]}, {x[1]}-d) are not one 16-bit float type "
                 f"with 2-d columns (the tensor cores' inputs)")
     return found
 
 
-def _accumulation(walk: L.For):
+def _accumulation(walk: L.For, acc: str):
     """The one statement of a level's walk that is not the level's own (its ``Iteration.own``), when
     that is ``acc += product``; else why not."""
     inside = list(L.walk(walk.body))
-    adds = [s for s in inside if isinstance(s, L.Assign) and s.target == "acc"]
+    adds = [s for s in inside if isinstance(s, L.Reduce) and s.target == acc]
     if len(inside) != walk.iteration.own + 1 or len(adds) != 1 or adds[0].op != "+":
         return (f"{walk.iteration.kind}: the walk's body is not one sum (acc += W[q] * X[j, column]): it holds "
                 f"{len(inside) - walk.iteration.own} statements of its own")
     return adds[0]
 
 
-def _nm(loop, head, cl, nest, store):
+def _nm(loop, head, cl, nest, store, acc):
     """The N:M level's sum (levels/nm.py), as its ``nm_groups`` iteration declares it: for each group g
     and slot s, the slot's value position, its in-group index unpacked from the group's meta word, and
     ``if k < M: acc += W[q] * X[g*M + k, n]``."""
@@ -145,17 +146,18 @@ def _nm(loop, head, cl, nest, store):
     if n != 2 or m % 4 or bits != m.bit_length() or n * bits > 8:  # it reads one byte of meta per group
         return (f"N:M: {n}:{m} with {bits}-bit in-group indices; the template needs N=2, M a multiple of 4, "
                 f"{m.bit_length()}-bit indices and a group's meta in one byte")
-    acc = _accumulation(walk)
-    if isinstance(acc, str):
-        return acc
-    prod = _product(acc.value, cl.var, it.field("coordinate"))
+    term = _accumulation(walk, acc)
+    if isinstance(term, str):
+        return term
+    prod = _product(term.value, cl.var, it.field("coordinate"))
     if prod is None or prod[1] != it.field("position"):
         return "N:M: the product is not W[slot] * X[coordinate, column]"
-    return Skinny("nm", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, f"({it.field('groups')}) * {m}",
+    return Skinny("nm", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, acc,
+                  f"({it.field('groups')}) * {m}",
                   crd=it.field("meta"), n=n, m=m, groups=it.field("groups"), slot0=it.field("slot0"))
 
 
-def _bitmap(loop, head, cl, nest, store):
+def _bitmap(loop, head, cl, nest, store, acc):
     """The bitmap level's sum (levels/bitmap.py), as its ``bitmap_words`` iteration declares it: the
     row's values from ``pos[p]``, its mask words from ``word0``, a set bit at a time::
 
@@ -172,13 +174,13 @@ def _bitmap(loop, head, cl, nest, store):
         return "bitmap: the column loop holds no walk of mask words (no bitmap_words iteration declared by a level)"
     if it.field("bits") != 32:
         return f"bitmap: {it.field('bits')}-bit mask words; the template reads 32-bit words"
-    acc = _accumulation(walk)
-    if isinstance(acc, str):
-        return acc
-    prod = _product(acc.value, cl.var, it.field("coordinate"))
+    term = _accumulation(walk, acc)
+    if isinstance(term, str):
+        return term
+    prod = _product(term.value, cl.var, it.field("coordinate"))
     if prod is None or prod[1] != it.field("position") or it.field("mask") in (prod[0], prod[2]):
         return "bitmap: the product is not W[q] * X[j, column]"
-    return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, it.field("extent"),
+    return Skinny("bitmap", loop.var, head, cl.var, cl.stop, prod[0], prod[2], store, acc, it.field("extent"),
                   mask=it.field("mask"), mask0=it.field("word0"), pos0=it.field("values0"),
                   pos1=it.field("values1"))
 

@@ -71,8 +71,8 @@ def render_skinny(ks, k: int, sk: Skinny, nt: int, splitk: int, mtiles: int = 2,
         f"    for (int w = 0; w < {splitk}; ++w) s += sd_part[w][rr][cc];",
         "    if (sd_row0 + rr < sd_stop) {",
     ]
-    ks.declare({loop.var, sk.col, "acc"}, lines, "      ")
-    lines.append(f"      {loop.var} = sd_row0 + rr; {sk.col} = cc; acc = s;")
+    ks.declare({loop.var, sk.col, sk.acc}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_row0 + rr; {sk.col} = cc; {sk.acc} = s;")
     stm.put([sk.store], 3, lines)
     lines += ["    }", "  }", "}"]
     return "\n".join(lines) + "\n"
@@ -538,8 +538,8 @@ def render_bitmap_cluster(ks, k: int, sk: Skinny, nt: int, warps: int, minblocks
         f"    for (int q = 0; q < {cluster}; ++q) s += sd_dsmem_f32(sd_mapa(&sd_part[rr][cc], q));",
         "    if (sd_blk0 + rr < sd_stop) {",
     ]
-    ks.declare({loop.var, sk.col, "acc"}, lines, "      ")
-    lines.append(f"      {loop.var} = sd_blk0 + rr; {sk.col} = cc; acc = s;")
+    ks.declare({loop.var, sk.col, sk.acc}, lines, "      ")
+    lines.append(f"      {loop.var} = sd_blk0 + rr; {sk.col} = cc; {sk.acc} = s;")
     stm.put([sk.store], 3, lines)
     lines += ["    }", "  }", "  sd_cluster_sync();  // no block reuses or frees its parts while the others read them",
               "  }", "}"]
