@@ -160,8 +160,9 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None, sch
         return _back(k(K=K_, V=V_, q=q, scale=scale, backend="cuda"), q)
     # the operands are already what the plan takes (device bitmaps in the declared format, a contiguous
     # float16/float32 cupy query, a Python float), so the kernel's plan is asked for directly: binding
-    # them again cost about 50 µs per call on the host (measured), more than the GPU time of a decode
-    # step at batch 1. The plan's select pass decides: the fused template, launched here to write the
+    # them again (a scalar operand leaves the call's fast path) cost ~50 µs a call on the 2-core dev
+    # host against ~5 for the launch itself (kernel stubbed), more than the GPU time of a decode step
+    # at batch 1. The plan's select pass decides: the fused template, launched here to write the
     # query's dtype itself (the program's output is float32: a cast would be one more launch), or the
     # generated code when the template does not fit
     bound = {"K": K_, "V": V_, "q": qd, "scale": scale}
