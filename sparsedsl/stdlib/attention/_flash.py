@@ -148,9 +148,10 @@ CONFIGS = {
     "v3-wg1-ov": Config(3, 4, overlap=True),  # FlashAttention-3's intra-warpgroup overlap, 3 K/V stages
     "v3-wg2-ov": Config(3, 8, overlap=True),
 }
-# The configuration used, by name: set it (or SPARSEDSL_FLASH_CONFIG) from the sweep's numbers. Until
-# versions 2 and 3 have run on a GPU, the default stays the first kernel, measured and tested.
-CONFIG = os.environ.get("SPARSEDSL_FLASH_CONFIG", "v1-w4")
+# The configuration used, by name (SPARSEDSL_FLASH_CONFIG overrides it): the fastest correct one in the
+# H100 sweep (benchmarks/results/attention-sweep-h100.txt: sliding window 0.644 ms, causal 3.48 ms,
+# against 0.964 / 5.49 ms for v1-w4; the wgmma configs v3-* were correct but slower, 0.885 / 4.84 ms).
+CONFIG = os.environ.get("SPARSEDSL_FLASH_CONFIG", "v2-w4-m2")
 
 
 def _choose(name: str | None, r: int, c: int, nwarps: int | None = None, hopper: bool = True) -> Config:
