@@ -27,7 +27,7 @@ from .lang import loopir
 from .lang.check import TensorType, check
 from .lang.formats import Format, as_format
 from .lang.interp import interpret
-from .lang.levels.base import index_dtype
+from .lang.levels.base import array_module, index_dtype
 from .lang.lower import lower
 from .lang.rewrite import rewrite
 from .lang.syntax import check_format, parse_python, parse_statements
@@ -528,7 +528,8 @@ def _assemble(result, low, ttype) -> SparseTensor:
     if low.assembly == "coords":
         result = result[1:]
     *coords, vals = result
-    coords = np.stack(coords) if coords else np.zeros((0, len(vals)), dtype=np.int64)
+    xp = array_module(vals)  # packed where the kernel ran (cupy entries: on the device)
+    coords = xp.stack(coords) if coords else xp.zeros((0, len(vals)), dtype=np.int64)
     return from_coordinates(coords, vals, ttype.shape, ttype.format, presorted=low.sorted_output)
 
 

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from . import inputs
 from .errors import FormatError
 from .lang.formats import Format, as_format
+from .lang.levels.base import array_module
 
 DTYPES = (np.float32, np.float64, np.int32, np.int64, np.bool_)
 # np.asarray(A) densifies a sparse tensor of at most this many entries (16 Mi: 128 MiB of float64);
@@ -353,12 +354,18 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, pres
     knows this of the outputs it assembles), so sorting and validation are skipped."""
     shape = inputs.as_shape(shape)
     fmt = as_format(fmt, len(shape))
-    coords, values = inputs.coordinates(coords, values, shape)  # (ndim, n) integers, n values, or a FormatError
+    xp = array_module(coords)  # cupy entries (a GPU kernel's output) are packed on the device
+    if xp is np:
+        coords, values = inputs.coordinates(coords, values, shape)  # (ndim, n) integers, n values, or a FormatError
+    else:
+        coords, values = coords.reshape(len(shape), -1).astype(np.int64, copy=False), values.reshape(-1)
     values = _as_value_array(values)
     for d, n in enumerate(shape):
-        bad = np.flatnonzero((coords[d] < 0) | (coords[d] >= n))
+        bad = xp.flatnonzero((coords[d] < 0) | (coords[d] >= n))
         if len(bad):
-            raise FormatError(f"coordinate {coords[d, bad[0]]} of dimension {d} is outside [0, {n})")
+            raise FormatError(f"coordinate {int(coords[d, bad[0]])} of dimension {d} is outside [0, {n})")
+    if fmt.is_dense and xp is not np:  # (not reached by the compiler: a dense output is no entry list)
+        raise FormatError("from_coordinates(): pack device entries into a sparse format, or move them to the host")
     if fmt.is_dense:
         out = np.zeros(shape, dtype=values.dtype)
         np.add.at(out, tuple(coords), values)
@@ -368,20 +375,21 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, pres
             raise FormatError(f"format {fmt}: block size {b} does not divide dimension {d} of shape "
                               f"{shape}; pad the tensor to a multiple of {b}")
     # level coordinates, sorted lexicographically by level order
-    lvl = np.empty((len(fmt.levels), coords.shape[1]), dtype=np.int64)
+    lvl = xp.empty((len(fmt.levels), coords.shape[1]), dtype=np.int64)
     for k, spec in enumerate(fmt.levels):
         c = coords[spec.dim]
         lvl[k] = c // spec.block if spec.op == "/" else (c % spec.block if spec.op == "%" else c)
     if not presorted:
-        order = np.lexsort(lvl[::-1]) if lvl.shape[1] else np.zeros(0, dtype=np.int64)
+        order = xp.lexsort(xp.ascontiguousarray(lvl[::-1])) if lvl.shape[1] else xp.zeros(0, dtype=np.int64)
         lvl, values = lvl[:, order], values[order]
     if not presorted and lvl.shape[1] > 1:
-        dup = np.all(lvl[:, 1:] == lvl[:, :-1], axis=0)
-        if dup.any():
-            start = np.concatenate([[True], ~dup])
-            values = np.add.reduceat(values, np.flatnonzero(start)).astype(values.dtype)
-            lvl = lvl[:, start]
-    parent = np.zeros(lvl.shape[1], dtype=np.int64)
+        dup = xp.all(lvl[:, 1:] == lvl[:, :-1], axis=0)
+        if bool(dup.any()):
+            start = xp.concatenate([xp.ones(1, dtype=bool), ~dup])
+            summed = xp.zeros(int(start.sum()), dtype=values.dtype)
+            _add_at(xp, summed, xp.cumsum(start) - 1, values)  # duplicates are summed
+            values, lvl = summed, lvl[:, start]
+    parent = xp.zeros(lvl.shape[1], dtype=np.int64)
     nparents = 1
     levels = []
     for k, spec in enumerate(fmt.levels):
@@ -390,9 +398,19 @@ def from_coordinates(coords: np.ndarray, values: np.ndarray, shape, fmt, *, pres
         levels.append(arrays)
     if presorted and nparents == len(values):
         return SparseTensor(fmt, shape, levels, values, check=False)
-    vals = np.zeros(nparents, dtype=values.dtype)
+    vals = xp.zeros(nparents, dtype=values.dtype)
     vals[parent] = values  # entries are unique here
-    return SparseTensor(fmt, shape, levels, vals, check=not presorted)
+    return SparseTensor(fmt, shape, levels, vals, check=not presorted and xp is np)
+
+
+def _add_at(xp, out, index, values):
+    """``out[index] += values`` with repeated indices adding up (numpy's ufunc.at; cupyx's scatter_add)."""
+    if xp is np:
+        np.add.at(out, index, values)
+    else:
+        import cupyx  # noqa: PLC0415 - present wherever cupy arrays are
+
+        cupyx.scatter_add(out, index, values)
 
 
 def _as_value_array(values: np.ndarray) -> np.ndarray:

@@ -59,10 +59,8 @@ class Specialised(KernelSource):
                 self.state_buf = cp.zeros(max(1, len(self.state)), dtype=np.int64)
             state = self.state_buf
             result = self.run_once(env, state)
-            if isinstance(result, tuple):
-                if self.fn.output.csr:  # the output's level arrays as they are: they stay on the device
-                    return result
-                return tuple(r.get() if hasattr(r, "get") else r for r in result)  # entries: packed on the host
+            if isinstance(result, tuple):  # a two-phase assembly's arrays (on the device; the driver packs
+                return result                # them there: tensor.from_coordinates, or as CSR level arrays)
             entries = self.fn.output.entries
             if entries is None:
                 return result
@@ -70,9 +68,9 @@ class Specialised(KernelSource):
             if n <= int(args[entries.capacity]):
                 break
             args = {**args, entries.capacity: np.int64(n)}
-        if result is None:
+        if result is None:  # the entries, packed on the device by the driver (tensor.from_coordinates)
             result = tuple(env[buf][:n] for buf in (*entries.coords, entries.values))
-        return tuple(r.get() if hasattr(r, "get") else r for r in result)
+        return result
 
     def host_state(self, state) -> dict:
         if all(v in self.known for v in self.state):

@@ -17,11 +17,20 @@ Python-syntax subset that every backend can render.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import FormatError
+
+
+def array_module(a):
+    """numpy, or cupy for a cupy array: ``pack`` runs where the entries are (a GPU kernel's sparse
+    output is packed on the device). Found from the array, so the language imports no backend."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        return sys.modules["cupy"]
+    return np
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,8 @@ class LevelType:
         raise NotImplementedError
 
     def pack(self, parent: np.ndarray, coord: np.ndarray, nparents: int, extent: int):
-        """Store entries sorted by (parent, coord); return (arrays, child position per entry, npositions)."""
+        """Store entries sorted by (parent, coord); return (arrays, child position per entry, npositions).
+        numpy or cupy arrays (``array_module``): the arrays returned live where the entries do."""
         raise NotImplementedError
 
     def unpack(self, parents: np.ndarray, arrays: dict, nparents: int, extent: int):

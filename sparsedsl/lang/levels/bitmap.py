@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import FormatError
 from ..loopir import Assign, For, Iteration, While
-from .base import Cursor, LevelType, Parent, check_index_array, check_pos, index_dtype
+from .base import Cursor, LevelType, Parent, array_module, check_index_array, check_pos, index_dtype
 
 BITS = 32  # coordinates per mask word
 
@@ -85,17 +85,18 @@ class Bitmap(LevelType):
                               f"{pos[k + 1] - pos[k]} values; bitmap and value count disagree")
 
     def pack(self, parent, coord, nparents, extent):
+        xp = array_module(coord)
         n, w = len(coord), words(extent)
-        new = np.ones(n, dtype=bool)
+        new = xp.ones(n, dtype=bool)
         if n:
             new[1:] = (parent[1:] != parent[:-1]) | (coord[1:] != coord[:-1])
         kept, c = parent[new].astype(np.int64), coord[new].astype(np.int64)
         # distinct coordinates: a word's bits add up to their OR (float64 sums of < 2^33 are exact)
-        bits = np.left_shift(1, c % BITS, dtype=np.int64).astype(np.float64)
-        mask = np.bincount(kept * w + c // BITS, weights=bits, minlength=nparents * w).astype(np.uint32)
-        pos = np.zeros(nparents + 1, dtype=np.int64)
-        np.cumsum(np.bincount(kept, minlength=nparents), out=pos[1:])
-        child = np.cumsum(new) - 1
+        bits = xp.left_shift(xp.int64(1), c % BITS).astype(np.float64)
+        mask = xp.bincount(kept * w + c // BITS, weights=bits, minlength=nparents * w).astype(np.uint32)
+        pos = xp.zeros(nparents + 1, dtype=np.int64)
+        pos[1:] = xp.cumsum(xp.bincount(kept, minlength=nparents))
+        child = xp.cumsum(new) - 1
         return {"mask": mask, "pos": pos.astype(index_dtype(max(int(pos[-1]), len(mask))))}, child, int(new.sum())
 
     def unpack(self, parents, arrays, nparents, extent):

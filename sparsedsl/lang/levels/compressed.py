@@ -13,6 +13,7 @@ from .base import (
     Cursor,
     LevelType,
     Parent,
+    array_module,
     check_coords,
     check_index_array,
     check_pos,
@@ -39,18 +40,19 @@ class Compressed(LevelType):
         check_sorted(crd, segment_starts(pos, len(crd)), where, strict=self.unique)
 
     def pack(self, parent, coord, nparents, extent):
+        xp = array_module(coord)
         n = len(coord)
         if self.unique:
-            new = np.ones(n, dtype=bool)
+            new = xp.ones(n, dtype=bool)
             if n:
                 new[1:] = (parent[1:] != parent[:-1]) | (coord[1:] != coord[:-1])
-            child = np.cumsum(new) - 1
+            child = xp.cumsum(new) - 1
             kept_parent, crd = parent[new], coord[new]
         else:
-            child = np.arange(n, dtype=np.int64)
+            child = xp.arange(n, dtype=np.int64)
             kept_parent, crd = parent, coord
-        pos = np.zeros(nparents + 1, dtype=np.int64)
-        np.cumsum(np.bincount(kept_parent, minlength=nparents), out=pos[1:])
+        pos = xp.zeros(nparents + 1, dtype=np.int64)
+        pos[1:] = xp.cumsum(xp.bincount(kept_parent, minlength=nparents))
         idx = index_dtype(max(extent, len(crd)))
         return {"pos": pos.astype(idx), "crd": crd.astype(idx)}, child, len(crd)
 

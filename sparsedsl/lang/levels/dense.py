@@ -22,7 +22,7 @@ class Dense(LevelType):
         pass
 
     def pack(self, parent, coord, nparents, extent):
-        return {}, parent.astype(np.int64) * extent + coord, nparents * extent
+        return {}, parent.astype(np.int64) * extent + coord, nparents * extent  # (numpy or cupy)
 
     def unpack(self, parents, arrays, nparents, extent):
         owner = np.repeat(np.arange(len(parents)), extent)

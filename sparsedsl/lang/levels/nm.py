@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import FormatError
 from ..loopir import Assign, For, If, Iteration, While
-from .base import Cursor, LevelType, Parent, check_index_array
+from .base import Cursor, LevelType, Parent, array_module, check_index_array
 
 
 @dataclass(frozen=True)
@@ -95,29 +95,28 @@ class NM(LevelType):
                                   f"(used slots must come first, strictly increasing)")
 
     def pack(self, parent, coord, nparents, extent):
+        xp = array_module(coord)
         groups = self.groups(extent)
         n = len(coord)
-        new = np.ones(n, dtype=bool)
+        new = xp.ones(n, dtype=bool)
         if n:
             new[1:] = (parent[1:] != parent[:-1]) | (coord[1:] != coord[:-1])
         gid = parent.astype(np.int64) * groups + coord // self.m
         ug = gid[new]
-        first = np.ones(len(ug), dtype=bool)
-        if len(ug):
-            first[1:] = ug[1:] != ug[:-1]
-        start = np.maximum.accumulate(np.where(first, np.arange(len(ug)), 0)) if len(ug) else ug
-        rank = np.arange(len(ug)) - start
-        if len(rank) and rank.max() >= self.n:
-            k = int(np.argmax(rank >= self.n))
+        start = xp.searchsorted(ug, ug)  # sorted: each entry's group starts at its first occurrence
+        rank = xp.arange(len(ug)) - start
+        if len(rank) and int(rank.max()) >= self.n:
+            k = int(xp.argmax(rank >= self.n))
             row, grp = divmod(int(ug[k]), groups)
             raise FormatError(f"nm({self.n},{self.m}): group {grp} (coordinates {grp * self.m}.."
                               f"{grp * self.m + self.m - 1}) below parent {row} holds more than {self.n} "
                               f"entries; keep at most {self.n} of every {self.m} (e.g. the largest magnitudes) first")
-        grid = np.full((nparents * groups, self.n), self.empty, dtype=np.uint64)
+        grid = xp.full((nparents * groups, self.n), self.empty, dtype=np.uint64)
         grid[ug, rank] = (coord[new] % self.m).astype(np.uint64)
-        shifts = np.arange(self.n, dtype=np.uint64) * np.uint64(self.bits)
-        meta = np.bitwise_or.reduce(grid << shifts, axis=1) if self.n > 1 else grid[:, 0]
-        child = (ug * self.n + rank)[np.cumsum(new) - 1]
+        meta = grid[:, 0].copy()
+        for slot in range(1, self.n):  # a slot's index in its bits of the group's meta word
+            meta |= grid[:, slot] << np.uint64(slot * self.bits)
+        child = (ug * self.n + rank)[xp.cumsum(new) - 1]
         return {"meta": meta.astype(self.dtype)}, child, nparents * groups * self.n
 
     def unpack(self, parents, arrays, nparents, extent):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import FormatError
 from ..loopir import Assign, For, Iteration, While
-from .base import Cursor, LevelType, Parent, check_coords, check_index_array, index_dtype
+from .base import Cursor, LevelType, Parent, array_module, check_coords, check_index_array, index_dtype
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,11 @@ class Singleton(LevelType):
         # ordering within a parent segment is checked by the tensor, which knows the segments
 
     def pack(self, parent, coord, nparents, extent):
-        if len(parent) != nparents or (len(parent) and np.any(parent != np.arange(len(parent)))):
+        xp = array_module(coord)
+        if len(parent) != nparents or (len(parent) and bool(xp.any(parent != xp.arange(len(parent))))):
             raise FormatError("a singleton level must follow a non-unique level (one entry per parent "
                               "position), as in coo: (i: compressed(nonunique), j: singleton)")
-        return {"crd": coord.astype(index_dtype(extent))}, np.arange(len(coord), dtype=np.int64), nparents
+        return {"crd": coord.astype(index_dtype(extent))}, xp.arange(len(coord), dtype=np.int64), nparents
 
     def unpack(self, parents, arrays, nparents, extent):
         return np.arange(len(parents)), arrays["crd"][parents].astype(np.int64), parents.astype(np.int64)
