@@ -166,6 +166,24 @@ def test_sparse_output_on_device_and_multi_statement_softmax():
     np.testing.assert_allclose(P.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
 
 
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("out_format", ["coo", "csc", "dcsr", "bitmap"])
+@pytest.mark.parametrize("program", ["C[i,j] = A[i,j] * B[i,j]", "C[i,j] = A[i,k] * B[k,j]",
+                                     "C[i,j] = A[i,j] + B[j,i]"])
+def test_every_sparse_output_format_is_packed_on_the_device(out_format, program):
+    """Entry lists and two-phase coordinates stay on the GPU: the output's level arrays and values are
+    cupy arrays (no host round trip), and the tensor equals the CPU result."""
+    a = sp.random(120, 120, density=0.05, format="csr", random_state=5)
+    b = sp.random(120, 120, density=0.05, format="csr", random_state=6)
+    kernel = sd.compile(program, A="csr", B="csr", out_format=out_format)
+    got = kernel(A=sd.asformat(a, "csr").to("cuda"), B=sd.asformat(b, "csr").to("cuda"))
+    want = kernel(A=sd.asformat(a, "csr"), B=sd.asformat(b, "csr"))
+    assert got.device == "cuda" and isinstance(got.values, cp.ndarray)
+    assert all(isinstance(arr, cp.ndarray) for lv in got.levels for arr in lv.values())
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
 # ---- 16-bit floats and the skinny (weights x a few columns) template ------------------------------
 
 
