@@ -355,11 +355,11 @@ def _event_bench(f, n=20):
 
 def _decode_bench(rows, quick, bench):
     """Bitmap-KV decode (Mustafar, 70% sparsity, H=8, d=128, fp16) at batch 1 and 8 against SDPA on the
-    unpruned fp16 cache: the full ``decode_attention`` call (through the compiler's plan and the
-    ``attention.bitmap_decode`` template), the kernel alone, both per call (synchronised, host work
-    included) and pipelined (50 calls between two events: host work hidden behind the GPU, as in a
-    model's decode loop), the bytes read and GB/s, the cache build on the GPU, and correctness against
-    dense attention on the pruned cache and against the generated code."""
+    unpruned fp16 cache: for each kernel variant ("coop", "walk") the kernel alone and the full
+    ``decode_attention`` call (the template chosen once per signature, then the prepared launch), both
+    per call (synchronised, host work included) and pipelined (50 calls between two events: host work
+    hidden behind the GPU, as in a model's decode loop), the bytes read and GB/s, the cache build on the
+    GPU, and correctness against dense attention on the pruned cache and against the generated code."""
     import torch
     import torch.nn.functional as F
 
@@ -410,27 +410,55 @@ def _decode_bench(rows, quick, bench):
         def ours():
             return A.decode_attention(q2, cache)
 
-        def kernel(tw=None):
-            return _decode.bitmap_decode(q2, cache.K_, cache.V_, scale, out_dtype=np.float16, tokens_per_warp=tw)
+        def kernel(tw=None, variant=None):
+            return _decode.bitmap_decode(q2, cache.K_, cache.V_, scale, out_dtype=np.float16, tokens_per_warp=tw,
+                                         variant=variant)
 
         def sdpa():
             return F.scaled_dot_product_attention(qd, K, V)
 
+        default = _decode.DEFAULT_VARIANT
+        e["default_variant"] = default
         e["sdpa_dense_s"] = bench(sdpa)
-        e["ours_s"] = bench(ours)
-        e["ours_kernel_s"] = bench(kernel)
         e["sdpa_dense_pipelined_s"] = pipelined(sdpa)
+        e["sdpa_GBps"] = dense_bytes / e["sdpa_dense_s"] / 1e9
+        e["sdpa_pipelined_GBps"] = dense_bytes / e["sdpa_dense_pipelined_s"] / 1e9
+        # both kernels, alone (bitmap_decode: cupy's launch) and through decode_attention (the prepared
+        # step), each the default in turn; the same process, the same cache
+        for variant in _decode.VARIANTS:
+            _decode.DEFAULT_VARIANT = variant
+            cache._steps.clear()
+            v = e[variant] = {}
+            # the GPU time: the prepared step (host work ~µs) into one output, 50 launches back to back
+            out16 = torch.empty_like(q2)
+            steps = {tw: _decode.DecodeStep(cache.K_, cache.V_, True, True, scale, variant, tw)
+                     for tw in (None, 64, 128, 256, 512, 1024, 2048)}
+            v["kernel_pipelined_s"] = pipelined(lambda: steps[None](q2.data_ptr(), out16.data_ptr()))
+            v["kernel_GBps"] = nbytes / v["kernel_pipelined_s"] / 1e9  # the compressed K+V (q, o < 0.1%)
+            v["kernel_pipelined_speedup"] = e["sdpa_dense_pipelined_s"] / v["kernel_pipelined_s"]  # both pipelined
+            v["kernel_pipelined_s_by_tokens_per_warp"] = {
+                st.launch_config["tokens_per_warp"]: pipelined(lambda: st(q2.data_ptr(), out16.data_ptr()))
+                for tw, st in steps.items() if tw is not None}
+            v["launch"] = steps[None].launch_config
+            v["step_s"] = bench(lambda: steps[None](q2.data_ptr(), out16.data_ptr()))  # synchronised each call
+            v["step_host_s_per_call"] = host(lambda: steps[None](q2.data_ptr(), out16.data_ptr()))
+            v["kernel_s"] = bench(lambda: kernel(variant=variant))  # bitmap_decode: cupy's launch
+            v["call_s"] = bench(ours)
+            v["call_pipelined_s"] = pipelined(ours)
+            v["call_host_s_per_call"] = host(ours)
+            v["kernel_speedup_vs_sdpa_dense"] = e["sdpa_dense_s"] / v["kernel_s"]
+            v["call_speedup_vs_sdpa_dense"] = e["sdpa_dense_s"] / v["call_s"]
+            v["pipelined_speedup_vs_sdpa_dense"] = e["sdpa_dense_pipelined_s"] / v["call_pipelined_s"]
+            v["step_speedup_vs_sdpa_dense"] = e["sdpa_dense_s"] / v["step_s"]
+            v["f32_out_rel_err_vs_dense_pruned"] = None  # filled below
+        _decode.DEFAULT_VARIANT = default
+        cache._steps.clear()
+        e["ours_s"] = bench(ours)  # the default variant, as a caller gets it
         e["ours_pipelined_s"] = pipelined(ours)
         e["ours_host_s_per_call"] = host(ours)
-        e["kernel_host_s_per_call"] = host(kernel)
+        e["kernel_host_s_per_call"] = host(kernel)  # through cupy's launch, no prepared step
         e["speedup_vs_sdpa_dense"] = e["sdpa_dense_s"] / e["ours_s"]
-        e["kernel_speedup_vs_sdpa_dense"] = e["sdpa_dense_s"] / e["ours_kernel_s"]
         e["pipelined_speedup_vs_sdpa_dense"] = e["sdpa_dense_pipelined_s"] / e["ours_pipelined_s"]
-        e["kernel_GBps"] = nbytes / e["ours_kernel_s"] / 1e9  # the compressed K+V (q and o are < 0.1%)
-        e["sdpa_GBps"] = dense_bytes / e["sdpa_dense_s"] / 1e9
-        e["kernel_s_by_tokens_per_warp"] = {tw: bench(lambda: kernel(tw)) for tw in (64, 128, 256, 512)}
-        _, nwarps, smem, tw, nparts = _decode._launch(Bd * Hd, ctx, D, True, True, True, False, None)
-        e["launch"] = {"warps_per_cta": nwarps, "dynamic_smem": smem, "tokens_per_warp": tw, "parts_per_head": nparts}
         e["template_chosen"] = "template: attention.bitmap_decode" in sd.explain(
             _decode.decode_kernel(), K=cache.K_, V=cache.V_, q=q2, scale=scale)
         # correctness: dense attention (float32 SDPA) on the pruned cache, read back from the bitmaps
@@ -440,17 +468,25 @@ def _decode_bench(rows, quick, bench):
         want = F.scaled_dot_product_attention(qd.float(), kp.float(), vp.float()).reshape(Bd * Hd, D).double()
         del kp, vp
         got = ours().double()
-        got32 = torch.from_dlpack(_decode.bitmap_decode(q2, cache.K_, cache.V_, scale)).double()
         e["rel_err_vs_dense_pruned"] = float((got - want).abs().max() / want.abs().max())
-        e["kernel_f32_out_rel_err_vs_dense_pruned"] = float((got32 - want).abs().max() / want.abs().max())
-        e["equals_dense_on_pruned"] = e["rel_err_vs_dense_pruned"] <= 2e-3 and \
-            e["kernel_f32_out_rel_err_vs_dense_pruned"] <= 1e-4
+        ok = e["rel_err_vs_dense_pruned"] <= 2e-3
+        for variant in _decode.VARIANTS:
+            got32 = torch.from_dlpack(_decode.bitmap_decode(q2, cache.K_, cache.V_, scale, variant=variant)).double()
+            err = float((got32 - want).abs().max() / want.abs().max())
+            e[variant]["f32_out_rel_err_vs_dense_pruned"] = err
+            ok = ok and err <= 1e-4
+        e["equals_dense_on_pruned"] = ok
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         gen = A.decode_attention(q2, cache, schedule={"templates": False}).double()
         torch.cuda.synchronize()
         e["generated_first_call_s"] = time.perf_counter() - t0  # includes compiling the generated kernels
         e["rel_diff_vs_generated"] = float((got - gen).abs().max() / gen.abs().max())
+        summary = {k: e[k] for k in ("B", "sdpa_dense_s", "ours_s", "speedup_vs_sdpa_dense", "ours_host_s_per_call",
+                                     "equals_dense_on_pruned")}
+        summary.update({f"{v}_kernel_pipelined_s": e[v]["kernel_pipelined_s"] for v in _decode.VARIANTS})
+        summary.update({f"{v}_call_s": e[v]["call_s"] for v in _decode.VARIANTS})
+        print("  decode summary:", summary, flush=True)
         print("  decode:", e, flush=True)
         rows.append(e)
         torch.cuda.empty_cache()

@@ -401,6 +401,7 @@ def test_bitmap_decode_cache_options_are_validated():
 @pytest.mark.skipif(not __import__("os").environ.get("SPARSEDSL_NVRTC"),
                     reason="set SPARSEDSL_NVRTC to a libnvrtc.so.12 to compile the decode kernels without a GPU")
 def test_bitmap_decode_kernels_compile_with_nvrtc():
+    # both variants ("walk" and "coop") of every head dim and type
     import os
 
     from sparsedsl.stdlib.attention import _decode
@@ -417,19 +418,25 @@ def _gpu_cache(n, L, d, dtype, seed=0, zeros=False):
     K, V = (torch.randn(n, L, d, device="cuda", generator=g) for _ in range(2))
     if zeros:  # tokens with fewer nonzeros than the budget: only the nonzeros are stored
         K[:, ::7, 10:] = 0
+        K[:, 1::11] = 0  # all-empty tokens (no stored value: score 0)
+        V[:, 2::5] = 0
+        K[:, 20:60], V[:, 40:80] = 0, 0  # whole tiles without values
     return K, V, A.BitmapKVCache(0.7, device="cuda", dtype=dtype).fit(K.to(getattr(torch, dtype)),
                                                                     V.to(getattr(torch, dtype)))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_GPU or not HAVE_TORCH, reason="needs cupy, torch and an NVIDIA GPU")
+@pytest.mark.parametrize("variant", ["coop", "walk"])
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 @pytest.mark.parametrize("batch, L", [(1, 2049), (8, 777), (8, 100)])
-def test_bitmap_decode_template_equals_the_generated_code_and_dense_attention_on_the_pruned_cache(dtype, batch, L):
+def test_bitmap_decode_template_equals_the_generated_code_and_dense_attention_on_the_pruned_cache(
+        dtype, batch, L, variant, monkeypatch):
     import torch
 
     from sparsedsl.stdlib.attention import _decode
 
+    monkeypatch.setattr(_decode, "DEFAULT_VARIANT", variant)
     H, d = 2, 128
     _, _, cache = _gpu_cache(batch * H, L, d, dtype, seed=batch + L, zeros=True)
     q = torch.randn(batch * H, d, device="cuda", dtype=getattr(torch, dtype))
@@ -441,11 +448,20 @@ def test_bitmap_decode_template_equals_the_generated_code_and_dense_attention_on
     tol = 2e-3 if dtype == "float16" else 1e-5  # float16: the output's rounding
     assert _rel(fused.double().cpu().numpy(), want) <= tol
     assert _rel(fused.double().cpu().numpy(), generated.double().cpu().numpy()) <= tol
-    exact = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d))  # float32 output: no rounding
+    exact = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d), variant=variant)  # float32 out
     assert _rel(exact.get(), want) <= 1e-5
     for tw in (32, 64, 512):  # many parts (the last CTA merges), and one
-        got = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d), tokens_per_warp=tw)
+        got = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d), tokens_per_warp=tw, variant=variant)
         assert _rel(got.get(), want) <= 1e-5, tw
+    # the prepared step (decode_attention's second call of a signature): new queries, a strided one,
+    # a cupy one, and after a refit the new cache
+    assert len(cache._steps) == 1 and next(iter(cache._steps.values()))[2] is not None
+    for step in range(3):
+        q2 = torch.randn(batch * H, 2 * d, device="cuda", dtype=getattr(torch, dtype))[:, ::2]
+        w2 = A.dense_attention(q2.double().cpu().numpy()[None, :, None], kp[None], vp[None])[0, :, 0]
+        assert _rel(A.decode_attention(q2, cache).double().cpu().numpy(), w2) <= tol, step
+        got = A.decode_attention(_decode.device_query(q2.contiguous()), cache)
+        assert got.dtype == np.dtype(dtype) and _rel(got.get().astype(np.float64), w2) <= tol, step
     text = sd.explain(_decode.decode_kernel(), K=cache.K_, V=cache.V_, q=q, scale=0.1)
     assert "template: attention.bitmap_decode" in text
     if dtype == "float16" and batch == 1:  # a bfloat16 query: the template says no, the generated code runs
@@ -458,19 +474,44 @@ def test_bitmap_decode_template_equals_the_generated_code_and_dense_attention_on
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_GPU or not HAVE_TORCH, reason="needs cupy, torch and an NVIDIA GPU")
+@pytest.mark.parametrize("variant", ["coop", "walk"])
 @pytest.mark.parametrize("d", [32, 64, 256])
-def test_bitmap_decode_other_head_dims_and_repeated_steps(d):
+def test_bitmap_decode_other_head_dims_and_repeated_steps(d, variant):
     import torch
 
     from sparsedsl.stdlib.attention import _decode
 
-    _, _, cache = _gpu_cache(6, 1500, d, "float16", seed=d)
+    for dtype in ("float16", "float32"):
+        _, _, cache = _gpu_cache(6, 1501, d, dtype, seed=d, zeros=True)
+        kp, vp = (x.astype(np.float64) for x in (cache.K_pruned_, cache.V_pruned_))
+        for step in range(3):  # the merge's tickets are reset for the next launch
+            q = torch.randn(6, d, device="cuda", dtype=torch.float32)
+            want = A.dense_attention(q.double().cpu().numpy()[None, :, None], kp[None], vp[None])[0, :, 0]
+            for tw in (32, None):
+                got = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d), tokens_per_warp=tw, variant=variant)
+                assert _rel(got.get(), want) <= 1e-5, (dtype, step, tw)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_GPU or not HAVE_TORCH, reason="needs cupy, torch and an NVIDIA GPU")
+def test_bitmap_decode_variants_agree_and_the_prepared_step_follows_the_cache():
+    import torch
+
+    from sparsedsl.stdlib.attention import _decode
+
+    _, _, cache = _gpu_cache(8, 4097, 128, "float16", seed=3, zeros=True)
+    q = torch.randn(8, 128, device="cuda", dtype=torch.float16)
+    a, b = (_decode.bitmap_decode(q, cache.K_, cache.V_, 0.1, variant=v).get() for v in ("coop", "walk"))
+    assert _rel(a, b.astype(np.float64)) <= 1e-5
+    with pytest.raises(ValueError, match="variant"):
+        _decode.bitmap_decode(q, cache.K_, cache.V_, 0.1, variant="nope")
+    first = A.decode_attention(q, cache, scale=0.1)
+    K2, V2 = (torch.randn(8, 333, 128, device="cuda", dtype=torch.float16) for _ in range(2))
+    cache.fit(K2, V2)  # a new cache in the same object: the prepared step is rebuilt
     kp, vp = (x.astype(np.float64) for x in (cache.K_pruned_, cache.V_pruned_))
-    for step in range(3):  # the merge's tickets are reset for the next launch
-        q = torch.randn(6, d, device="cuda", dtype=torch.float32)
-        want = A.dense_attention(q.double().cpu().numpy()[None, :, None], kp[None], vp[None])[0, :, 0]
-        got = _decode.bitmap_decode(q, cache.K_, cache.V_, 1 / np.sqrt(d), tokens_per_warp=32)
-        assert _rel(got.get(), want) <= 1e-5, step
+    want = A.dense_attention(q.double().cpu().numpy()[None, :, None], kp[None], vp[None], scale=0.1)[0, :, 0]
+    got = A.decode_attention(q, cache, scale=0.1)
+    assert got.shape == first.shape and _rel(got.double().cpu().numpy(), want) <= 2e-3
 
 
 @pytest.mark.gpu

@@ -18,6 +18,19 @@ and V is expanded into a dense tile for P·V; the last CTA of a head merges the 
 At 70% sparsity, d = 128, a token costs 96 bytes of K (16 of mask, 4 of offset, 76 of fp16 values)
 instead of 256: the kernel's bytes are 0.375 of dense SDPA's.
 
+Two variants (``VARIANTS``; ``DEFAULT_VARIANT``, set by ``SPARSEDSL_DECODE_VARIANT``, or ``variant=``):
+"walk", the first kernel above (a lane per token walking its set bits; 0.63× SDPA at batch 1 and 0.82×
+at batch 8 on an H100, 480 and 900 GB/s), and "coop", the default: each warp streams tiles of 16
+tokens (masks, offsets, both value ranges) into three shared-memory stages with 16-byte cp.async, two
+tiles in flight while one is computed, and expands them lane-per-dimension (lane l's mask bits and a
+popcount prefix over the token's mask give the rank of its values: no per-bit loop); the K pass's 16
+per-token partial dots are summed by one reduce-scatter (16 shuffles, not 80), the V pass needs no
+reduction. Its grid fills one wave of resident CTAs (two of 110 KB per SM).
+
+A decode step's host work (``DecodeStep``): the arguments are packed once per cache and query
+signature and launched through ``cuLaunchKernel``; ``decode_attention`` asks the plan (the template
+registry) once per signature and keeps the step.
+
 ``bitmap_from_dense`` builds the cache on the GPU (one warp per token: a radix select of the
 largest magnitudes, the bits, then the packed values at the offsets a cumsum gives), with the host
 build's result (``kv_cache.prune_per_token`` + ``bitmap_3d``) up to ties and fp16 rounding; the host
@@ -34,7 +47,9 @@ Dao, Haziza, Massa, Sizov, "Flash-Decoding for long-context inference", 2023.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 import pathlib
 
 import numpy as np
@@ -65,6 +80,19 @@ _SMEM_BUDGET = 69632
 _STATIC_SMEM = 4096  # q, the warps' m and l, the parts' weights (MAX_PARTS floats), with slack
 MAX_PARTS = 512
 ROUNDS = 5
+# the cooperative variant: STAGES stages of TT = 16 tokens per warp (a stage holds a full tile's K and V
+# values, masks and offsets: 8.9 KB at d = 128, fp16); 110 KB per CTA lets two CTAs share an SM
+COOP_TT = 16
+COOP_STAGES = 3
+_COOP_SMEM_BUDGET = 110 * 1024
+_COOP_STATIC_SMEM = 7168  # the warps' accumulators, p, m, l, the parts' weights, with slack
+VARIANTS = ("coop", "walk")
+# the kernel decode_attention and bitmap_decode run unless told: "coop" (cooperative cp.async staging,
+# lane-per-dimension expansion) or "walk" (the first kernel: a lane per token walks its set bits).
+# SPARSEDSL_DECODE_VARIANT sets it at import; assign _decode.DEFAULT_VARIANT to change it later
+DEFAULT_VARIANT = os.environ.get("SPARSEDSL_DECODE_VARIANT", "coop")
+if DEFAULT_VARIANT not in VARIANTS:
+    raise ValueError(f"SPARSEDSL_DECODE_VARIANT must be one of {VARIANTS}; got {DEFAULT_VARIANT!r}")
 _kernels: dict = {}
 _programs: dict = {}
 _workspaces: dict = {}
@@ -89,16 +117,29 @@ def _config(head_dim: int, value_bytes: int) -> tuple[int, int]:
     return nwarps, nwarps * per_warp
 
 
+def _coop_config(head_dim: int, value_bytes: int, pos_bytes: int) -> tuple[int, int]:
+    """(warps per CTA, dynamic shared bytes) of the cooperative kernel: up to 4 warps of COOP_STAGES
+    stages within the budget."""
+    words = head_dim // 32
+    stage = 2 * (COOP_TT * head_dim * value_bytes + 16) + 2 * COOP_TT * words * 4 + 2 * COOP_TT * pos_bytes
+    nwarps = 4
+    while nwarps > 1 and nwarps * COOP_STAGES * stage > _COOP_SMEM_BUDGET:
+        nwarps //= 2
+    return nwarps, nwarps * COOP_STAGES * stage
+
+
 def source(**defines) -> str:
     """The kernel source with ``defines`` (``HEAD_DIM``, ``V_HALF``, ...) prepended."""
     return "".join(f"#define {k} {v}\n" for k, v in defines.items()) + _SOURCE.read_text()
 
 
-def _decode_defines(head_dim, v_half, q_half, out_half, pos64, nwarps) -> dict:
-    name = f"sd_bitmap_decode_d{head_dim}_v{16 if v_half else 32}_q{16 if q_half else 32}" \
+def _decode_defines(head_dim, v_half, q_half, out_half, pos64, nwarps, variant="walk") -> dict:
+    name = f"sd_bitmap_decode_{variant}_d{head_dim}_v{16 if v_half else 32}_q{16 if q_half else 32}" \
            f"_o{16 if out_half else 32}_p{64 if pos64 else 32}_w{nwarps}"
-    return {"HEAD_DIM": head_dim, "V_HALF": int(v_half), "Q_HALF": int(q_half), "OUT_HALF": int(out_half),
-            "POS64": int(pos64), "NWARPS": nwarps, "ROUNDS": ROUNDS, "MAX_PARTS": MAX_PARTS, "KERNEL_NAME": name}
+    defs = {"HEAD_DIM": head_dim, "V_HALF": int(v_half), "Q_HALF": int(q_half), "OUT_HALF": int(out_half),
+            "POS64": int(pos64), "NWARPS": nwarps, "MAX_PARTS": MAX_PARTS, "COOP": int(variant == "coop")}
+    defs.update({"TT": COOP_TT, "STAGES": COOP_STAGES} if variant == "coop" else {"ROUNDS": ROUNDS})
+    return {**defs, "KERNEL_NAME": name}
 
 
 def _build_defines(step, head_dim, in_half, v_half, pos64) -> dict:
@@ -114,6 +155,8 @@ def _kernel(defines: dict, name_key: str, dyn_smem: int = 0):
         kern = cp.RawKernel(source(**defines), defines[name_key], options=("-std=c++17",))
         if dyn_smem > 48 * 1024:
             kern.max_dynamic_shared_size_bytes = dyn_smem
+        if defines.get("COOP"):  # all of L1 as shared memory: two 110 KB CTAs per SM (a hint to the driver)
+            kern.preferred_shared_memory_carveout = 100
         _kernels[key] = kern
     return _kernels[key]
 
@@ -199,18 +242,44 @@ def _tokens_per_warp(n: int, length: int, nwarps: int, dyn_smem: int) -> int:
     return int(min(256, max(64, -(-tw // 32) * 32)))
 
 
-def _launch(n, length, d, v_half, q_half, out_half, pos64, tokens_per_warp):
+def _coop_tokens_per_warp(n: int, length: int, nwarps: int, dyn_smem: int) -> int:
+    """Tokens per warp of the cooperative kernel: the parts per head chosen so that the n heads' CTAs
+    fill one wave of resident CTAs (B = 1, 8 heads on 132 SMs × 2: 33 parts; B = 8: 4), at least
+    four tiles per warp."""
+    cp = device.cupy()
+    attrs = cp.cuda.Device().attributes
+    per_sm = attrs.get("MaxSharedMemoryPerMultiprocessor", 228 * 1024)
+    slots = device.device_sms() * max(1, per_sm // (dyn_smem + _COOP_STATIC_SMEM + 1024))
+    nparts = max(1, slots // max(n, 1))
+    tw = -(-length // (nparts * nwarps))
+    return int(max(4 * COOP_TT, -(-tw // COOP_TT) * COOP_TT))
+
+
+def _variant(variant) -> str:
+    variant = DEFAULT_VARIANT if variant is None else variant
+    if variant not in VARIANTS:
+        raise ValueError(f"bitmap_decode(): variant must be one of {VARIANTS}; got {variant!r}")
+    return variant
+
+
+def _launch(n, length, d, v_half, q_half, out_half, pos64, tokens_per_warp, variant=None):
     """(kernel, warps per CTA, dynamic shared bytes, tokens per warp, parts per head), cached per
-    shape and types: a decode step's host work is a dict lookup and one launch."""
-    key = (device.cupy().cuda.runtime.getDevice(), n, length, d, v_half, q_half, out_half, pos64, tokens_per_warp)
+    shape, types and variant: a decode step's host work is a dict lookup and one launch."""
+    variant = _variant(variant)
+    key = (device.cupy().cuda.runtime.getDevice(), n, length, d, v_half, q_half, out_half, pos64, tokens_per_warp,
+           variant)
     if key not in _launches:
-        nwarps, dyn = _config(d, 2 if v_half else 4)
-        tw = tokens_per_warp or _tokens_per_warp(n, length, nwarps, dyn)
+        if variant == "coop":
+            nwarps, dyn = _coop_config(d, 2 if v_half else 4, 8 if pos64 else 4)
+            tw = tokens_per_warp or _coop_tokens_per_warp(n, length, nwarps, dyn)
+        else:
+            nwarps, dyn = _config(d, 2 if v_half else 4)
+            tw = tokens_per_warp or _tokens_per_warp(n, length, nwarps, dyn)
         tw = max(32, -(-int(tw) // 32) * 32)
         while -(-length // (nwarps * tw)) > MAX_PARTS:
             tw *= 2
         nparts = max(1, -(-length // (nwarps * tw)))
-        kern = _kernel(_decode_defines(d, v_half, q_half, out_half, pos64, nwarps), "KERNEL_NAME", dyn)
+        kern = _kernel(_decode_defines(d, v_half, q_half, out_half, pos64, nwarps, variant), "KERNEL_NAME", dyn)
         _launches[key] = (kern, nwarps, dyn, tw, nparts)
     return _launches[key]
 
@@ -219,10 +288,11 @@ def _launch(n, length, d, v_half, q_half, out_half, pos64, tokens_per_warp):
 
 
 def bitmap_decode(q, K: SparseTensor, V: SparseTensor, scale: float, *, out_dtype=np.float32,
-                  tokens_per_warp: int | None = None):
+                  tokens_per_warp: int | None = None, variant: str | None = None):
     """o[h] = softmax_j(scale · K[h,j,:] · q[h]) V[h,j,:] for each slice h, on the GPU: q (n, d)
     float16/float32 (cupy or torch CUDA), K and V device SparseTensors in ``BITMAP3`` with float16 or
-    float32 values. Returns a cupy (n, d) array of ``out_dtype`` (float16 or float32)."""
+    float32 values. Returns a cupy (n, d) array of ``out_dtype`` (float16 or float32). ``variant``:
+    "coop" or "walk" (``VARIANTS``; default ``DEFAULT_VARIANT``)."""
     cp = device.cupy()
     n, length, d = K.shape
     qa = q if type(q) is cp.ndarray else _cupy_array(q)
@@ -236,13 +306,52 @@ def bitmap_decode(q, K: SparseTensor, V: SparseTensor, scale: float, *, out_dtyp
     if n == 0:
         return out
     kern, nwarps, dyn, tw, nparts = _launch(n, length, d, kval.dtype == cp.float16, qa.dtype == cp.float16,
-                                            half_out, pos64, tokens_per_warp)
+                                            half_out, pos64, tokens_per_warp, variant)
     part, counter = _workspace(n * nparts * (d + 2), n)
     kern((n * nparts,), (32 * nwarps,),
          (qa, kmask, kpos, kval, np.int64(kval.size), vmask, vpos, vval, np.int64(vval.size),
           np.int32(length), np.int32(tw), np.int32(nparts), np.float32(scale * math.log2(math.e)),
           part, counter, out), shared_mem=dyn)
     return out
+
+
+class DecodeStep:
+    """One decode step's launch prepared once for a cache and a query signature: the kernel's
+    function, grid, arguments (device pointers of the cache and the workspace, packed for
+    ``cuLaunchKernel``) and stream are fixed, so that a step only writes the query's and the output's
+    pointers and launches (``decode_attention`` keeps one per signature; a few µs of host time against
+    ~40 through cupy's argument handling, more than the GPU time of a batch-1 step)."""
+
+    def __init__(self, K: SparseTensor, V: SparseTensor, q_half: bool, out_half: bool, scale: float,
+                 variant: str | None = None, tokens_per_warp: int | None = None):
+        cp = device.cupy()
+        n, length, d = K.shape
+        kmask, kpos, kval, vmask, vpos, vval, pos64 = _prepared(K, V)
+        kern, nwarps, dyn, tw, nparts = _launch(n, length, d, kval.dtype == cp.float16, q_half, out_half, pos64,
+                                                tokens_per_warp, variant)
+        self.launch_config = {"variant": _variant(variant), "warps_per_cta": nwarps, "dynamic_smem": dyn,
+                              "tokens_per_warp": tw, "parts_per_head": nparts, "ctas": n * nparts}
+        part, counter = _workspace(n * nparts * (d + 2), n)
+        self.shape, self.out_dtype = (n, d), np.float16 if out_half else np.float32
+        self.stream = cp.cuda.get_current_stream().ptr
+        self.function = kern.kernel.ptr  # compiled and loaded on the current device now
+        self.grid, self.block, self.smem = n * nparts, 32 * nwarps, dyn
+        self._alive = (kmask, kpos, kval, vmask, vpos, vval, part, counter)
+        ptr = ctypes.c_uint64
+        self._args = [ptr(0), ptr(kmask.data.ptr), ptr(kpos.data.ptr), ptr(kval.data.ptr), ctypes.c_int64(kval.size),
+                      ptr(vmask.data.ptr), ptr(vpos.data.ptr), ptr(vval.data.ptr), ctypes.c_int64(vval.size),
+                      ctypes.c_int32(length), ctypes.c_int32(tw), ctypes.c_int32(nparts),
+                      ctypes.c_float(scale * math.log2(math.e)), ptr(part.data.ptr), ptr(counter.data.ptr), ptr(0)]
+        self._params = (ctypes.c_void_p * len(self._args))(*(ctypes.addressof(a) for a in self._args))
+        self._params_ptr = ctypes.addressof(self._params)
+        self._q, self._out = self._args[0], self._args[-1]
+        self._launch = cp.cuda.driver.launchKernel
+
+    def __call__(self, q_ptr: int, out_ptr: int) -> None:
+        """Launch on the stream it was built for: q (n, d) at ``q_ptr``, C-contiguous in the dtype it
+        was built for, the output (n, d) at ``out_ptr``."""
+        self._q.value, self._out.value = q_ptr, out_ptr
+        self._launch(self.function, self.grid, 1, 1, self.block, 1, 1, self.smem, self.stream, self._params_ptr, 0)
 
 
 # ---- the cache, built and read back on the GPU ----------------------------------------------------------
@@ -352,11 +461,13 @@ def variants() -> list[dict]:
     out = []
     for d in HEAD_DIMS:
         for v_half in (True, False):
-            nwarps, _ = _config(d, 2 if v_half else 4)
             for q_half in (True, False):
                 for out_half in (True, False):
                     for pos64 in (False, True):
-                        out.append(_decode_defines(d, v_half, q_half, out_half, pos64, nwarps))
+                        nwarps, _ = _config(d, 2 if v_half else 4)
+                        out.append(_decode_defines(d, v_half, q_half, out_half, pos64, nwarps, "walk"))
+                        nwarps, _ = _coop_config(d, 2 if v_half else 4, 8 if pos64 else 4)
+                        out.append(_decode_defines(d, v_half, q_half, out_half, pos64, nwarps, "coop"))
             for in_half in (True, False):
                 for pos64 in (False, True):
                     out.append(_build_defines("pack", d, in_half, v_half, pos64))

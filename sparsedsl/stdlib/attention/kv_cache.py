@@ -21,9 +21,19 @@ from __future__ import annotations
 import numpy as np
 
 from sparsedsl import SparseTensor
+from sparsedsl.backends.cuda import device
 
 from ._core import _back, _host64, _kind
-from ._decode import BITMAP3, DECODE_PROGRAM, HEAD_DIMS, bitmap_decode, bitmap_from_dense, decode_kernel, device_query
+from ._decode import (
+    BITMAP3,
+    DECODE_PROGRAM,
+    HEAD_DIMS,
+    DecodeStep,
+    bitmap_decode,
+    bitmap_from_dense,
+    decode_kernel,
+    device_query,
+)
 from ._decode import TEMPLATE as FUSED_DECODE
 
 
@@ -80,6 +90,7 @@ class BitmapKVCache:
         if getattr(K, "ndim", None) != 3 or tuple(K.shape) != tuple(V.shape):
             raise ValueError(f"BitmapKVCache.fit(): K and V must be (batch*heads, L, d) of the same shape; "
                              f"got {getattr(K, 'shape', None)} and {getattr(V, 'shape', None)}")
+        self._steps = {}  # decode_attention's prepared launches, per query signature
         if self.device == "cuda" and K.shape[-1] in HEAD_DIMS:
             self.K_, self.V_ = (bitmap_from_dense(x, self.sparsity, self.dtype) for x in (K, V))
             return self
@@ -149,6 +160,10 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None, sch
     if tuple(q.shape) != (n, d):
         raise ValueError(f"decode_attention(): q must be (batch*heads, d) = {(n, d)}; got {tuple(q.shape)}")
     scale = 1.0 / float(np.sqrt(d)) if scale is None else float(scale)
+    if not schedule and type(q).__module__.startswith(("torch", "cupy")):
+        step = _step(q, cache, scale)
+        if step is not None:
+            return step
     k = decode_kernel(schedule)
     if _kind(q) in ("numpy", "torch"):
         K_, V_ = (t.to("cpu").astype(np.float32) if t.device != "cpu" else t for t in (cache.K_, cache.V_))
@@ -170,6 +185,51 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None, sch
     if plan.selection.template is FUSED_DECODE:
         return _back(bitmap_decode(qd, K_, V_, scale, out_dtype=qd.dtype), q)
     return _back(plan.run(bound)["o"], q)
+
+
+def _step(q, cache, scale):
+    """The decode step through the launch prepared for this cache and q's signature, or None (the
+    compiler's path): the template registry's choice is asked once per signature and kept, so that a
+    step costs a dict lookup, an output allocation and one launch."""
+    steps = getattr(cache, "_steps", None)
+    if steps is None:
+        return None
+    torch_q = type(q).__module__.startswith("torch")
+    if torch_q:
+        if not q.is_cuda:
+            return None
+        key = (True, q.dtype, q.device.index, scale, device.cupy().cuda.get_current_stream().ptr)
+    else:
+        key = (False, q.dtype, q.data.device_id, scale, device.cupy().cuda.get_current_stream().ptr)
+    entry = steps.get(key)
+    if entry is None or entry[0] is not cache.K_ or entry[1] is not cache.V_:
+        entry = steps[key] = (cache.K_, cache.V_, _prepare_step(q, cache, scale))
+    run = entry[2]
+    if run is None:
+        return None
+    if torch_q:
+        if not q.is_contiguous():
+            q = q.contiguous()
+        out = q.new_empty(run.shape)
+        run(q.data_ptr(), out.data_ptr())
+        return out
+    if not q.flags.c_contiguous:
+        q = device.cupy().ascontiguousarray(q)
+    out = device.cupy().empty(run.shape, q.dtype)
+    run(q.data.ptr, out.data.ptr)
+    return out
+
+
+def _prepare_step(q, cache, scale):
+    """A DecodeStep when the plan selects the fused template for these operands (once per signature),
+    else None."""
+    qd = device_query(q)
+    if qd is None or cache.K_.device != "cuda" or cache.V_.device != "cuda":
+        return None
+    bound = {"K": cache.K_, "V": cache.V_, "q": qd, "scale": scale}
+    if decode_kernel(None).plan(bound, "cuda").selection.template is not FUSED_DECODE:
+        return None
+    return DecodeStep(cache.K_, cache.V_, qd.dtype == np.float16, qd.dtype == np.float16, scale)
 
 
 __all__ = ["BITMAP3", "BitmapKVCache", "bitmap_3d", "DECODE_PROGRAM", "decode_attention", "decode_kernel",
