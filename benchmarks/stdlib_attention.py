@@ -440,6 +440,14 @@ def _decode_bench(rows, quick, bench):
                 st.launch_config["tokens_per_warp"]: pipelined(lambda: st(q2.data_ptr(), out16.data_ptr()))
                 for tw, st in steps.items() if tw is not None}
             v["launch"] = steps[None].launch_config
+            if variant == "coop":  # shared-memory stages per warp (2: three CTAs per SM, one tile in flight)
+                stages0, v["kernel_pipelined_s_by_stages"] = _decode.COOP_STAGES, {}
+                for stages in (2, 3, 4):
+                    _decode.COOP_STAGES = stages
+                    st = _decode.DecodeStep(cache.K_, cache.V_, True, True, scale, variant)
+                    v["kernel_pipelined_s_by_stages"][stages] = {
+                        "s": pipelined(lambda: st(q2.data_ptr(), out16.data_ptr())), **st.launch_config}
+                _decode.COOP_STAGES = stages0
             v["step_s"] = bench(lambda: steps[None](q2.data_ptr(), out16.data_ptr()))  # synchronised each call
             v["step_host_s_per_call"] = host(lambda: steps[None](q2.data_ptr(), out16.data_ptr()))
             v["kernel_s"] = bench(lambda: kernel(variant=variant))  # bitmap_decode: cupy's launch

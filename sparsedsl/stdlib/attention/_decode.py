@@ -83,9 +83,11 @@ ROUNDS = 5
 # the cooperative variant: STAGES stages of TT = 16 tokens per warp (a stage holds a full tile's K and V
 # values, masks and offsets: 8.9 KB at d = 128, fp16); 110 KB per CTA lets two CTAs share an SM
 COOP_TT = 16
-COOP_STAGES = 3
+# stages per warp, read when a launch is first configured (SPARSEDSL_DECODE_STAGES; the benchmark sweeps
+# 2, 3, 4): 3 keeps two tiles in flight per warp with two CTAs per SM; 2, one tile with three CTAs
+COOP_STAGES = int(os.environ.get("SPARSEDSL_DECODE_STAGES", "3"))
 _COOP_SMEM_BUDGET = 110 * 1024
-_COOP_STATIC_SMEM = 7168  # the warps' accumulators, p, m, l, the parts' weights, with slack
+_COOP_STATIC_SMEM = 4608  # the warps' accumulators, p, m, l, the parts' weights (4400 B at d = 128)
 VARIANTS = ("coop", "walk")
 # the kernel decode_attention and bitmap_decode run unless told: "coop" (cooperative cp.async staging,
 # lane-per-dimension expansion) or "walk" (the first kernel: a lane per token walks its set bits).
@@ -117,15 +119,16 @@ def _config(head_dim: int, value_bytes: int) -> tuple[int, int]:
     return nwarps, nwarps * per_warp
 
 
-def _coop_config(head_dim: int, value_bytes: int, pos_bytes: int) -> tuple[int, int]:
-    """(warps per CTA, dynamic shared bytes) of the cooperative kernel: up to 4 warps of COOP_STAGES
-    stages within the budget."""
+def _coop_config(head_dim: int, value_bytes: int, pos_bytes: int, stages: int | None = None) -> tuple[int, int]:
+    """(warps per CTA, dynamic shared bytes) of the cooperative kernel: up to 4 warps of ``stages``
+    (default COOP_STAGES) stages within the budget."""
+    stages = stages or COOP_STAGES
     words = head_dim // 32
     stage = 2 * (COOP_TT * head_dim * value_bytes + 16) + 2 * COOP_TT * words * 4 + 2 * COOP_TT * pos_bytes
     nwarps = 4
-    while nwarps > 1 and nwarps * COOP_STAGES * stage > _COOP_SMEM_BUDGET:
+    while nwarps > 1 and nwarps * stages * stage > _COOP_SMEM_BUDGET:
         nwarps //= 2
-    return nwarps, nwarps * COOP_STAGES * stage
+    return nwarps, nwarps * stages * stage
 
 
 def source(**defines) -> str:
@@ -133,12 +136,14 @@ def source(**defines) -> str:
     return "".join(f"#define {k} {v}\n" for k, v in defines.items()) + _SOURCE.read_text()
 
 
-def _decode_defines(head_dim, v_half, q_half, out_half, pos64, nwarps, variant="walk") -> dict:
-    name = f"sd_bitmap_decode_{variant}_d{head_dim}_v{16 if v_half else 32}_q{16 if q_half else 32}" \
+def _decode_defines(head_dim, v_half, q_half, out_half, pos64, nwarps, variant="walk", stages=None) -> dict:
+    stages = stages or COOP_STAGES
+    tag = f"coop{stages}" if variant == "coop" else variant
+    name = f"sd_bitmap_decode_{tag}_d{head_dim}_v{16 if v_half else 32}_q{16 if q_half else 32}" \
            f"_o{16 if out_half else 32}_p{64 if pos64 else 32}_w{nwarps}"
     defs = {"HEAD_DIM": head_dim, "V_HALF": int(v_half), "Q_HALF": int(q_half), "OUT_HALF": int(out_half),
             "POS64": int(pos64), "NWARPS": nwarps, "MAX_PARTS": MAX_PARTS, "COOP": int(variant == "coop")}
-    defs.update({"TT": COOP_TT, "STAGES": COOP_STAGES} if variant == "coop" else {"ROUNDS": ROUNDS})
+    defs.update({"TT": COOP_TT, "STAGES": stages} if variant == "coop" else {"ROUNDS": ROUNDS})
     return {**defs, "KERNEL_NAME": name}
 
 
@@ -267,7 +272,7 @@ def _launch(n, length, d, v_half, q_half, out_half, pos64, tokens_per_warp, vari
     shape, types and variant: a decode step's host work is a dict lookup and one launch."""
     variant = _variant(variant)
     key = (device.cupy().cuda.runtime.getDevice(), n, length, d, v_half, q_half, out_half, pos64, tokens_per_warp,
-           variant)
+           variant, COOP_STAGES)
     if key not in _launches:
         if variant == "coop":
             nwarps, dyn = _coop_config(d, 2 if v_half else 4, 8 if pos64 else 4)
@@ -472,6 +477,9 @@ def variants() -> list[dict]:
                 for pos64 in (False, True):
                     out.append(_build_defines("pack", d, in_half, v_half, pos64))
                 out.append(_build_defines("prune", d, in_half, v_half, False))
+    for stages in (2, 4):  # the benchmark's sweep
+        nwarps, _ = _coop_config(128, 2, 4, stages)
+        out.append(_decode_defines(128, True, True, True, False, nwarps, "coop", stages))
     return out
 
 

@@ -18,6 +18,8 @@ Joo et al., "Mustafar: Promoting Unstructured Sparsity for KV Cache Pruning in L
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sparsedsl import SparseTensor
@@ -142,7 +144,9 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None, sch
     dense attention over the pruned cache (``cache.K_pruned_``, ``cache.V_pruned_``).
 
     On the GPU the fused kernel ``attention.bitmap_decode`` runs when it fits (``sd.explain`` says
-    why not otherwise); ``schedule={"templates": False}`` runs the generated code instead.
+    why not otherwise); ``schedule={"templates": False}`` runs the generated code instead. The plan's
+    choice is made once per cache and query signature (dtype, device, scale, stream) and kept with a
+    prepared launch (``_decode.DecodeStep``): later steps only allocate the output and launch.
 
     References
     ----------
@@ -159,7 +163,7 @@ def decode_attention(q, cache: BitmapKVCache, *, scale: float | None = None, sch
     n, L, d = cache.K_.shape
     if tuple(q.shape) != (n, d):
         raise ValueError(f"decode_attention(): q must be (batch*heads, d) = {(n, d)}; got {tuple(q.shape)}")
-    scale = 1.0 / float(np.sqrt(d)) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     if not schedule and type(q).__module__.startswith(("torch", "cupy")):
         step = _step(q, cache, scale)
         if step is not None:
@@ -224,7 +228,7 @@ def _prepare_step(q, cache, scale):
     """A DecodeStep when the plan selects the fused template for these operands (once per signature),
     else None."""
     qd = device_query(q)
-    if qd is None or cache.K_.device != "cuda" or cache.V_.device != "cuda":
+    if qd is None or cache.K_.device != "cuda" or cache.V_.device != "cuda" or cache.K_.shape[0] == 0:
         return None
     bound = {"K": cache.K_, "V": cache.V_, "q": qd, "scale": scale}
     if decode_kernel(None).plan(bound, "cuda").selection.template is not FUSED_DECODE:
