@@ -300,10 +300,10 @@ def render(fn: L.Function, parallel: bool) -> str:
                 b = s.into
                 lines.append(f"{pad}if {b.count} == {b.capacity}:")
                 lines.append(f"{pad}    {b.capacity} = {b.capacity} * 2 + 16")
-                for buf in (*b.coords, b.values):
-                    lines.append(f"{pad}    grown = np.empty({b.capacity}, {buf}.dtype)")
-                    lines.append(f"{pad}    grown[:{b.count}] = {buf}[:{b.count}]")
-                    lines.append(f"{pad}    {buf} = grown")
+                for buf in (*b.coords, b.values):  # a name per buffer: one type per numba variable
+                    lines.append(f"{pad}    grown_{buf} = np.empty({b.capacity}, {buf}.dtype)")
+                    lines.append(f"{pad}    grown_{buf}[:{b.count}] = {buf}[:{b.count}]")
+                    lines.append(f"{pad}    {buf} = grown_{buf}")
                 for buf, c in zip(b.coords, s.coords):
                     lines.append(f"{pad}{buf}[{b.count}] = {_x(c)}")
                 lines.append(f"{pad}{b.values}[{b.count}] = {_x(s.value)}")
