@@ -91,8 +91,10 @@ _COOP_STATIC_SMEM = 4608  # the warps' accumulators, p, m, l, the parts' weights
 VARIANTS = ("coop", "walk")
 # the kernel decode_attention and bitmap_decode run unless told: "coop" (cooperative cp.async staging,
 # lane-per-dimension expansion) or "walk" (the first kernel: a lane per token walks its set bits).
-# SPARSEDSL_DECODE_VARIANT sets it at import; assign _decode.DEFAULT_VARIANT to change it later
-DEFAULT_VARIANT = os.environ.get("SPARSEDSL_DECODE_VARIANT", "coop")
+# SPARSEDSL_DECODE_VARIANT sets it at import; assign _decode.DEFAULT_VARIANT to change it later. "walk"
+# measured faster on an H100 (benchmarks/results/stdlib-attention-gpu-h100.txt, context 32k, H=8, d=128,
+# pipelined: B=1 64 us against coop's 80, B=8 401 us against 564; SDPA dense 53 / 345 us)
+DEFAULT_VARIANT = os.environ.get("SPARSEDSL_DECODE_VARIANT", "walk")
 if DEFAULT_VARIANT not in VARIANTS:
     raise ValueError(f"SPARSEDSL_DECODE_VARIANT must be one of {VARIANTS}; got {DEFAULT_VARIANT!r}")
 _kernels: dict = {}
