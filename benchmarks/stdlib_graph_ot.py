@@ -33,6 +33,7 @@ import scipy.sparse as sp
 
 from sparsedsl.stdlib import graph as sg
 from sparsedsl.stdlib import ot as sot
+from sparsedsl.stdlib.graph import sparsify as sg_sparsify
 
 from .timing import machine_info, write_json
 
@@ -176,11 +177,11 @@ def sparsify_case(name, A, eps=0.3, oversampling=None, n_samples=None):
     opts = {k: v for k, v in (("oversampling", oversampling), ("n_samples", n_samples)) if v is not None}
     H, t = _t(lambda: sg.spectral_sparsify(A, eps, random_state=0, **opts))
     count = (f"n_samples {n_samples}" if n_samples else
-             f"oversampling {oversampling or sg._OVERSAMPLING} (q = C n ln n / eps^2 = "
-             f"{(oversampling or sg._OVERSAMPLING) * A.shape[0] * math.log(A.shape[0]) / eps ** 2:.0f})")
+             f"oversampling {oversampling or sg_sparsify._OVERSAMPLING} (q = C n ln n / eps^2 = "
+             f"{(oversampling or sg_sparsify._OVERSAMPLING) * A.shape[0] * math.log(A.shape[0]) / eps ** 2:.0f})")
     q = quality(A, H) | {"case": name, "n": A.shape[0], "edges": A.nnz // 2, "mean_degree": A.nnz / A.shape[0],
                          "time_s": t, "epsilon": eps, "oversampling": None if n_samples else
-                         (oversampling or sg._OVERSAMPLING), "n_samples": n_samples}
+                         (oversampling or sg_sparsify._OVERSAMPLING), "n_samples": n_samples}
     q["ratios_within_epsilon"] = bool(1 - eps <= q["ratio_min"] and q["ratio_max"] <= 1 + eps)
     q["eigenvalues_within_epsilon"] = bool(1 - eps <= q["lambda_min"] and q["lambda_max"] <= 1 + eps)
     print(f"sparsify {name} ({count}): n={q['n']} m={q['edges']} kept {q['edge_fraction']:.3f} of edges; "

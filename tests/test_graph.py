@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 import sparsedsl as sd
 from sparsedsl.stdlib import graph as sg
+from sparsedsl.stdlib.graph import dynamic as sg_dynamic
 
 nx = pytest.importorskip("networkx")
 HAVE_GPU = importlib.util.find_spec("cupy") is not None and __import__("cupy").is_available()
@@ -330,9 +331,9 @@ def test_non_backtracking_walks_find_the_unique_tree_path():
     # path's sum of 1/w (networkx's weighted shortest path as the peer).
     T = _tree_with_resistances()
     edges = {(min(u, v), max(u, v)): d["weight"] for u, v, d in T.edges(data=True)}
-    csr = sg._csr_of(edges, 60)
+    csr = sg_dynamic._csr_of(edges, 60)
     pairs = [(0, 1), (2, 30), (5, 59)]
-    R, paths = sg._walk(csr, [p for p, _ in pairs], [q for _, q in pairs], 256, 60, np.random.default_rng(0))
+    R, paths = sg_dynamic._walk(csr, [p for p, _ in pairs], [q for _, q in pairs], 256, 60, np.random.default_rng(0))
     for (p, q), r, path in zip(pairs, R, paths):
         want = nx.shortest_path_length(T, p, q, weight="resistance")
         hops = nx.shortest_path_length(T, p, q)
@@ -365,7 +366,7 @@ def test_walkers_on_the_gpu_find_the_unique_tree_path_and_keep_a_sparsifier():
     T = _tree_with_resistances()
     edges = {(min(u, v), max(u, v)): d["weight"] for u, v, d in T.edges(data=True)}
     pairs = [(0, 1), (2, 30), (5, 59)]
-    R, paths = sg._walk(sg._csr_of(edges, 60), [p for p, _ in pairs], [q for _, q in pairs], 256, 60,
+    R, paths = sg_dynamic._walk(sg_dynamic._csr_of(edges, 60), [p for p, _ in pairs], [q for _, q in pairs], 256, 60,
                         np.random.default_rng(0), cupy)
     for (p, q), r, path in zip(pairs, R, paths):
         if np.isfinite(r):

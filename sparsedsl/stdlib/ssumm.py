@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 import sparsedsl as sd
 
-from .graph import _Graph, _rng
+from .graph._base import _Graph, _rng
 
 __all__ = ["GraphSummary", "ssumm"]
 
