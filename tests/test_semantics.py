@@ -316,3 +316,16 @@ def test_a_function_of_python_numbers_alone_is_float64_as_in_numpy():
     a.data -= 0.5
     want = np.where(a.data > 0, np.tanh(-1.5), a.data).sum()
     assert k(A=sd.asformat(a, "csr")) == pytest.approx(want, rel=1e-14) == k.reference(A=sd.asformat(a, "csr"))
+
+
+def test_a_hoisted_reduction_of_python_numbers_does_not_widen_the_result():
+    """``max[k](mask(z[k], -1.5))`` alone is float64 (numpy: a Python float with nothing to take its type
+    from), but inside ``B / (...)`` the weak value takes float32 from B; hoisting the nested reduction
+    into a temporary must keep the statement's float32 (found by the differential fuzz)."""
+    rng = np.random.default_rng(0)
+    B = (rng.random((3, 4)) * (rng.random((3, 4)) < 0.6)).astype(np.float32)
+    z = np.array([0.0, 0.5, 0.0, 0.25, 0.0], np.float32)
+    kernel = sd.compile("y[] = B[i,j] / max[k](mask(z[k], -1.5))", B="csc", z="bitmap")
+    got = kernel(B=sd.asformat(B, "csc"), z=sd.asformat(z, "bitmap"))
+    assert np.asarray(got).dtype == np.float32
+    np.testing.assert_allclose(got, (B / np.float32(-1.5)).sum(dtype=np.float32), rtol=1e-6)

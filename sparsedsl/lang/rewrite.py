@@ -608,7 +608,11 @@ def _hoist(checked: Checked) -> Checked:
     operands = {n: t for n, t in checked.types.items() if n in checked.inputs}
     operands.update(_scalar_operands(checked))
     out = check(replace(program, statements=tuple(statements)), operands)
-    return replace(out, derived=checked.derived, reshaped=checked.reshaped, notes=checked.notes)
+    # the program's own tensors keep the types it was checked with: a hoisted reduction of Python
+    # numbers alone (max[k](mask(z[k], -1.5))) is a float64 temporary, which must not widen the result
+    # that numpy's promotion of the weak value gave (float32 / weak -> float32)
+    types = {**out.types, **{n: t for n, t in checked.types.items() if n in out.types}}
+    return replace(out, types=types, derived=checked.derived, reshaped=checked.reshaped, notes=checked.notes)
 
 
 def _scalar_operands(checked: Checked) -> dict:
