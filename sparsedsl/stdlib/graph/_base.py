@@ -65,7 +65,7 @@ class _Graph:
         """The adjacency for the Laplacian solves: csr, or cut like the user's partitioned graph."""
         if self.chunks is None:
             return sd.asformat(self.A, "csr")
-        from ..dask import partition
+        from ...dask import partition
 
         return partition(sd.asformat(self.A, "csr"), chunks=self.chunks)
 
