@@ -35,7 +35,7 @@ import numpy as np
 
 from sparsedsl.stdlib.attention import _flash
 
-from .timing import write_json
+from .timing import cuda_event_median, write_json
 
 PROBLEM = (1, 16, 16384, 128)  # B, H, L, d: issue 18's benchmark
 QUICK_PROBLEM = (1, 16, 4096, 128)
@@ -76,22 +76,7 @@ def compile_only(names) -> dict:
 # ---- on the GPU -------------------------------------------------------------------------------------------
 
 
-def _bench(f, n=20, warmup=3):
-    """Median seconds of ``f`` over ``n`` calls timed by CUDA events, after ``warmup`` calls."""
-    import torch
-
-    for _ in range(warmup):
-        f()
-    torch.cuda.synchronize()
-    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(n):
-        st.record()
-        f()
-        en.record()
-        en.synchronize()
-        ts.append(st.elapsed_time(en) * 1e-3)
-    return float(np.median(ts))
+_bench = cuda_event_median  # (benchmarks.timing)
 
 
 def _errors(got, ref) -> dict:

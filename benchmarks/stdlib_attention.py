@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from .timing import fmt_time, machine_info, write_json
+from .timing import cuda_event_median, fmt_time, machine_info, write_json
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "attention.md")
 
@@ -252,19 +252,7 @@ def gpu_bench(quick: bool) -> dict:
     from sparsedsl.stdlib.attention import _flash
     from sparsedsl.stdlib.attention._core import full_mask
 
-    def bench(f, n=20):
-        for _ in range(3):
-            f()
-        torch.cuda.synchronize()
-        st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        ts = []
-        for _ in range(n):
-            st.record()
-            f()
-            en.record()
-            en.synchronize()
-            ts.append(st.elapsed_time(en) * 1e-3)
-        return float(np.median(ts))
+    bench = cuda_event_median
 
     res = {"gpu": torch.cuda.get_device_name()}
     B, H, L, D = (1, 16, 4096, 128) if quick else (1, 16, 16384, 128)
@@ -335,22 +323,6 @@ def gpu_bench(quick: bool) -> dict:
     return res
 
 
-def _event_bench(f, n=20):
-    """Median seconds per call between two CUDA events, synchronised each call (gpu_bench's timing)."""
-    import torch
-
-    for _ in range(3):
-        f()
-    torch.cuda.synchronize()
-    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(n):
-        st.record()
-        f()
-        en.record()
-        en.synchronize()
-        ts.append(st.elapsed_time(en) * 1e-3)
-    return float(np.median(ts))
 
 
 def _decode_bench(rows, quick, bench):
@@ -524,7 +496,7 @@ def main(argv=None):
         import torch
 
         res = {"gpu": torch.cuda.get_device_name(), "decode": []}
-        _decode_bench(res["decode"], args.quick, _event_bench)
+        _decode_bench(res["decode"], args.quick, cuda_event_median)
     elif args.gpu:
         res = gpu_bench(args.quick)
     if args.gpu:

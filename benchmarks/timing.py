@@ -104,3 +104,22 @@ def write_json(path: str, payload: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=1, default=str)
+
+
+def cuda_event_median(f, n: int = 20, warmup: int = 3) -> float:
+    """Median seconds of ``f`` over ``n`` calls, each timed between two CUDA events and synchronised,
+    after ``warmup`` calls (torch's events: the GPU benchmarks' timer)."""
+    import torch
+
+    for _ in range(warmup):
+        f()
+    torch.cuda.synchronize()
+    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for _ in range(n):
+        st.record()
+        f()
+        en.record()
+        en.synchronize()
+        ts.append(st.elapsed_time(en) * 1e-3)
+    return float(statistics.median(ts))
