@@ -329,3 +329,17 @@ def test_a_hoisted_reduction_of_python_numbers_does_not_widen_the_result():
     got = kernel(B=sd.asformat(B, "csc"), z=sd.asformat(z, "bitmap"))
     assert np.asarray(got).dtype == np.float32
     np.testing.assert_allclose(got, (B / np.float32(-1.5)).sum(dtype=np.float32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("a_fmt", ["bsr(2,2)", "blocked_bitmap(2,2)"])
+def test_a_blocked_operand_copied_unblocked_unblocks_the_operands_it_then_disagrees_with(a_fmt):
+    # the fuzz found A[j,k] copied to plain CSR (its j blocks clash with z's plain j) while B kept its
+    # k blocks: the copy's k level had no loop and A was read at its row's position, silently
+    rng = np.random.default_rng(0)
+    a = np.where(rng.random((6, 4)) < 0.6, rng.integers(1, 9, (6, 4)), 0).astype(np.float64)
+    b = np.where(rng.random((4, 4)) < 0.5, rng.random((4, 4)), 0.0)
+    z = np.where(rng.random(6) < 0.7, rng.random(6) + 0.5, 0.0)
+    k = sd.compile("y[i] = A[j,k] * z[j] * B[i,k]", A=a_fmt, B="blocked_bitmap(2,2)", z="coo")
+    operands = dict(A=sd.asformat(a, a_fmt), B=sd.asformat(b, "blocked_bitmap(2,2)"), z=sd.asformat(z, "coo"))
+    check(k, np.einsum("jk,j,ik->i", a, z, b), rtol=1e-12, **operands)
+    assert any("copied" in line and "B" in line for line in sd.explain(k, **operands).splitlines())

@@ -136,6 +136,8 @@ class _Lowering(Assembly, Values):
             vs = tuple(self.level_var(acc.indices[lv.dim].name, lv) for lv in fmt.levels)
             self.operands[k] = Operand(k, tensor_name(acc.tensor) + (f"_C{k}" if k in self.converted else ""),
                                        fmt, vs, tag=f"a{k}")
+            # every level must have its loop: one without would be read at a wrong position, silently
+            assert set(vs) <= set(self.order), f"{acc.tensor}: levels over {vs} outside the loops {self.order}"
         self.formula = self.presence(self.st.value)
         self.assembly = None
         body = self.function_body()
@@ -167,25 +169,30 @@ class _Lowering(Assembly, Values):
 
     def split_blocked(self) -> dict:
         """Block sizes of blocked indices. Operands that disagree (another block size, or a sparse
-        operand stored unblocked along the same index) are converted to a plain format first."""
-        sparse = [(k, acc, self.c.types[acc.tensor].format) for k, acc in enumerate(self.accesses)
-                  if not self.c.types[acc.tensor].format.is_dense]
-        blocks: dict[str, int] = {}
-        clash: set = set()
-        for _, acc, fmt in sparse:
-            for lv in fmt.levels:
-                name = acc.indices[lv.dim].name
-                b = lv.block if lv.op else 1
-                if blocks.setdefault(name, b) != b:
-                    clash.add(name)
-        for k, acc, fmt in sparse:
-            if any(acc.indices[d].name in clash for d in fmt.blocks):
-                self.convert(k, [(d, None, 1) for d in fmt.dim_order], "its blocks do not match another operand's")
-        kept = {}
-        for k, acc, fmt in sparse:
-            if k not in self.converted:
-                kept.update({acc.indices[d].name: b for d, b in fmt.blocks.items()})
-        return kept
+        operand stored unblocked along the same index) are converted to a plain format first, until
+        none disagree: a copy is unblocked along all its indices, which may clash with a third
+        operand's blocks (A[j,k] blocked, z[j] plain, B[i,k] blocked: A's copy then clashes with B on k)."""
+        sparse = [(k, acc) for k, acc in enumerate(self.accesses) if not self.c.types[acc.tensor].format.is_dense]
+
+        def fmt_of(k, acc):
+            return self.converted.get(k) or self.c.types[acc.tensor].format
+
+        while True:
+            blocks: dict[str, int] = {}
+            clash: set = set()
+            for k, acc in sparse:
+                for lv in fmt_of(k, acc).levels:
+                    name = acc.indices[lv.dim].name
+                    if blocks.setdefault(name, lv.block if lv.op else 1) != (lv.block if lv.op else 1):
+                        clash.add(name)
+            disagree = [(k, acc) for k, acc in sparse
+                        if any(acc.indices[d].name in clash for d in fmt_of(k, acc).blocks)]
+            if not disagree:
+                break
+            for k, acc in disagree:
+                self.convert(k, [(d, None, 1) for d in fmt_of(k, acc).dim_order],
+                             "its blocks do not match another operand's")
+        return {acc.indices[d].name: b for k, acc in sparse for d, b in fmt_of(k, acc).blocks.items()}
 
     def convert(self, k: int, levels: list, why: str):
         """Read access ``k`` from a copy whose levels are ``levels`` ((dim, op, block) each): the
