@@ -3,8 +3,9 @@ cache's build on the GPU.
 
 The template ``attention.bitmap_decode`` matches ``DECODE_PROGRAM`` (one query per (batch·head)
 slice against K and V in ``BITMAP3``) when the head dim is 32, 64, 128 or 256 and K/V hold float16 or
-float32 values; the plan then runs ``_decode_kernel.cu`` in one launch instead of the generated
-kernels, which stay the fallback (``schedule={"templates": False}``) and the oracle of its tests.
+float32 values; the plan then runs the kernel (``_decode_common.cuh`` and ``_decode_walk.cu`` or
+``_decode_coop.cu``) in one launch instead of the generated kernels, which stay the fallback
+(``schedule={"templates": False}``) and the oracle of its tests.
 
 Why a hand-written kernel: decoding is memory-bound, and the generated code (``sd.explain`` with
 ``backend="cuda"`` shows it) runs five kernels with the (n, L) scores in global memory between them,
@@ -73,7 +74,10 @@ o[h,c] = e[h,j] * V[h,j,c] / z[h]
 
 NAME = "attention.bitmap_decode"
 HEAD_DIMS = (32, 64, 128, 256)
-_SOURCE = pathlib.Path(__file__).with_name("_decode_kernel.cu")
+# the kernel source: the part every kernel shares, then the file of the kernel the defines name
+# (concatenated into one string for NVRTC: no #include, so no search path)
+_COMMON = pathlib.Path(__file__).with_name("_decode_common.cuh")
+_SOURCES = {k: pathlib.Path(__file__).with_name(f"_decode_{k}.cu") for k in ("walk", "coop", "build")}
 # dynamic shared memory per CTA: two staging buffers of 32 tokens per warp; 68 KB lets three CTAs
 # (12 warps at d = 128, fp16) share an H100's 228 KB, enough bytes in flight per SM to stream the cache
 _SMEM_BUDGET = 69632
@@ -134,8 +138,12 @@ def _coop_config(head_dim: int, value_bytes: int, pos_bytes: int, stages: int | 
 
 
 def source(**defines) -> str:
-    """The kernel source with ``defines`` (``HEAD_DIM``, ``V_HALF``, ...) prepended."""
-    return "".join(f"#define {k} {v}\n" for k, v in defines.items()) + _SOURCE.read_text()
+    """The kernel source: ``defines`` (``HEAD_DIM``, ``V_HALF``, ...), ``_decode_common.cuh``, then the
+    file of the kernel they name: ``_decode_build.cu`` (``PRUNE_NAME`` or ``PACK_NAME``, the cache's
+    build), ``_decode_coop.cu`` (``COOP`` 1) or ``_decode_walk.cu``."""
+    kind = "build" if "PRUNE_NAME" in defines or "PACK_NAME" in defines else "coop" if defines.get("COOP") else "walk"
+    head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
+    return head + _COMMON.read_text() + _SOURCES[kind].read_text()
 
 
 def _decode_defines(head_dim, v_half, q_half, out_half, pos64, nwarps, variant="walk", stages=None) -> dict:

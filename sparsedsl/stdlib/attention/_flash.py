@@ -2,8 +2,9 @@
 
 It matches ``ATTENTION_PROGRAM`` (SDDMM over the mask → masked row softmax → SpMM with V) when the
 mask is in the 3-D blocked format (r, c multiples of 64), q/k/v are 16-bit and the head dimension is
-64 or 128; the plan then runs ``_flash_kernel.cu`` instead of the five generated kernels, which stay
-the fallback (``schedule={"templates": False}``) and the oracle of its tests.
+64 or 128; the plan then runs the kernel (``_flash_common.cuh`` and one version's file,
+``_flash_v1.cu``, ``_flash_v2.cu`` or ``_flash_v3.cu``) instead of the five generated kernels, which
+stay the fallback (``schedule={"templates": False}``) and the oracle of its tests.
 
 The kernel: FlashAttention-2's online softmax over each query tile's stored mask blocks only (empty
 blocks are never visited), the mask read only in partial blocks. Three versions, chosen by a named
@@ -33,7 +34,10 @@ from sparsedsl import templates
 from ._core import ATTENTION_PROGRAM, blocked_format
 
 NAME = "attention.block_sparse_flash"
-_SOURCE = pathlib.Path(__file__).with_name("_flash_kernel.cu")
+# the kernel source: the part every version shares, then one file per version (concatenated into one
+# string for NVRTC: no #include, so the source does not depend on a search path)
+_COMMON = pathlib.Path(__file__).with_name("_flash_common.cuh")
+_VERSION_SOURCES = {v: pathlib.Path(__file__).with_name(f"_flash_v{v}.cu") for v in (1, 2, 3)}
 _kernels: dict = {}
 _mask_cache: list = []  # (values array, pos, crd, vals, full, bits): the last few masks' device metadata
 
@@ -58,10 +62,10 @@ def _fits(m) -> str | None:
 
 @dataclass(frozen=True)
 class Config:
-    """One compile-time configuration of ``_flash_kernel.cu``. version 1: a warp per 16 query rows
-    (the first kernel); version 2: register blocking, a warp per ``16 * mt`` rows, so each K/V
-    fragment read from shared memory feeds ``mt`` MMAs; version 3: wgmma, a warpgroup (4 warps) per
-    64 rows. ``bn``: key/value tile rows (versions 2, 3); ``qreg``: Q held in registers (else re-read
+    """One compile-time configuration of the kernel (``_flash_v{version}.cu``). version 1: a warp per
+    16 query rows (the first kernel); version 2: register blocking, a warp per ``16 * mt`` rows, so
+    each K/V fragment read from shared memory feeds ``mt`` MMAs; version 3: wgmma, a warpgroup (4
+    warps) per 64 rows. ``bn``: key/value tile rows (versions 2, 3); ``qreg``: Q held in registers (else re-read
     from shared memory each k-step); ``minblocks``: CTAs per SM promised to ptxas (a register cap)."""
 
     version: int
@@ -87,7 +91,7 @@ class Config:
                 f"{'_ov' if self.overlap else ''}_b{self.minblocks}_d{head_dim}_{'bf16' if bf16 else 'f16'}")
 
     def source(self, head_dim: int, bf16: bool) -> str:
-        """The kernel's CUDA source: the defines, then ``_flash_kernel.cu``."""
+        """The kernel's CUDA source: the defines, then ``_flash_common.cuh`` and ``_flash_v{version}.cu``."""
         defines = {"KERNEL_VERSION": self.version, "HEAD_DIM": head_dim, "IS_BF16": int(bf16),
                    "NWARPS": self.nwarps, "MT": self.mt, "BN": self.bn, "QREG": int(self.qreg),
                    "MINBLOCKS": self.minblocks, "OVERLAP": int(self.overlap),
@@ -95,7 +99,7 @@ class Config:
         head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
         if self.version == 3:
             head += _wgmma_wrappers(self.bn, head_dim, bf16)
-        return head + _SOURCE.read_text()
+        return head + _COMMON.read_text() + _VERSION_SOURCES[self.version].read_text()
 
 
 def _wgmma(n: int, bf16: bool, a_regs: bool, trans_b: int) -> str:
