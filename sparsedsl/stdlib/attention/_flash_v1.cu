@@ -5,17 +5,6 @@
 #define BM (16 * NWARPS)
 #define BN 64
 
-// ROWS rows x HEAD_DIM halves from global (row stride HEAD_DIM) into shared (row stride LDS)
-template <int ROWS>
-__device__ __forceinline__ void load_tile(half_t* dst, const half_t* src, int tid) {
-    constexpr int CHUNKS = HEAD_DIM / 8;  // 16-byte chunks per row
-#pragma unroll
-    for (int k = tid; k < ROWS * CHUNKS; k += NTHREADS) {
-        int row = k / CHUNKS, ch = k % CHUNKS;
-        cp_async16(dst + row * LDS + ch * 8, src + (size_t)row * HEAD_DIM + ch * 8);
-    }
-}
-
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const half_t* __restrict__ V,
             const int* __restrict__ pos, const int* __restrict__ crd, const unsigned char* __restrict__ vals,
@@ -48,11 +37,7 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
 
     if (T > 0) {
         load_tile<BM>(Qs, Qh, tid);
-        {
-            int kv0 = crd[p0] * c;
-            load_tile<BN>(Ks, Kh + (size_t)kv0 * HEAD_DIM, tid);
-            load_tile<BN>(Vs, Vh + (size_t)kv0 * HEAD_DIM, tid);
-        }
+        load_kv_tile<BN>(Ks, Vs, 0, Kh, Vh, crd[p0] * c, tid);
         cp_commit();
         cp_wait_all();
         __syncthreads();
@@ -72,10 +57,9 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
             const int stage = it & 1;
             const int p = p0 + it / sub, s_in = it % sub;
             if (it + 1 < T) {
-                int pn = p0 + (it + 1) / sub, sn = (it + 1) % sub;
-                int kv0n = crd[pn] * c + sn * BN;
-                load_tile<BN>(Ks + (stage ^ 1) * BN * LDS, Kh + (size_t)kv0n * HEAD_DIM, tid);
-                load_tile<BN>(Vs + (stage ^ 1) * BN * LDS, Vh + (size_t)kv0n * HEAD_DIM, tid);
+                const int pn = p0 + (it + 1) / sub, sn = (it + 1) % sub;
+                const int kv0n = crd[pn] * c + sn * BN;
+                load_kv_tile<BN>(Ks, Vs, (stage ^ 1) * BN * LDS, Kh, Vh, kv0n, tid);
                 cp_commit();
             }
             const half_t* Kt = Ks + stage * BN * LDS;
@@ -108,40 +92,12 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
                     s[n][e] = v;
                 }
             }
-            // online softmax: rows g (e = 0, 1) and g + 8 (e = 2, 3)
-#pragma unroll
-            for (int hr = 0; hr < 2; ++hr) {
-                float mx = mrow[hr];
-#pragma unroll
-                for (int n = 0; n < BN / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * hr], s[n][2 * hr + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-                const float muse = (mx == NEG_INF) ? 0.f : mx;
-                const float alpha = exp2f(mrow[hr] - muse);  // 0 when the old max is -inf
-                mrow[hr] = mx;
-                float sum = 0.f;
-#pragma unroll
-                for (int n = 0; n < BN / 8; ++n) {
-                    float a = exp2f(s[n][2 * hr] - muse), b = exp2f(s[n][2 * hr + 1] - muse);
-                    s[n][2 * hr] = a;
-                    s[n][2 * hr + 1] = b;
-                    sum += a + b;
-                }
-                lrow[hr] = lrow[hr] * alpha + sum;
-#pragma unroll
-                for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                    o[n][2 * hr] *= alpha;
-                    o[n][2 * hr + 1] *= alpha;
-                }
-            }
+            online_softmax(s, o, mrow, lrow);
             // O += P V, P from the S accumulators
 #pragma unroll
             for (int kk = 0; kk < BN / 16; ++kk) {
                 u32 a[4];
-                a[0] = pack2(s[2 * kk][0], s[2 * kk][1]);
-                a[1] = pack2(s[2 * kk][2], s[2 * kk][3]);
-                a[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                a[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                p_frag(a, s, kk);
 #pragma unroll
                 for (int n = 0; n < HEAD_DIM / 8; n += 2) {
                     const int mi = lane >> 3, rr = lane & 7;

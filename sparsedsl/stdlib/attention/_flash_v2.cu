@@ -21,17 +21,6 @@
 #define WROWS (16 * MT)      // query rows per warp
 #define BM (WROWS * NWARPS)  // query rows per CTA
 
-// ROWS rows x HEAD_DIM halves from global (row stride HEAD_DIM) into shared (row stride LDS)
-template <int ROWS>
-__device__ __forceinline__ void load_tile(half_t* dst, const half_t* src, int tid) {
-    constexpr int CHUNKS = HEAD_DIM / 8;  // 16-byte chunks per row
-#pragma unroll
-    for (int k = tid; k < ROWS * CHUNKS; k += NTHREADS) {
-        int row = k / CHUNKS, ch = k % CHUNKS;
-        cp_async16(dst + row * LDS + ch * 8, src + (size_t)row * HEAD_DIM + ch * 8);
-    }
-}
-
 // bits: per stored block, r rows of c/64 little-endian 64-bit words (bit j of a word: column j of
 // its 64), read only for partial blocks. O: float (out16 == 0) or the inputs' 16-bit type.
 extern "C" __global__ void __launch_bounds__(NTHREADS, MINBLOCKS)
@@ -73,11 +62,7 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
 
     if (T > 0) {
         load_tile<BM>(Qs, Qh, tid);
-        {
-            int kv0 = crd[p0] * c;
-            load_tile<BN>(Ks, Kh + (size_t)kv0 * HEAD_DIM, tid);
-            load_tile<BN>(Vs, Vh + (size_t)kv0 * HEAD_DIM, tid);
-        }
+        load_kv_tile<BN>(Ks, Vs, 0, Kh, Vh, crd[p0] * c, tid);
         cp_commit();
         cp_wait_all();
         __syncthreads();
@@ -100,10 +85,9 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
             const int stage = it & 1;
             const int p = p0 + it / sub, s_in = it % sub;
             if (it + 1 < T) {
-                int pn = p0 + (it + 1) / sub, sn = (it + 1) % sub;
-                int kv0n = crd[pn] * c + sn * BN;
-                load_tile<BN>(Ks + (stage ^ 1) * BN * LDS, Kh + (size_t)kv0n * HEAD_DIM, tid);
-                load_tile<BN>(Vs + (stage ^ 1) * BN * LDS, Vh + (size_t)kv0n * HEAD_DIM, tid);
+                const int pn = p0 + (it + 1) / sub, sn = (it + 1) % sub;
+                const int kv0n = crd[pn] * c + sn * BN;
+                load_kv_tile<BN>(Ks, Vs, (stage ^ 1) * BN * LDS, Kh, Vh, kv0n, tid);
                 cp_commit();
             }
             const half_t* Kt = Ks + stage * BN * LDS;
@@ -140,73 +124,22 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
             // scale into the log2 domain; in a partial block, -inf where the mask's bit is clear
             if (full[p]) {
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int n = 0; n < BN / 8; ++n)
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) s[mt][n][e] *= scale_log2;
+                for (int mt = 0; mt < MT; ++mt) scale_scores(s[mt], scale_log2);
             } else {
                 const unsigned long long* wb = bits + (size_t)p * r * words + (s_in * BN) / 64;
                 const int shift = (s_in * BN) % 64 + 2 * t4;  // a tile of <= 64 columns lies in one word
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-                    for (int hr = 0; hr < 2; ++hr) {
-                        const int row = ro + warp * WROWS + mt * 16 + g + 8 * hr;
-                        unsigned long long w[BN > 64 ? BN / 64 : 1];
-#pragma unroll
-                        for (int i = 0; i < (BN > 64 ? BN / 64 : 1); ++i) w[i] = wb[(size_t)row * words + i] >> shift;
-#pragma unroll
-                        for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-                            for (int e = 0; e < 2; ++e) {
-                                const float v = s[mt][n][2 * hr + e] * scale_log2;
-                                s[mt][n][2 * hr + e] = ((w[n / 8] >> ((n % 8) * 8 + e)) & 1ull) ? v : NEG_INF;
-                            }
-                        }
-                    }
-                }
+                for (int mt = 0; mt < MT; ++mt)
+                    mask_scores(s[mt], wb, words, shift, ro + warp * WROWS + mt * 16 + g, scale_log2);
             }
-            // online softmax: per m tile, rows g (e = 0, 1) and g + 8 (e = 2, 3)
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-                for (int hr = 0; hr < 2; ++hr) {
-                    float mx = mrow[mt][hr];
-#pragma unroll
-                    for (int n = 0; n < BN / 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][2 * hr], s[mt][n][2 * hr + 1]));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-                    const float muse = (mx == NEG_INF) ? 0.f : mx;
-                    const float alpha = exp2f(mrow[mt][hr] - muse);  // 0 when the old max is -inf
-                    mrow[mt][hr] = mx;
-                    float sum = 0.f;
-#pragma unroll
-                    for (int n = 0; n < BN / 8; ++n) {
-                        const float a = exp2f(s[mt][n][2 * hr] - muse), b = exp2f(s[mt][n][2 * hr + 1] - muse);
-                        s[mt][n][2 * hr] = a;
-                        s[mt][n][2 * hr + 1] = b;
-                        sum += a + b;
-                    }
-                    lrow[mt][hr] = lrow[mt][hr] * alpha + sum;
-#pragma unroll
-                    for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                        o[mt][n][2 * hr] *= alpha;
-                        o[mt][n][2 * hr + 1] *= alpha;
-                    }
-                }
-            }
+            for (int mt = 0; mt < MT; ++mt) online_softmax(s[mt], o[mt], mrow[mt], lrow[mt]);
             // O += P V, P from the S accumulators; each V fragment pair feeds MT MMAs
 #pragma unroll
             for (int kk = 0; kk < BN / 16; ++kk) {
                 u32 a[MT][4];
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    a[mt][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                    a[mt][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                    a[mt][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                    a[mt][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-                }
+                for (int mt = 0; mt < MT; ++mt) p_frag(a[mt], s[mt], kk);
 #pragma unroll
                 for (int n = 0; n < HEAD_DIM / 8; n += 2) {
                     u32 b[4];
@@ -224,28 +157,6 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
     }
     // normalise and store
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-            float l = lrow[mt][hr];
-            l += __shfl_xor_sync(0xffffffff, l, 1);
-            l += __shfl_xor_sync(0xffffffff, l, 2);
-            const float inv = l > 0.f ? 1.f / l : 0.f;
-            const size_t row = (size_t)h * Lq + q0 + warp * WROWS + mt * 16 + g + 8 * hr;
-            if (out16) {
-                u32* orow = (u32*)((half_t*)O + row * HEAD_DIM + 2 * t4);
-#pragma unroll
-                for (int n = 0; n < HEAD_DIM / 8; ++n) orow[n * 4] = pack2(o[mt][n][2 * hr] * inv, o[mt][n][2 * hr + 1] * inv);
-            } else {
-                float* orow = (float*)O + row * HEAD_DIM + 2 * t4;
-#pragma unroll
-                for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                    float2 v;
-                    v.x = o[mt][n][2 * hr] * inv;
-                    v.y = o[mt][n][2 * hr + 1] * inv;
-                    *(float2*)(orow + n * 8) = v;
-                }
-            }
-        }
-    }
+    for (int mt = 0; mt < MT; ++mt)
+        store_o(O, (size_t)h * Lq + q0 + warp * WROWS + mt * 16 + g, o[mt], lrow[mt], t4, out16);
 }

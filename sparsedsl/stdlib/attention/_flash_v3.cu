@@ -84,58 +84,13 @@ __device__ __forceinline__ void softmax_tile(float (&s)[BN / 8][4], float (&o)[H
                                              float (&lrow)[2], u32 (&pa)[BN / 16][4], bool is_full,
                                              const unsigned long long* wb, int words, int shift, int row0,
                                              float scale_log2) {
-    if (is_full) {
+    if (is_full)
+        scale_scores(s, scale_log2);
+    else
+        mask_scores(s, wb, words, shift, row0, scale_log2);
+    online_softmax(s, o, mrow, lrow);
 #pragma unroll
-        for (int n = 0; n < BN / 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) s[n][e] *= scale_log2;
-    } else {
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-            unsigned long long w[BN > 64 ? BN / 64 : 1];
-#pragma unroll
-            for (int i = 0; i < (BN > 64 ? BN / 64 : 1); ++i) w[i] = wb[(size_t)(row0 + 8 * hr) * words + i] >> shift;
-#pragma unroll
-            for (int n = 0; n < BN / 8; ++n)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const float v = s[n][2 * hr + e] * scale_log2;
-                    s[n][2 * hr + e] = ((w[n / 8] >> ((n % 8) * 8 + e)) & 1ull) ? v : NEG_INF;
-                }
-        }
-    }
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-        float mx = mrow[hr];
-#pragma unroll
-        for (int n = 0; n < BN / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * hr], s[n][2 * hr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-        const float muse = (mx == NEG_INF) ? 0.f : mx;
-        const float alpha = exp2f(mrow[hr] - muse);  // 0 when the old max is -inf
-        mrow[hr] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int n = 0; n < BN / 8; ++n) {
-            const float a = exp2f(s[n][2 * hr] - muse), b = exp2f(s[n][2 * hr + 1] - muse);
-            s[n][2 * hr] = a;
-            s[n][2 * hr + 1] = b;
-            sum += a + b;
-        }
-        lrow[hr] = lrow[hr] * alpha + sum;
-#pragma unroll
-        for (int n = 0; n < HEAD_DIM / 8; ++n) {
-            o[n][2 * hr] *= alpha;
-            o[n][2 * hr + 1] *= alpha;
-        }
-    }
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-        pa[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1]);
-        pa[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3]);
-        pa[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
+    for (int kk = 0; kk < BN / 16; ++kk) p_frag(pa[kk], s, kk);
 }
 
 // issue O += P V for one key tile (V transposed: MN-major); not committed
@@ -223,6 +178,17 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
 #endif
         float s[BN / 8][4];
         u32 pa[BN / 16][4];
+        // the softmax of tile it (its S in s), then O += P V from its stage, waited for (with any S in flight)
+        auto softmax_pv = [&](int it, int stage) {
+            softmax_tile(s, o, mrow, lrow, pa, full[p0 + it / sub] != 0, mask_words(it), words,
+                         shift + ((it % sub) * BN) % 64, row0, scale_log2);
+            wgmma_fence();
+            issue_pv(o, pa, smem_u32(Vs + stage * KV_STAGE));
+            wgmma_commit();
+            wgmma_wait0();
+            fence_regs<HEAD_DIM / 2>(&o[0][0]);
+            fence_regs<BN / 4>(&pa[0][0]);
+        };
 #if OVERLAP
         // S of tile 0; then per tile j: [load tile j + 2], [issue S of tile j + 1], softmax of tile j,
         // issue P V of tile j, wait for both
@@ -248,14 +214,7 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
                 issue_s(sn, q_addr, qf, smem_u32(Ks + ((it + 1) % 3) * KV_STAGE));
                 wgmma_commit();
             }
-            softmax_tile(s, o, mrow, lrow, pa, full[p0 + it / sub] != 0, mask_words(it), words,
-                         shift + ((it % sub) * BN) % 64, row0, scale_log2);
-            wgmma_fence();
-            issue_pv(o, pa, smem_u32(Vs + stage * KV_STAGE));
-            wgmma_commit();
-            wgmma_wait0();
-            fence_regs<HEAD_DIM / 2>(&o[0][0]);
-            fence_regs<BN / 4>(&pa[0][0]);
+            softmax_pv(it, stage);
 #if QREG
             fence_regs<HEAD_DIM / 4>(&qf[0][0]);
 #endif
@@ -283,14 +242,7 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
 #if QREG
             fence_regs<HEAD_DIM / 4>(&qf[0][0]);
 #endif
-            softmax_tile(s, o, mrow, lrow, pa, full[p0 + it / sub] != 0, mask_words(it), words,
-                         shift + ((it % sub) * BN) % 64, row0, scale_log2);
-            wgmma_fence();
-            issue_pv(o, pa, smem_u32(Vs + stage * KV_STAGE));
-            wgmma_commit();
-            wgmma_wait0();
-            fence_regs<HEAD_DIM / 2>(&o[0][0]);
-            fence_regs<BN / 4>(&pa[0][0]);
+            softmax_pv(it, stage);
             if (it + 1 < T) {
                 cp_wait_all();
                 fence_proxy_async();
@@ -299,27 +251,5 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
         }
 #endif
     }
-    // normalise and store
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-        float l = lrow[hr];
-        l += __shfl_xor_sync(0xffffffff, l, 1);
-        l += __shfl_xor_sync(0xffffffff, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const size_t row = (size_t)h * Lq + q0 + wrow + g + 8 * hr;
-        if (out16) {
-            u32* orow = (u32*)((half_t*)O + row * HEAD_DIM + 2 * t4);
-#pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; ++n) orow[n * 4] = pack2(o[n][2 * hr] * inv, o[n][2 * hr + 1] * inv);
-        } else {
-            float* orow = (float*)O + row * HEAD_DIM + 2 * t4;
-#pragma unroll
-            for (int n = 0; n < HEAD_DIM / 8; ++n) {
-                float2 v;
-                v.x = o[n][2 * hr] * inv;
-                v.y = o[n][2 * hr + 1] * inv;
-                *(float2*)(orow + n * 8) = v;
-            }
-        }
-    }
+    store_o(O, (size_t)h * Lq + q0 + wrow + g, o, lrow, t4, out16);  // normalised
 }
