@@ -343,3 +343,31 @@ def test_a_blocked_operand_copied_unblocked_unblocks_the_operands_it_then_disagr
     operands = dict(A=sd.asformat(a, a_fmt), B=sd.asformat(b, "blocked_bitmap(2,2)"), z=sd.asformat(z, "coo"))
     check(k, np.einsum("jk,j,ik->i", a, z, b), rtol=1e-12, **operands)
     assert any("copied" in line and "B" in line for line in sd.explain(k, **operands).splitlines())
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint64, np.int64])
+def test_sigmoid_of_an_integer_negates_it_as_a_float(dtype):
+    # the fuzz found sigmoid(max[i](x[i])) = 1 for an empty uint8 x: the max is int64's minimum, whose
+    # integer negation wraps to itself (and -x wraps for any uint64)
+    info = np.iinfo(dtype)
+    x = np.array([0, 1, 3, info.max, info.min], dtype=dtype)
+    with np.errstate(over="ignore"):
+        want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    check(sd.compile("y[i] = sigmoid(x[i])"), want, rtol=1e-12, x=x)
+    empty = sd.asformat(np.zeros(3, dtype), "coo")
+    check(sd.compile("y[] = sigmoid(max[i](x[i]))", x="coo"), 0.0, x=empty)
+
+
+@pytest.mark.parametrize("b_fmt", ["bsr(2,2)", "blocked_bitmap(2,2)"])
+def test_a_temporary_is_blocked_only_where_it_is_present_in_whole_blocks(b_fmt):
+    # the fuzz found t = x[j] != B[i,j] stored in B's blocks: the block's other entries, absent from
+    # t (x is not there), were stored, and present in y = 2 > t
+    b = np.array([[0, 2], [0, 3], [2, 7], [1, 9]], np.int32)
+    x = sd.asformat(np.array([9, 0]), "sparse")
+    k = sd.compile("let t[i,j] = x[j] != B[i,j]\ny[i,j] = 2 > t[i,j]", out_format="csr", B=b_fmt, x="sparse")
+    got = k(B=sd.asformat(b, b_fmt), x=x)
+    assert np.array_equal(got.coordinates()[0], [[0, 1, 2, 3], [0, 0, 0, 0]])  # B padded, x at j = 0 only
+    assert got.to_numpy()[:, 0].all()
+    # a temporary that is present in whole blocks keeps them (attention's S = M * Q * K)
+    m = sd.compile("let t[i,j] = B[i,j] * 2\ny[i] = t[i,j]", B=b_fmt)
+    assert str(m.stages(B=sd.asformat(b, b_fmt))["checked"].types["t"].format) == b_fmt

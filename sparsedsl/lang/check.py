@@ -222,8 +222,23 @@ class _Checker:
                 if isinstance(node, A.Access) and tuple(ix.name for ix in node.indices) == want:
                     t = self.types.get(node.tensor)
                     if t is not None and not t.format.is_dense and not any(lv.type.bounded for lv in t.format.levels):
-                        return t.format  # (not nm: a computed pattern need not fit N of every M)
+                        # (not nm: a computed pattern need not fit N of every M)
+                        return t.format if self.whole_blocks(body, node, t.format) else t.format.unblocked()
         return as_format("dense", len(shape))
+
+    def whole_blocks(self, body, chosen: A.Access, fmt) -> bool:
+        """Whether a temporary stored in ``fmt`` (``chosen``'s format) is present in whole blocks: a block
+        stores its absent entries too, present in later statements, so the body's sparse operands must
+        all be blocked like ``chosen`` (S = M * Q * K with M bsr is; x[j] != B[i,j] with x plain is not)."""
+        blocks = {chosen.indices[d].name: b for d, b in fmt.blocks.items()}
+        if not blocks:
+            return True
+        for node in A.walk(body):
+            t = self.types.get(node.tensor) if isinstance(node, A.Access) else None
+            if t is not None and not t.format.is_dense and \
+                    {node.indices[d].name: b for d, b in t.format.blocks.items()} != blocks:
+                return False
+        return True
 
     # ---- expressions: return the free index names in order of appearance ----------------
     def expr(self, e, bound) -> list[str]:

@@ -103,6 +103,11 @@ class Format:
                 levels.append(LevelSpec(new_d, lv.type, lv.op, lv.block))
         return Format(self.ndim, tuple(levels))
 
+    def unblocked(self) -> Format:
+        """The same level types over whole dimensions: each block-index level ('/') stands for its
+        dimension and the in-block levels ('%') go (bsr -> csr, blocked_bitmap -> bitmap)."""
+        return Format(self.ndim, tuple(LevelSpec(lv.dim, lv.type) for lv in self.levels if lv.op != "%"))
+
     def spelling(self) -> str:
         names = _INDEX_NAMES[: self.ndim]
         return f"({', '.join(names)}) -> ({', '.join(lv.spelling(names) for lv in self.levels)})"

@@ -110,7 +110,8 @@ def alloc_written(n, dtype):
 
 @njit(inline="always")
 def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    # an integer is made floating before the negation: -x wraps for uint64 and for int64's minimum
+    return 1.0 / (1.0 + np.exp(-(x + 0.0)))
 
 
 @njit
