@@ -180,6 +180,24 @@ def test_issue_quality_claim_on_small_graphs_of_each_kind(kind):
     assert 0.7 <= lo and hi <= 1.3
 
 
+def test_certify_returns_the_sparsest_sample_measured_within_epsilon():
+    # numpy's dense generalized eigenvalues, not our Lanczos, judge the result; the search's last failing
+    # probe is within 20% below the rate returned, and a grid (every edge half a unit of leverage) is whole
+    A = sp.csr_matrix(np.ones((150, 150)) - np.eye(150))
+    H, log = sg.spectral_sparsify(A, 0.3, certify=True, random_state=0, log=True)
+    lam = _generalized_eigenvalues(A, H)
+    assert 0.7 <= lam.min() and lam.max() <= 1.3
+    assert H.nnz < sg.spectral_sparsify(A, 0.3, random_state=0).nnz
+    failing = [p["rate"] for p in log["probes"] if not (0.7 <= p["bounds"][0] and p["bounds"][1] <= 1.3)]
+    assert max(failing) < log["rate"] <= 1.2 * max(failing) + 1e-9
+    grid = nx.to_scipy_sparse_array(nx.grid_2d_graph(12, 12), format="csr")
+    assert sg.spectral_sparsify(grid, 0.3, certify=True, random_state=0).nnz == grid.nnz
+    with pytest.raises(ValueError, match="connected"):
+        sg.spectral_sparsify(sp.block_diag([A, A]).tocsr(), 0.3, certify=True)
+    with pytest.raises(ValueError, match="independent"):
+        sg.spectral_sparsify(A, 0.3, certify=True, sampling="with_replacement")
+
+
 def test_n_samples_sets_the_expected_sample_count():
     A = nx.to_scipy_sparse_array(_rgg(600, 0.13, seed=3), format="csr")
     tree = A.shape[0] - 1

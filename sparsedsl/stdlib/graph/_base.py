@@ -76,10 +76,7 @@ class _Graph:
 
     def like(self, u, v, w):
         """A graph of the user's kind on the same nodes with edges (u, v, w)."""
-        A = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([u, v]), np.concatenate([v, u]))),
-                          shape=(self.n, self.n)).tocsr()
-        A.sum_duplicates()
-        A.sort_indices()
+        A = _adjacency(self.n, u, v, w)
         if self.kind == "scipy":
             out = A.asformat(self.template.format)
             return type(self.template)(out) if isinstance(self.template, sp.sparray) else out
@@ -92,6 +89,14 @@ class _Graph:
         nodes = self.nodes
         H.add_weighted_edges_from((nodes[a], nodes[b], float(c)) for a, b, c in zip(u.tolist(), v.tolist(), w))
         return H
+
+
+def _adjacency(n, u, v, w):
+    """The symmetric csr adjacency of edges (u, v, w) on n nodes."""
+    A = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(n, n)).tocsr()
+    A.sum_duplicates()
+    A.sort_indices()
+    return A
 
 
 def _rng(random_state):
