@@ -77,3 +77,11 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// output element i: float32, or fp16 with OUT_HALF
+__device__ __forceinline__ void store_out(void* out, long long i, float v) {
+#if OUT_HALF
+    reinterpret_cast<u16*>(out)[i] = f2h(v);
+#else
+    reinterpret_cast<float*>(out)[i] = v;
+#endif
+}

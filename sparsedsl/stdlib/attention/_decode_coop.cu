@@ -97,7 +97,7 @@ __device__ __forceinline__ void issue_tile(const Stage& s, long long row0, int c
     stage_values(s.v, vval, vb, ve, vnv, lane);
 }
 
-// lane's DPL mask bits of token t and the rank of its first value in the token's run
+// lane's DPL mask bits of a token and the rank of its first value in the token's run
 __device__ __forceinline__ void lane_bits(const u32* __restrict__ m, int lane, u32& bits, int& rank) {
     const int wi = (lane * DPL) >> 5, sh = (lane * DPL) & 31;
     u32 mw[W];
@@ -122,6 +122,15 @@ __device__ __forceinline__ void lane_bits(const u32* __restrict__ m, int lane, u
     bits = (mine >> sh) & ((1u << DPL) - 1u);
 }
 
+// lane's DPL mask bits of token t of a stage (masks m, offsets p; none for t >= cnt) and the index of
+// its first value in the stage's value range (a0: the range's 16-byte aligned start)
+__device__ __forceinline__ void lane_values(const u32* m, const pos_t* p, int t, int cnt, long long a0, int lane,
+                                            u32& bits, int& r) {
+    lane_bits(m + t * W, lane, bits, r);
+    if (t >= cnt) bits = 0u;
+    r += (int)((long long)p[t] - a0);
+}
+
 // one step of the reduce-scatter of TT per-token partials over the warp: lanes that differ in bit
 // (2 * HALF) swap halves, each keeping the half its bit selects, summed
 template <int HALF>
@@ -133,14 +142,6 @@ __device__ __forceinline__ void reduce_scatter(float (&pd)[TT], int lane) {
         const float keep = upper ? pd[j + HALF] : pd[j];
         pd[j] = keep + __shfl_xor_sync(FULL, send, 2 * HALF);
     }
-}
-
-__device__ __forceinline__ void store_out_c(void* out, long long i, float v) {
-#if OUT_HALF
-    reinterpret_cast<u16*>(out)[i] = f2h(v);
-#else
-    reinterpret_cast<float*>(out)[i] = v;
-#endif
 }
 
 extern "C" __global__ void __launch_bounds__(NT)
@@ -216,9 +217,7 @@ KERNEL_NAME(const void* __restrict__ qv,
         for (int t = 0; t < TT; ++t) {
             u32 bits;
             int r;
-            lane_bits(s.km + t * W, lane, bits, r);
-            if (t >= cnt) bits = 0u;
-            r += (int)((long long)s.kp[t] - ka0);
+            lane_values(s.km, s.kp, t, cnt, ka0, lane, bits, r);
             float a = 0.f;
 #pragma unroll
             for (int k = 0; k < DPL; ++k) {
@@ -251,9 +250,7 @@ KERNEL_NAME(const void* __restrict__ qv,
         for (int t = 0; t < TT; ++t) {
             u32 bits;
             int r;
-            lane_bits(s.vm + t * W, lane, bits, r);
-            if (t >= cnt) bits = 0u;
-            r += (int)((long long)s.vp[t] - va0);
+            lane_values(s.vm, s.vp, t, cnt, va0, lane, bits, r);
             const float pt = s_p[warp][t];
 #pragma unroll
             for (int k = 0; k < DPL; ++k) {
@@ -286,7 +283,7 @@ KERNEL_NAME(const void* __restrict__ qv,
             float o = 0.f;
 #pragma unroll
             for (int w = 0; w < NWARPS; ++w) o = fmaf(s_acc[w][c], wt[w], o);
-            store_out_c(out, (long long)h * D + c, o / Lc);
+            store_out(out, (long long)h * D + c, o / Lc);
         }
         return;
     }
@@ -325,7 +322,7 @@ KERNEL_NAME(const void* __restrict__ qv,
         float o = 0.f;
 #pragma unroll 8
         for (int k = 0; k < nparts; ++k) o = fmaf(s_wt[k], ld_cg(hp + (long long)k * (D + 2) + c), o);
-        store_out_c(out, (long long)h * D + c, o * s_inv);
+        store_out(out, (long long)h * D + c, o * s_inv);
     }
     if (threadIdx.x == 0) counter[h] = 0u;  // ready for the next launch
 }

@@ -106,14 +106,6 @@ __device__ __forceinline__ void load_row(const val_t* p, float (&v)[DPL]) {
 #endif
 }
 
-__device__ __forceinline__ void store_out(void* out, long long i, float v) {
-#if OUT_HALF
-    reinterpret_cast<u16*>(out)[i] = f2h(v);
-#else
-    reinterpret_cast<float*>(out)[i] = v;
-#endif
-}
-
 extern "C" __global__ void __launch_bounds__(NT)
 KERNEL_NAME(const void* __restrict__ qv,
             const u32* __restrict__ kmask, const pos_t* __restrict__ kpos, const val_t* __restrict__ kval,
