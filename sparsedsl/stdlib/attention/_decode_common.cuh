@@ -85,3 +85,72 @@ __device__ __forceinline__ void store_out(void* out, long long i, float v) {
     reinterpret_cast<float*>(out)[i] = v;
 #endif
 }
+
+// The end of both decode kernels, once each warp's partial is in shared memory (warp w's accumulator of
+// dim c is acc(w, c); its max and sum of exp2, s_m[w] and s_l[w]): the warps merged into the CTA's
+// partial (o, m, l); with one part per head that is the output, else it goes to `part`, and the last
+// CTA of the head (an atomic ticket, reset by it for the next launch) merges the head's parts (a part
+// without tokens, m = -inf, weighs 0) into the output. s_wt: MAX_PARTS floats of shared memory.
+template <typename Acc>
+__device__ __forceinline__ void merge_and_store(const Acc& acc, const float* s_m, const float* s_l, float* s_wt,
+                                                float& s_inv, int& s_last, float* __restrict__ part,
+                                                unsigned* __restrict__ counter, void* __restrict__ out, int h, int pid,
+                                                int nparts, int lane, int warp) {
+    float M = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < NWARPS; ++w) M = fmaxf(M, s_m[w]);
+    float Lc = 0.f, wt[NWARPS];
+#pragma unroll
+    for (int w = 0; w < NWARPS; ++w) {
+        wt[w] = s_m[w] == NEG_INF ? 0.f : exp2f(s_m[w] - M);
+        Lc = fmaf(s_l[w], wt[w], Lc);
+    }
+    if (nparts == 1) {  // the whole context in this CTA: the output directly
+        for (int c = threadIdx.x; c < D; c += NT) {
+            float o = 0.f;
+#pragma unroll
+            for (int w = 0; w < NWARPS; ++w) o = fmaf(acc(w, c), wt[w], o);
+            store_out(out, (long long)h * D + c, o / Lc);
+        }
+        return;
+    }
+    float* mine = part + ((long long)h * nparts + pid) * (D + 2);
+    for (int c = threadIdx.x; c < D; c += NT) {
+        float o = 0.f;
+#pragma unroll
+        for (int w = 0; w < NWARPS; ++w) o = fmaf(acc(w, c), wt[w], o);
+        mine[c] = o;
+    }
+    if (threadIdx.x == 0) mine[D] = M, mine[D + 1] = Lc;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(counter + h, 1u) == (unsigned)(nparts - 1);
+    __syncthreads();
+    if (!s_last) return;
+
+    // the last CTA of head h: merge the parts
+    __threadfence();
+    const float* hp = part + (long long)h * nparts * (D + 2);
+    if (warp == 0) {
+        float mx = NEG_INF;
+        for (int c = lane; c < nparts; c += 32) mx = fmaxf(mx, ld_cg(hp + (long long)c * (D + 2) + D));
+        mx = warp_max(mx);
+        float ls = 0.f;
+        for (int c = lane; c < nparts; c += 32) {
+            const float mc = ld_cg(hp + (long long)c * (D + 2) + D);
+            const float wgt = mc == NEG_INF ? 0.f : exp2f(mc - mx);
+            s_wt[c] = wgt;
+            ls = fmaf(wgt, ld_cg(hp + (long long)c * (D + 2) + D + 1), ls);
+        }
+        ls = warp_sum(ls);
+        if (lane == 0) s_inv = 1.f / ls;
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < D; c += NT) {
+        float o = 0.f;
+#pragma unroll 8
+        for (int k = 0; k < nparts; ++k) o = fmaf(s_wt[k], ld_cg(hp + (long long)k * (D + 2) + c), o);
+        store_out(out, (long long)h * D + c, o * s_inv);
+    }
+    if (threadIdx.x == 0) counter[h] = 0u;  // ready for the next launch
+}

@@ -264,62 +264,8 @@ KERNEL_NAME(const void* __restrict__ qv,
         if (lane == 0) s_m[warp] = m, s_l[warp] = l;
     }
     __syncthreads();
-    float M = NEG_INF;
-#pragma unroll
-    for (int w = 0; w < NWARPS; ++w) M = fmaxf(M, s_m[w]);
-    float Lc = 0.f, wt[NWARPS];
-#pragma unroll
-    for (int w = 0; w < NWARPS; ++w) {
-        wt[w] = s_m[w] == NEG_INF ? 0.f : exp2f(s_m[w] - M);
-        Lc = fmaf(s_l[w], wt[w], Lc);
-    }
     const long long warp_stride = 2LL * BUF * (long long)sizeof(val_t) / 4;  // floats between warps' buffers
-    if (nparts == 1) {  // the whole context in this CTA: the output directly
-        for (int c = threadIdx.x; c < D; c += NT) {
-            float o = 0.f;
-#pragma unroll
-            for (int w = 0; w < NWARPS; ++w) o = fmaf(s_acc[w * warp_stride + c], wt[w], o);
-            store_out(out, (long long)h * D + c, o / Lc);
-        }
-        return;
-    }
-    float* mine = part + ((long long)h * nparts + pid) * (D + 2);
-    for (int c = threadIdx.x; c < D; c += NT) {
-        float o = 0.f;
-#pragma unroll
-        for (int w = 0; w < NWARPS; ++w) o = fmaf(s_acc[w * warp_stride + c], wt[w], o);
-        mine[c] = o;
-    }
-    if (threadIdx.x == 0) mine[D] = M, mine[D + 1] = Lc;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(counter + h, 1u) == (unsigned)(nparts - 1);
-    __syncthreads();
-    if (!s_last) return;
-
-    // the last CTA of head h: merge the parts
-    __threadfence();
-    const float* hp = part + (long long)h * nparts * (D + 2);
-    if (warp == 0) {
-        float mx = NEG_INF;
-        for (int c = lane; c < nparts; c += 32) mx = fmaxf(mx, ld_cg(hp + (long long)c * (D + 2) + D));
-        mx = warp_max(mx);
-        float ls = 0.f;
-        for (int c = lane; c < nparts; c += 32) {
-            const float wgt = exp2f(ld_cg(hp + (long long)c * (D + 2) + D) - mx);
-            s_wt[c] = wgt;
-            ls = fmaf(wgt, ld_cg(hp + (long long)c * (D + 2) + D + 1), ls);
-        }
-        ls = warp_sum(ls);
-        if (lane == 0) s_inv = 1.f / ls;
-    }
-    __syncthreads();
-    for (int c = threadIdx.x; c < D; c += NT) {
-        float o = 0.f;
-#pragma unroll 8
-        for (int k = 0; k < nparts; ++k) o = fmaf(s_wt[k], ld_cg(hp + (long long)k * (D + 2) + c), o);
-        store_out(out, (long long)h * D + c, o * s_inv);
-    }
-    if (threadIdx.x == 0) counter[h] = 0u;  // ready for the next launch
+    merge_and_store([&](int w, int c) { return s_acc[w * warp_stride + c]; }, s_m, s_l, s_wt, s_inv, s_last, part,
+                    counter, out, h, pid, nparts, lane, warp);
 }
 
