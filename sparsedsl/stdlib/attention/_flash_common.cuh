@@ -158,31 +158,40 @@ __device__ __forceinline__ void p_frag(u32 (&a)[4], const float (&s)[NB][4], int
     a[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
+// 1 / a row's sum, from this thread's part of it (the row's quad of threads adds theirs); 0 for an empty row
+__device__ __forceinline__ float row_inv(float l) {
+    l += __shfl_xor_sync(0xffffffff, l, 1);
+    l += __shfl_xor_sync(0xffffffff, l, 2);
+    return l > 0.f ? 1.f / l : 0.f;
+}
+
+// row hr (0: g, 1: g + 8) of this thread's O fragments times inv, as float32 from orow (its column 2 * t4)
+template <int ND>
+__device__ __forceinline__ void store_row_f32(float* orow, const float (&o)[ND][4], int hr, float inv) {
+#pragma unroll
+    for (int n = 0; n < ND; ++n) {
+        float2 v;
+        v.x = o[n][2 * hr] * inv;
+        v.y = o[n][2 * hr + 1] * inv;
+        *(float2*)(orow + n * 8) = v;
+    }
+}
+
 // O normalised by the rows' sums and stored at rows row0 and row0 + 8 of O (row stride HEAD_DIM): float32,
-// or with out16 the inputs' 16-bit type
+// or with out16 the inputs' 16-bit type (versions 2, 3)
 template <int ND>
 __device__ __forceinline__ void store_o(void* O, size_t row0, const float (&o)[ND][4], const float (&lrow)[2], int t4,
                                         int out16) {
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-        float l = lrow[hr];
-        l += __shfl_xor_sync(0xffffffff, l, 1);
-        l += __shfl_xor_sync(0xffffffff, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
+        const float inv = row_inv(lrow[hr]);
         const size_t row = row0 + 8 * hr;
         if (out16) {
             u32* orow = (u32*)((half_t*)O + row * HEAD_DIM + 2 * t4);
 #pragma unroll
             for (int n = 0; n < ND; ++n) orow[n * 4] = pack2(o[n][2 * hr] * inv, o[n][2 * hr + 1] * inv);
         } else {
-            float* orow = (float*)O + row * HEAD_DIM + 2 * t4;
-#pragma unroll
-            for (int n = 0; n < ND; ++n) {
-                float2 v;
-                v.x = o[n][2 * hr] * inv;
-                v.y = o[n][2 * hr + 1] * inv;
-                *(float2*)(orow + n * 8) = v;
-            }
+            store_row_f32((float*)O + row * HEAD_DIM + 2 * t4, o, hr, inv);
         }
     }
 }

@@ -115,18 +115,8 @@ KERNEL_NAME(const half_t* __restrict__ Q, const half_t* __restrict__ K, const ha
     // normalise and store (float32)
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-        float l = lrow[hr];
-        l += __shfl_xor_sync(0xffffffff, l, 1);
-        l += __shfl_xor_sync(0xffffffff, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        float* orow = Oh + (size_t)(warp * 16 + g + 8 * hr) * HEAD_DIM + 2 * t4;
-#pragma unroll
-        for (int n = 0; n < HEAD_DIM / 8; ++n) {
-            float2 v;
-            v.x = o[n][2 * hr] * inv;
-            v.y = o[n][2 * hr + 1] * inv;
-            *(float2*)(orow + n * 8) = v;
-        }
+        const float inv = row_inv(lrow[hr]);
+        store_row_f32(Oh + (size_t)(warp * 16 + g + 8 * hr) * HEAD_DIM + 2 * t4, o, hr, inv);
     }
 }
 
