@@ -65,8 +65,9 @@ class Config:
     """One compile-time configuration of the kernel (``_flash_v{version}.cu``). version 1: a warp per
     16 query rows (the first kernel); version 2: register blocking, a warp per ``16 * mt`` rows, so
     each K/V fragment read from shared memory feeds ``mt`` MMAs; version 3: wgmma, a warpgroup (4
-    warps) per 64 rows. ``bn``: key/value tile rows (versions 2, 3); ``qreg``: Q held in registers (else re-read
-    from shared memory each k-step); ``minblocks``: CTAs per SM promised to ptxas (a register cap)."""
+    warps) per 64 rows. ``bn``: key/value tile rows (versions 2, 3); ``qreg``: Q held in registers
+    (else re-read from shared memory each k-step); ``minblocks``: CTAs per SM promised to ptxas (a
+    register cap)."""
 
     version: int
     nwarps: int
