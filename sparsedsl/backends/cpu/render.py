@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange, uint64 as u8
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from llvmlite import ir
 
 HUGE_PAGES = {huge_pages}
@@ -108,10 +108,22 @@ def alloc_written(n, dtype):
     return a
 
 
+def floating(x):
+    """x as a float: an integer or boolean as float64, a float as itself (Python engine)."""
+    return x if isinstance(x, (float, np.floating)) else np.float64(x)
+
+
+@overload(floating, inline="always")
+def _floating(x):
+    if isinstance(x, types.Float):
+        return lambda x: x
+    return lambda x: np.float64(x)
+
+
 @njit(inline="always")
 def sigmoid(x):
     # an integer is made floating before the negation: -x wraps for uint64 and for int64's minimum
-    return 1.0 / (1.0 + np.exp(-(x + 0.0)))
+    return 1.0 / (1.0 + np.exp(-floating(x)))
 
 
 @njit
