@@ -14,6 +14,7 @@ import pickle
 import sys
 
 import numba
+import numpy as np
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.runtime import rtsys
 
@@ -43,6 +44,11 @@ class Compiled:
         self._parallel = None
 
     def __call__(self, *args, work: int = 0):
+        if numba.config.DISABLE_JIT:  # Python engine: Python numbers typed as numba types them (int64,
+            # float64), so numpy's promotion matches (an int32 coordinate times a Python-int extent
+            # stayed int32, and a bitset's 1 << 35 was lost)
+            args = tuple(np.int64(a) if type(a) is int else np.float64(a) if type(a) is float else a
+                         for a in args)
         if self.parallel_ok and work >= PARALLEL_THRESHOLD:
             if self._parallel is None:
                 self._parallel = _load(self.source, self.fn.name)
