@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 def _job(args) -> dict:
-    cases, seed, checkpoint, deadline = args
+    cases, seed, checkpoint, deadline, backend = args
     warnings.simplefilter("ignore")
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as fixed_seed
@@ -57,7 +57,7 @@ def _job(args) -> dict:
         if sum(stats.values()) % 100 == 0:
             save()
         try:
-            stats[check_program(*case)] += 1
+            stats[check_program(*case, backend=backend)] += 1
         except AssertionError as exc:
             stats["disagree"] += 1
             failures.append(_describe(case, "disagree", exc))
@@ -92,6 +92,8 @@ def main(argv=None) -> int:
                     help="numba optimisation level for the fuzz's kernels (NUMBA_OPT; 0 compiles ~2x faster), "
                          "with a kernel cache of their own so no benchmark loads them")
     ap.add_argument("--minutes", type=float, default=None, help="stop running cases after this long")
+    ap.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: each program runs on the GPU (CUDA C through NVRTC) against the interpreter")
     ap.add_argument("--engine", choices=("numba", "python"), default="numba",
                     help="python: the generated kernels run as Python (NUMBA_DISABLE_JIT=1): every stage of "
                          "the pipeline but numba's own compilation, ~100x more programs an hour")
@@ -104,8 +106,8 @@ def main(argv=None) -> int:
         os.environ["SPARSEDSL_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"sparsedsl-fuzz-opt{args.opt}")
     out = Path(args.out or Path(__file__).parent / "results" / "fuzz.json")
     deadline = time.time() + 60 * args.minutes if args.minutes else float("inf")
-    per = [(args.cases // args.jobs + (k < args.cases % args.jobs), args.seed + k, f"{out}.job{k}", deadline)
-           for k in range(args.jobs)]
+    per = [(args.cases // args.jobs + (k < args.cases % args.jobs), args.seed + k, f"{out}.job{k}", deadline,
+            args.backend) for k in range(args.jobs)]
     start = time.time()
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         parts = pool.map(_job, per)
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     failures = [f for p in parts for f in p["failures"]]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"commit": commit, "cases": sum(stats.values()), "stats": dict(stats), "engine": args.engine,
-              "numba_opt": args.opt,
+              "backend": args.backend, "numba_opt": args.opt,
               "distinct_programs_per_job": [p["programs"] for p in parts], "seconds": round(time.time() - start),
               "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
               "failures": failures}

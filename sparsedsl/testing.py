@@ -150,10 +150,11 @@ def _free(body: str) -> list:
     return free_indices(parse_statements(f"y__[i] = {body}")[0].value)
 
 
-def check_program(source, formats, values, out_format) -> str:
-    """Compile and run one program, compare with the interpreter: "ok", or "rejected" when the
-    program is refused with a DSLError/FormatError (a clear error is a correct answer to a program
-    the language does not accept). A disagreement raises AssertionError; anything else is a crash."""
+def check_program(source, formats, values, out_format, backend="cpu") -> str:
+    """Compile and run one program on ``backend`` ("cpu" or "cuda"), compare with the interpreter:
+    "ok", or "rejected" when the program is refused with a DSLError/FormatError (a clear error is a
+    correct answer to a program the language does not accept). A disagreement raises AssertionError;
+    anything else is a crash."""
     import sparsedsl as sd
 
     from .errors import DSLError, FormatError
@@ -165,7 +166,9 @@ def check_program(source, formats, values, out_format) -> str:
     except (DSLError, FormatError):
         return "rejected"
     with np.errstate(all="ignore"):
-        got = kernel(**operands)
+        got = kernel(**operands, backend=backend)
+    if backend == "cuda":  # back on the host for the comparison
+        got = got.to("cpu") if hasattr(got, "to") else got.get() if hasattr(got, "get") else got
     single = any(np.asarray(v).dtype == np.float32 for v in values.values())  # float32 anywhere: its rounding
     assert_equal(got, ref, 1e-3 if single else None)
     return "ok"
