@@ -731,3 +731,23 @@ def test_the_cuda_plan_does_not_depend_on_the_lowerings_names(program, formats, 
     for old, new in RENAMES.items():
         if re.search(rf"\b{old}\b", cuda_render.render(fn, args)):
             assert re.search(rf"\b{new}\b", src) and not re.search(rf"\b{old}\b", src), (old, new)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("source, formats, values", [
+    # sign(nan) is nan (the CUDA sign gave 0)
+    ("y[] = sign(sqrt(x[i]) / z[k])", {"x": "bitmap", "z": "dense"}, {"x": np.array([-1.0, 4.0]), "z": np.array([1, 2])}),
+    # bool * bool is an int in C: min's template arguments are cast (NVRTC refused the kernel)
+    ("y[i] = min(x[i] * z[i], z[i]) + max(x[i] >= z[i], x[i] * z[i])", {"x": "dense", "z": "dense"},
+     {"x": np.array([True, False, True]), "z": np.array([True, True, False])}),
+    # a dense contraction with an index of one operand alone (tensordot gave the outer product)
+    ("y[] = mask(x[i], z[j] * x[i])", {"x": "dense", "z": "dense"}, {"x": np.arange(3.0), "z": np.arange(4.0)}),
+    ("let t[k] = sqrt(1 >= z[k])\ny[k] = t[k] * B[j,i]", {"z": "dense", "B": "dense"},
+     {"z": np.array([0, 1, 2]), "B": np.ones((3, 2))}),
+], ids=["sign-nan", "bool-min", "contraction-lone-index", "contraction-lone-pair"])
+def test_cuda_fuzz_findings_match_the_interpreter(source, formats, values):
+    # found by the differential fuzz on the GPU (python -m benchmarks.fuzz --backend cuda)
+    from sparsedsl.testing import check_program
+
+    assert check_program(source, formats, values, "dense", backend="cuda") == "ok"

@@ -97,7 +97,7 @@ __device__ __forceinline__ unsigned long long sd_trailing_zeros(unsigned long lo
 template <class T> __device__ __forceinline__ T sd_max(T a, T b) { return (b > a || b != b) ? b : a; }
 template <class T> __device__ __forceinline__ T sd_min(T a, T b) { return (b < a || b != b) ? b : a; }
 template <class T> __device__ __forceinline__ T sd_abs(T x) { return x < 0 ? -x : x; }
-template <class T> __device__ __forceinline__ T sd_sign(T x) { return (T)((x > 0) - (x < 0)); }
+template <class T> __device__ __forceinline__ T sd_sign(T x) { return x != x ? x : (T)((x > 0) - (x < 0)); }
 template <class T> __device__ __forceinline__ T sd_floordiv(T a, T b) {
   T q = a / b; if ((a % b != 0) && ((a < 0) != (b < 0))) q -= 1; return q; }
 template <class T> __device__ __forceinline__ T sd_mod(T a, T b) {
@@ -230,12 +230,15 @@ class CExpr:
     def cast(self, code: str, t, want, strict: bool = False) -> str:
         """``code`` (of type ``t``) as a ``want``; ``strict`` also casts literals (template arguments
         and overloads must match exactly)."""
-        if want is None or t == want:
+        # C promotes bool and the narrow integers to int in arithmetic (bool * bool is an int): a
+        # template argument of such a type is cast even where the types say it already is one
+        promoted = strict and want in ("bool", "int8", "uint8", "int16", "uint16")
+        if want is None or t == want and not promoted:
             return code
         if want in HALF:  # a store into 16-bit float storage: compute in float32, round once
             return f"{HALF[want][1]}({self.cast(code, t, 'float32')})"
         want = concrete(want)
-        if t == want:
+        if t == want and not promoted:
             return code
         if not strict and (t == WEAK_INT and _kind(want) in "iuf" or t == WEAK_FLOAT and want == "float64"):
             return code

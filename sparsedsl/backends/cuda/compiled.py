@@ -163,9 +163,17 @@ def _contract(named: dict, c):
     left, right = named[c.left], named[c.right]
     ins, out_ix = c.spec.split("->")
     lix, rix = ins.split(",")
+    # an index of one operand alone, not in the output, is summed over that operand first
+    # (y[] = z[j] * x[i]: tensordot over no axes gave the outer product, not its sum)
+    lone = [x for x in lix if x not in rix and x not in out_ix]
+    if lone:
+        left, lix = left.sum(axis=tuple(lix.index(x) for x in lone)), "".join(x for x in lix if x not in lone)
+    lone = [x for x in rix if x not in lix and x not in out_ix]
+    if lone:
+        right, rix = right.sum(axis=tuple(rix.index(x) for x in lone)), "".join(x for x in rix if x not in lone)
     summed = [x for x in lix if x in rix and x not in out_ix]
     if any(x in lix and x in rix for x in out_ix):  # an index of both operands and the output: a batch
-        product = cp.einsum(c.spec, left, right)
+        product = cp.einsum(f"{lix},{rix}->{out_ix}", left, right)
     else:
         product = cp.tensordot(left, right, axes=([lix.index(x) for x in summed], [rix.index(x) for x in summed]))
         kept = [x for x in lix if x not in summed] + [x for x in rix if x not in summed]
