@@ -175,7 +175,10 @@ def _contract(named: dict, c):
     if any(x in lix and x in rix for x in out_ix):  # an index of both operands and the output: a batch
         product = cp.einsum(f"{lix},{rix}->{out_ix}", left, right)
     else:
-        product = cp.tensordot(left, right, axes=([lix.index(x) for x in summed], [rix.index(x) for x in summed]))
+        if summed:
+            product = cp.tensordot(left, right, axes=([lix.index(x) for x in summed], [rix.index(x) for x in summed]))
+        else:  # an outer product (cupy's tensordot refuses a 0-d operand)
+            product = left.reshape(left.shape + (1,) * right.ndim) * right
         kept = [x for x in lix if x not in summed] + [x for x in rix if x not in summed]
         product = product.transpose([kept.index(x) for x in out_ix])
     out = named[c.out]
